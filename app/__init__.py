@@ -1,0 +1,1 @@
+"""Application wiring: the CLI, the main window, settings, background jobs."""

@@ -1,0 +1,1 @@
+"""Disagreement metrics, the VLM judge, verdicts and distillation weights. No Qt here."""

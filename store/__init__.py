@@ -1,0 +1,1 @@
+"""Project store: SQLAlchemy schema, migrations, project folders and mask encoding. No Qt here."""

@@ -1,0 +1,98 @@
+"""project.yaml: the project's settings, following seed 001's configuration template.
+
+Kept as plain nested dicts merged over defaults so a YAML written by a newer version with extra keys still loads,
+and a hand-edited file with missing keys gets the documented defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from store.errors import UserError
+
+DEFAULTS: dict[str, Any] = {
+    "name": "maskbench project",
+    "database_url": None,  # None: the project's maskbench.sqlite; any SQLAlchemy URL (e.g. postgresql://) otherwise
+    "distillation": {
+        "teacher": {"model": "sam2.1_hiera_s", "precision": "fp16", "freeze": True},
+        "student": {
+            "backbone": "tinyvit_5m",
+            "prompt_encoder": "dense_point_only",
+            "decoder_upsample": "1/2",
+            "quantization": "int8_weight_only",
+            "input_size": 512,
+        },
+        "loss": {"feature_weight": 0.4, "soft_bce_weight": 0.3, "dice_weight": 0.3, "temperature": 2.0},
+        "training": {
+            "epochs": 45,
+            "batch_size": 32,
+            "lr": 1e-4,
+            "weight_decay": 0.01,
+            "scheduler": "cosine_annealing",
+            "grad_clip": 1.0,
+            "split": [0.8, 0.1, 0.1],
+            "split_seed": 1234,
+            "points_per_sample": 1,
+        },
+        "disagreement_threshold": 0.15,
+        "vlm_review": True,
+    },
+    "hardware": {"target": "jetson_orin_nano", "target_fps": 30, "calibration_samples": 500},
+    "judge": {
+        "model": "openai/gpt-4o",
+        "fallbacks": ["anthropic/claude-3-5-sonnet-20240620"],
+        "api_base": None,
+        "budget_usd": 5.0,
+        "workers": 4,
+        "timeout_s": 60,
+        "retries": 2,
+        "swap": False,
+        "prompt_version": "v1",
+        "prices": {},  # model -> {"input_per_1k": USD, "output_per_1k": USD}, when LiteLLM does not know the model
+        "trust": 0.5,
+    },
+    "weights": {
+        "student_better_teacher_scale": 0.3,
+        "hard_sample_scale": 2.0,
+        "vlm_trust": 0.5,
+    },
+    "embedding_cache": {"max_gb": 4.0},
+}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+class ConfigError(UserError):
+    pass
+
+
+def load(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return deep_merge(DEFAULTS, raw)
+
+
+def save(path: Path, cfg: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def threshold(cfg: dict[str, Any]) -> float:
+    return float(cfg["distillation"]["disagreement_threshold"])

@@ -1,0 +1,132 @@
+"""Database engine and migrations.
+
+SQLite gets WAL (readers never block the reviewer's writes), foreign keys and a busy timeout so the GUI, a judge run
+and a CLI predict can share one file. Any other SQLAlchemy URL (a shared PostgreSQL) works unchanged. Migrations
+run on open; on SQLite a copy of the file is kept before a migration touches it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from store.errors import UserError
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+BUSY_TIMEOUT_MS = 30_000
+
+
+class StoreError(UserError):
+    pass
+
+
+def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() or ""
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and url != "sqlite://" and ":memory:" not in url:
+        return Path(url[len(prefix):])
+    return None
+
+
+def upgrade(engine: Engine, url: str, revision: str = "head") -> None:
+    """Bring the schema to `revision`, keeping a backup of an existing SQLite file first."""
+    current = current_revision(engine)
+    target = head_revision() if revision == "head" else revision
+    if current == target:
+        return
+    path = sqlite_path(url)
+    if current is not None and path is not None and path.exists():
+        backup = path.with_name(f"{path.name}.bak-{current}")
+        # sqlite3's online backup copies a consistent snapshot even with WAL pages not yet checkpointed.
+        src = sqlite3.connect(path)
+        dst = sqlite3.connect(backup)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+    cfg = alembic_config(url)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+class Database:
+    """An open, migrated store. Use `session()` for a unit of work that commits or rolls back as a whole."""
+
+    def __init__(self, url: str, migrate: bool = True) -> None:
+        self.url = url
+        path = sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(url)
+        if migrate:
+            try:
+                upgrade(self.engine, url)
+            except Exception as exc:  # noqa: BLE001 - surfaced to users as one line
+                raise StoreError(f"cannot open or migrate the database at {url}: {exc}") from exc
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        s = self._factory()
+        try:
+            yield s
+            s.commit()
+        except BaseException:
+            s.rollback()
+            raise
+        finally:
+            s.close()
+
+    def integrity_check(self) -> str:
+        if sqlite_path(self.url) is None:
+            return "ok"
+        with self.engine.connect() as conn:
+            return str(conn.exec_driver_sql("PRAGMA integrity_check").scalar())
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,97 @@
+"""A project is a folder: project.yaml, maskbench.sqlite, and working folders for caches, runs and exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from store import config as config_mod
+from store.db import Database
+from store.errors import UserError
+
+CONFIG_NAME = "project.yaml"
+DB_NAME = "maskbench.sqlite"
+
+
+class ProjectError(UserError):
+    pass
+
+
+class Project:
+    def __init__(self, root: Path, cfg: dict[str, Any], db: Database) -> None:
+        self.root = root
+        self.config = cfg
+        self.db = db
+
+    # Folders the domain code writes to; created lazily so a read-only look at a project creates nothing.
+    @property
+    def cache_dir(self) -> Path:
+        return self._dir("cache")
+
+    @property
+    def runs_dir(self) -> Path:
+        return self._dir("runs")
+
+    @property
+    def exports_dir(self) -> Path:
+        return self._dir("exports")
+
+    @property
+    def models_dir(self) -> Path:
+        return self._dir("models")
+
+    def _dir(self, name: str) -> Path:
+        p = self.root / name
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_NAME
+
+    def save_config(self) -> None:
+        config_mod.save(self.config_path, self.config)
+
+    @classmethod
+    def database_url(cls, root: Path, cfg: dict[str, Any]) -> str:
+        return cfg.get("database_url") or f"sqlite:///{(root / DB_NAME).resolve()}"
+
+    @classmethod
+    def create(cls, root: Path | str, name: str | None = None, overrides: dict[str, Any] | None = None) -> Project:
+        root = Path(root).expanduser().resolve()
+        if (root / CONFIG_NAME).exists():
+            return cls.open(root)
+        if root.exists() and not root.is_dir():
+            raise ProjectError(f"{root} exists and is not a folder")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ProjectError(f"cannot create project folder {root}: {exc.strerror}") from None
+        cfg = config_mod.deep_merge(config_mod.DEFAULTS, overrides or {})
+        cfg["name"] = name or root.name
+        config_mod.save(root / CONFIG_NAME, cfg)
+        return cls.open(root)
+
+    @classmethod
+    def open(cls, root: Path | str, create: bool = False) -> Project:
+        root = Path(root).expanduser().resolve()
+        cfg_path = root / CONFIG_NAME
+        if not cfg_path.exists():
+            if create:
+                return cls.create(root)
+            raise ProjectError(f"{root} is not a maskbench project (no {CONFIG_NAME}); create it with 'maskbench init'")
+        try:
+            cfg = config_mod.load(cfg_path)
+        except config_mod.ConfigError as exc:
+            raise ProjectError(str(exc)) from None
+        db = Database(cls.database_url(root, cfg))
+        return cls(root, cfg, db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
