@@ -1,0 +1,87 @@
+"""Project commands: init, ingest, export-labels, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from app.progress import bar
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("ingest")(ingest)
+    app.command("export-labels")(export_labels)
+    app.command("demo")(demo)
+
+
+def init(
+    path: Path = typer.Argument(..., help="Folder of the new project (created if missing)."),
+    name: Optional[str] = typer.Option(None, help="Display name; defaults to the folder name."),
+) -> None:
+    """Create a project folder with project.yaml and an empty, migrated store."""
+    from store.project import Project
+
+    with Project.create(path, name=name) as p:
+        typer.echo(f"project ready: {p.root}")
+
+
+def ingest(
+    dataset: Path = typer.Argument(..., help="Folder (side-by-side X.jpg+X.png, or images/+masks/) or COCO .json."),
+    project: Path = typer.Option(..., "--project", "-p", help="Project folder (created if missing)."),
+    strict: bool = typer.Option(False, help="Abort with nothing stored if any file is bad."),
+    workers: int = typer.Option(4, help="Decoding threads."),
+) -> None:
+    """Add image/mask pairs to a project; files already stored (same content) are skipped."""
+    from store.ingest import ingest as run_ingest
+    from store.project import Project
+
+    with Project.open(project, create=True) as p:
+        training = p.config["distillation"]["training"]
+        with bar("ingest") as progress:
+            report = run_ingest(
+                p.db, dataset, strict=strict, progress=progress, workers=workers,
+                split_ratios=tuple(training["split"]), split_seed=int(training["split_seed"]),
+            )
+    typer.echo(f"layout: {report.layout}; candidates: {report.total_candidates}")
+    for cls, n in sorted(report.added.items()):
+        typer.echo(f"  {cls:<16} {n:>6}")
+    typer.echo(f"added {report.added_total}, already present {report.skipped_existing}, bad {len(report.bad)}")
+    if report.bad:
+        typer.echo("bad files:")
+        for path, reason in report.bad:
+            typer.echo(f"  {path}: {reason}")
+
+
+def export_labels(
+    project: Path = typer.Option(..., "--project", "-p"),
+    fmt: str = typer.Option("coco", "--format", help="coco (verified masks, RLE) or csv (verdict trail)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file; defaults inside the project."),
+) -> None:
+    """Write verified masks as COCO JSON (RLE) or the verdicts as CSV."""
+    from store.errors import UserError
+    from store.labels import export_coco, export_verdicts_csv
+    from store.project import Project
+
+    if fmt not in ("coco", "csv"):
+        raise UserError(f"--format must be coco or csv, not {fmt!r}")
+    with Project.open(project) as p:
+        target = out or p.root / ("labels_coco.json" if fmt == "coco" else "verdicts.csv")
+        n = export_coco(p.db, target) if fmt == "coco" else export_verdicts_csv(p.db, target)
+    typer.echo(f"wrote {n} {'annotations' if fmt == 'coco' else 'verdicts'} to {target}")
+
+
+def demo(
+    project: Path = typer.Option(None, "--project", "-p", help="Where to build it; defaults to the user data folder."),
+    count: int = typer.Option(60, help="Number of synthetic crops."),
+    seed: int = typer.Option(7, help="Generator seed (same seed, same crops)."),
+) -> None:
+    """Build the demo project from deterministic synthetic defect crops (and demo model predictions if shipped)."""
+    from app.demo import build_demo_project, default_demo_dir
+
+    root = project or default_demo_dir()
+    with bar("demo") as progress:
+        summary = build_demo_project(root, count=count, seed=seed, progress=progress)
+    typer.echo(summary)
