@@ -18,6 +18,7 @@ from app import logs
 COMMAND_MODULES = [
     "app.commands.project",
     "app.commands.gui",
+    "app.commands.train",
 ]
 
 app = typer.Typer(

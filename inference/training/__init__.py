@@ -1,0 +1,7 @@
+"""Training: seed 001's feature-aligned distillation, the naive logit baseline, and SAM 2 teacher fine-tuning.
+
+No Qt here, and nothing heavy at package import: torch is imported by the submodules that need it, which only the
+`maskbench train` command and the tests load. Entry point: `inference.training.runner.train(TrainOptions(...))`.
+"""
+
+MODES = ("distill", "finetune-teacher")

@@ -1,0 +1,95 @@
+"""Resolve a run's settings from the project's YAML (seed 001's `distillation` template) plus CLI overrides.
+
+Keys this package adds to the template (all optional in project.yaml, defaults here):
+  distillation.teacher.config / .checkpoint / .image_size : SAM 2 Hydra config, weights, input size of the teacher
+  distillation.training.amp / .num_workers / .log_every / .seed / .prompt_seed / .augment / .min_lr
+  distillation.finetune_teacher.{lr, epochs, batch_size, train_image_encoder}
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from store import config as config_mod
+from store.errors import UserError
+
+TEACHER_CONFIGS = {
+    "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1_hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1_hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1_hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+
+EXTRA_DEFAULTS: dict[str, Any] = {
+    "distillation": {
+        "teacher": {"config": None, "checkpoint": None, "image_size": 1024},
+        "training": {
+            "amp": True,
+            "num_workers": 2,
+            "log_every": 10,
+            "seed": 0,
+            "prompt_seed": 0,
+            "min_lr": 0.0,
+            "augment": {
+                "hflip": 0.5,
+                "vflip": 0.5,
+                "rot90": 0.5,
+                "exposure": 0.5,  # probability; shift in stops drawn from +-exposure_stops
+                "exposure_stops": 0.5,
+                "noise": 0.3,
+                "noise_sigma": 0.03,
+                "motion_blur": 0.2,
+                "motion_blur_max": 9,
+            },
+        },
+        "finetune_teacher": {"lr": 1e-5, "epochs": None, "batch_size": 4, "train_image_encoder": True},
+    }
+}
+
+
+class TrainConfigError(UserError):
+    pass
+
+
+def resolve(project_cfg: dict[str, Any], config_file: Path | None = None) -> dict[str, Any]:
+    """The `distillation` section of the project config (+ an optional YAML file laid over it), with defaults."""
+    cfg = config_mod.deep_merge(EXTRA_DEFAULTS, {"distillation": project_cfg.get("distillation", {})})
+    if config_file is not None:
+        import yaml
+
+        path = Path(config_file)
+        if not path.is_file():
+            raise TrainConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise TrainConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(raw, dict):
+            raise TrainConfigError(f"{path}: expected a mapping at the top level")
+        if "distillation" in raw:
+            raw = raw["distillation"]
+        cfg = config_mod.deep_merge(cfg, {"distillation": raw})
+    return copy.deepcopy(cfg["distillation"])
+
+
+def teacher_config_name(dist: dict[str, Any]) -> str:
+    t = dist["teacher"]
+    if t.get("config"):
+        return str(t["config"])
+    model = str(t.get("model", "sam2.1_hiera_s"))
+    if model.endswith(".yaml"):
+        return model
+    if model not in TEACHER_CONFIGS:
+        raise TrainConfigError(f"unknown teacher model {model!r}; set distillation.teacher.config to a SAM 2 config")
+    return TEACHER_CONFIGS[model]
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
