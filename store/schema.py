@@ -180,6 +180,8 @@ class JudgeCall(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    # Non-secret fingerprint of the API key that paid for the call (sha256 prefix), for per-key budgets; never the key.
+    key_id: Mapped[str | None] = mapped_column(String(16), index=True, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

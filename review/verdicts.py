@@ -1,0 +1,344 @@
+"""Verdicts: the append-only review trail, and the queries the GUI and the weights read from it.
+
+Rows are only ever inserted. An undo is a new `VerdictKind.UNDO` row whose `supersedes_id` names the verdict it
+cancels; the cancelled row stays for the audit. Human and VLM verdicts are separate records: for a sample the
+effective verdict is its latest non-undone human verdict, else its latest VLM verdict. Only a human can store a
+corrected mask (it becomes the sample's ground truth); only the VLM can say `uncertain`.
+
+Everything that reads "latest per sample" does it in SQL (max(id) per sample in a subquery), so a 100k-row review
+table is one query, not one per row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session, aliased
+
+from store import rle as rle_mod
+from store.db import Database
+from store.errors import UserError
+from store.schema import Disagreement, Mask, MaskSource, Sample, Verdict, VerdictAuthorKind, VerdictKind
+
+HUMAN_KINDS = frozenset({VerdictKind.TEACHER_BETTER, VerdictKind.STUDENT_BETTER, VerdictKind.BOTH_GOOD,
+                         VerdictKind.BOTH_BAD, VerdictKind.CORRECTED})
+VLM_KINDS = frozenset({VerdictKind.TEACHER_BETTER, VerdictKind.STUDENT_BETTER, VerdictKind.BOTH_GOOD,
+                       VerdictKind.BOTH_BAD, VerdictKind.UNCERTAIN})
+
+
+class VerdictError(UserError):
+    pass
+
+
+def _kind(verdict: VerdictKind | str) -> VerdictKind:
+    if isinstance(verdict, VerdictKind):
+        return verdict
+    try:
+        return VerdictKind(str(verdict).strip().lower().replace(" ", "_").replace("-", "_"))
+    except ValueError:
+        names = ", ".join(k.value for k in VerdictKind if k != VerdictKind.UNDO)
+        raise VerdictError(f"unknown verdict {verdict!r}; use one of: {names}") from None
+
+
+def _author_kind(kind: VerdictAuthorKind | str) -> VerdictAuthorKind:
+    return kind if isinstance(kind, VerdictAuthorKind) else VerdictAuthorKind(str(kind))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def add_verdict(
+    session: Session,
+    sample: Sample,
+    verdict: VerdictKind | str,
+    author: str,
+    *,
+    author_kind: VerdictAuthorKind | str = VerdictAuthorKind.HUMAN,
+    confidence: float | None = None,
+    reason: str | None = None,
+    corrected_mask: np.ndarray | None = None,
+    judge_call_id: int | None = None,
+) -> Verdict:
+    """Validate and add one verdict (and its corrected mask) to an open session; the caller commits."""
+    kind, akind = _kind(verdict), _author_kind(author_kind)
+    if kind == VerdictKind.UNDO:
+        raise VerdictError("an undo is recorded with undo_last(), not as a verdict")
+    allowed = HUMAN_KINDS if akind == VerdictAuthorKind.HUMAN else VLM_KINDS
+    if kind not in allowed:
+        who = "a human" if akind == VerdictAuthorKind.HUMAN else "the VLM judge"
+        raise VerdictError(f"verdict {kind.value!r} cannot come from {who}")
+    if not author or not author.strip():
+        raise VerdictError("a verdict needs an author")
+    if confidence is not None and not 0.0 <= float(confidence) <= 1.0:
+        raise VerdictError(f"confidence must be within 0..1, got {confidence}")
+    mask_row = None
+    if kind == VerdictKind.CORRECTED:
+        if corrected_mask is None:
+            raise VerdictError("a corrected verdict needs the corrected mask")
+        m = np.asarray(corrected_mask).astype(bool)
+        if m.shape != (sample.height, sample.width):
+            raise VerdictError(f"corrected mask is {m.shape[1]}x{m.shape[0]}, "
+                               f"sample {sample.id} is {sample.width}x{sample.height}")
+        mask_row = Mask(sample_id=sample.id, source=MaskSource.CORRECTED, rle=rle_mod.encode(m),
+                        area=int(np.count_nonzero(m)))
+        session.add(mask_row)
+        session.flush()
+    elif corrected_mask is not None:
+        raise VerdictError(f"a mask can only be stored with a corrected verdict, not {kind.value!r}")
+    row = Verdict(
+        sample_id=sample.id,
+        author_kind=akind,
+        author=author.strip(),
+        verdict=kind,
+        confidence=None if confidence is None else float(confidence),
+        reason=reason,
+        corrected_mask_id=mask_row.id if mask_row is not None else None,
+        judge_call_id=judge_call_id,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def record_verdict(
+    db: Database,
+    sample_id: int,
+    verdict: VerdictKind | str,
+    author: str,
+    *,
+    author_kind: VerdictAuthorKind | str = VerdictAuthorKind.HUMAN,
+    confidence: float | None = None,
+    reason: str | None = None,
+    corrected_mask: np.ndarray | None = None,
+    judge_call_id: int | None = None,
+) -> Verdict:
+    """Store one verdict, committed at once in its own transaction (with its corrected mask, if any)."""
+    with db.session() as s:
+        sample = s.get(Sample, sample_id)
+        if sample is None:
+            raise VerdictError(f"no sample with id {sample_id}")
+        return add_verdict(s, sample, verdict, author, author_kind=author_kind, confidence=confidence,
+                           reason=reason, corrected_mask=corrected_mask, judge_call_id=judge_call_id)
+
+
+def _undone_ids() -> Select[Any]:
+    return select(Verdict.supersedes_id).where(Verdict.verdict == VerdictKind.UNDO,
+                                                Verdict.supersedes_id.is_not(None))
+
+
+def undo_last(db: Database, author: str,
+              author_kind: VerdictAuthorKind | str = VerdictAuthorKind.HUMAN) -> Verdict | None:
+    """Cancel `author`'s latest verdict that is still in effect; returns the UNDO row, or None if nothing is left.
+
+    Repeated calls walk back through the author's verdicts, newest first.
+    """
+    akind = _author_kind(author_kind)
+    with db.session() as s:
+        target = s.scalar(
+            select(Verdict)
+            .where(Verdict.author == author, Verdict.author_kind == akind, Verdict.verdict != VerdictKind.UNDO,
+                   Verdict.id.not_in(_undone_ids()))
+            .order_by(Verdict.id.desc())
+            .limit(1)
+        )
+        if target is None:
+            return None
+        row = Verdict(sample_id=target.sample_id, author_kind=akind, author=author, verdict=VerdictKind.UNDO,
+                      supersedes_id=target.id, reason=f"undo of verdict {target.id} ({target.verdict.value})")
+        s.add(row)
+        s.flush()
+        return row
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _latest_ids(author_kind: VerdictAuthorKind, kinds: Iterable[VerdictKind] | None = None) -> Any:
+    """Subquery (sample_id, vid): id of each sample's latest verdict of that author kind still in effect."""
+    q = select(Verdict.sample_id.label("sample_id"), func.max(Verdict.id).label("vid")).where(
+        Verdict.author_kind == author_kind, Verdict.verdict != VerdictKind.UNDO, Verdict.id.not_in(_undone_ids()))
+    if kinds is not None:
+        q = q.where(Verdict.verdict.in_(list(kinds)))
+    return q.group_by(Verdict.sample_id).subquery()
+
+
+def latest_verdicts(session: Session, author_kind: VerdictAuthorKind | str,
+                    sample_ids: Iterable[int] | None = None) -> dict[int, Verdict]:
+    """Latest verdict still in effect per sample, for one author kind (one query)."""
+    sub = _latest_ids(_author_kind(author_kind))
+    q = select(Verdict).join(sub, sub.c.vid == Verdict.id)
+    if sample_ids is not None:
+        q = q.where(Verdict.sample_id.in_(list(sample_ids)))
+    return {v.sample_id: v for v in session.scalars(q)}
+
+
+def effective_verdicts(session: Session, sample_ids: Iterable[int] | None = None) -> dict[int, Verdict]:
+    """Per sample: the latest non-undone human verdict, else the latest VLM verdict."""
+    ids = None if sample_ids is None else list(sample_ids)
+    out = latest_verdicts(session, VerdictAuthorKind.VLM, ids)
+    out.update(latest_verdicts(session, VerdictAuthorKind.HUMAN, ids))
+    return out
+
+
+def effective_verdict(session: Session, sample_id: int) -> Verdict | None:
+    return effective_verdicts(session, [sample_id]).get(sample_id)
+
+
+def corrected_masks(session: Session, sample_ids: Iterable[int] | None = None) -> dict[int, int]:
+    """sample_id -> mask id of the latest corrected mask whose human verdict is still in effect."""
+    sub = _latest_ids(VerdictAuthorKind.HUMAN, [VerdictKind.CORRECTED])
+    q = select(Verdict.sample_id, Verdict.corrected_mask_id).join(sub, sub.c.vid == Verdict.id)
+    if sample_ids is not None:
+        q = q.where(Verdict.sample_id.in_(list(sample_ids)))
+    return {sid: mid for sid, mid in session.execute(q) if mid is not None}
+
+
+def ground_truth_masks(session: Session, sample_ids: Iterable[int] | None = None) -> dict[int, tuple[int, str]]:
+    """sample_id -> (mask id, "corrected" | "ground_truth"): a human-corrected mask wins over the ingested one."""
+    ids = None if sample_ids is None else list(sample_ids)
+    q = select(Mask.sample_id, func.max(Mask.id)).where(Mask.source == MaskSource.GROUND_TRUTH)
+    if ids is not None:
+        q = q.where(Mask.sample_id.in_(ids))
+    out = {sid: (mid, "ground_truth") for sid, mid in session.execute(q.group_by(Mask.sample_id))}
+    out.update({sid: (mid, "corrected") for sid, mid in corrected_masks(session, ids).items()})
+    return out
+
+
+def latest_disagreements_subquery() -> Any:
+    """Subquery (sample_id, did): each sample's latest disagreement record."""
+    return (select(Disagreement.sample_id.label("sample_id"), func.max(Disagreement.id).label("did"))
+            .group_by(Disagreement.sample_id).subquery())
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    sample_id: int
+    path: str
+    defect_class: str
+    split: str | None
+    disagreement_id: int
+    iou_ts: float
+    dice_ts: float
+    boundary_f: float
+    iou_teacher_gt: float | None
+    iou_student_gt: float | None
+    flagged: bool
+    vlm_verdict: str | None
+    vlm_confidence: float | None
+    human_verdict: str | None  # None: not reviewed by a human yet
+    human_author: str | None
+    human_at: dt.datetime | None
+
+    @property
+    def human_status(self) -> str:
+        return "pending" if self.human_verdict is None else "reviewed"
+
+
+ORDERS = ("disagreement", "class", "sample")
+
+
+def _queue_select(defect_class: str | None, status: str, flagged_only: bool, vlm: str | None) -> Select[Any]:
+    latest_d = latest_disagreements_subquery()
+    vlm_ids = _latest_ids(VerdictAuthorKind.VLM)
+    human_ids = _latest_ids(VerdictAuthorKind.HUMAN)
+    vv, hv = aliased(Verdict), aliased(Verdict)
+    q = (
+        select(
+            Sample.id, Sample.path, Sample.defect_class, Sample.split, Disagreement.id, Disagreement.iou_ts,
+            Disagreement.dice_ts, Disagreement.boundary_f, Disagreement.iou_teacher_gt, Disagreement.iou_student_gt,
+            Disagreement.flagged, vv.verdict, vv.confidence, hv.verdict, hv.author, hv.created_at,
+        )
+        .select_from(latest_d)
+        .join(Disagreement, Disagreement.id == latest_d.c.did)
+        .join(Sample, Sample.id == latest_d.c.sample_id)
+        .outerjoin(vlm_ids, vlm_ids.c.sample_id == Sample.id)
+        .outerjoin(vv, vv.id == vlm_ids.c.vid)
+        .outerjoin(human_ids, human_ids.c.sample_id == Sample.id)
+        .outerjoin(hv, hv.id == human_ids.c.vid)
+    )
+    if flagged_only:
+        q = q.where(Disagreement.flagged.is_(True))
+    if defect_class:
+        q = q.where(Sample.defect_class == defect_class)
+    if status == "pending":
+        q = q.where(hv.id.is_(None))
+    elif status == "reviewed":
+        q = q.where(hv.id.is_not(None))
+    elif status != "all":
+        raise VerdictError(f"status must be all, pending or reviewed, not {status!r}")
+    if vlm == "none":
+        q = q.where(vv.id.is_(None))
+    elif vlm:
+        q = q.where(vv.verdict == _kind(vlm))
+    return q
+
+
+def review_queue(
+    session: Session,
+    *,
+    defect_class: str | None = None,
+    status: str = "all",
+    vlm: str | None = None,
+    flagged_only: bool = True,
+    order: str = "disagreement",
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[QueueRow]:
+    """Rows for the review table in one query: flagged samples, most disagreeing first (lowest teacher/student IoU),
+    with class, IoU, the VLM verdict and confidence and the human status. `limit`/`offset` page through it."""
+    q = _queue_select(defect_class, status, flagged_only, vlm)
+    if order == "disagreement":
+        q = q.order_by(Disagreement.iou_ts.asc(), Sample.id.asc())
+    elif order == "class":
+        q = q.order_by(Sample.defect_class.asc(), Disagreement.iou_ts.asc(), Sample.id.asc())
+    elif order == "sample":
+        q = q.order_by(Sample.id.asc())
+    else:
+        raise VerdictError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
+    if limit is not None:
+        q = q.limit(limit)
+    if offset:
+        q = q.offset(offset)
+    out = []
+    for r in session.execute(q):
+        out.append(QueueRow(
+            sample_id=r[0], path=r[1], defect_class=r[2], split=r[3], disagreement_id=r[4], iou_ts=r[5],
+            dice_ts=r[6], boundary_f=r[7], iou_teacher_gt=r[8], iou_student_gt=r[9], flagged=bool(r[10]),
+            vlm_verdict=r[11].value if r[11] is not None else None, vlm_confidence=r[12],
+            human_verdict=r[13].value if r[13] is not None else None, human_author=r[14], human_at=r[15],
+        ))
+    return out
+
+
+def queue_count(session: Session, *, defect_class: str | None = None, status: str = "all", vlm: str | None = None,
+                flagged_only: bool = True) -> int:
+    sub = _queue_select(defect_class, status, flagged_only, vlm).subquery()
+    return int(session.scalar(select(func.count()).select_from(sub)) or 0)
+
+
+def next_pending(session: Session, after_sample_id: int | None = None, defect_class: str | None = None) -> int | None:
+    """The most disagreeing flagged sample without a human verdict (other than `after_sample_id`), or None."""
+    q = _queue_select(defect_class, "pending", True, None).order_by(Disagreement.iou_ts.asc(), Sample.id.asc())
+    if after_sample_id is not None:
+        q = q.where(Sample.id != after_sample_id)
+    row = session.execute(q.limit(1)).first()
+    return None if row is None else int(row[0])
+
+
+def trail(session: Session, sample_id: int) -> list[Verdict]:
+    """Every verdict row of a sample, oldest first, undo rows included."""
+    return list(session.scalars(select(Verdict).where(Verdict.sample_id == sample_id).order_by(Verdict.id)))
+
+
+__all__ = [
+    "QueueRow", "VerdictError", "add_verdict", "corrected_masks", "effective_verdict", "effective_verdicts",
+    "ground_truth_masks", "latest_verdicts", "next_pending", "queue_count", "record_verdict", "review_queue",
+    "trail", "undo_last",
+]
