@@ -1,0 +1,404 @@
+"""The crop with its mask overlays, at pixel accuracy.
+
+Each mask is one QGraphicsPixmapItem built from an 8-bit indexed QImage that points straight at the mask bytes
+(a two-entry colour table: transparent, layer colour), so a new crop costs a handful of numpy ops and no per-pixel
+Python. No smoothing anywhere: the view never sets SmoothPixmapTransform and pixmap items use
+Qt.FastTransformation, so at 16x zoom every image pixel is a crisp square and contours sit on pixel edges.
+
+Modes: "fill" (translucent fill), "contour" (1-pixel inner boundary) and "diff" (teacher-only pixels in the
+teacher colour, student-only in the student colour, agreement faint grey; GT and corrected as contours).
+Mouse: left/right click emit positive/negative points (point tool) or paint/erase (brush tools); wheel zooms
+around the cursor; middle button, or Space + left button, pans.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QImage,
+    QKeyEvent,
+    QMouseEvent,
+    QPainter,
+    QPen,
+    QPixmap,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import (
+    QGraphicsEllipseItem,
+    QGraphicsItem,
+    QGraphicsPixmapItem,
+    QGraphicsScene,
+    QGraphicsView,
+    QStyleOptionGraphicsItem,
+    QWidget,
+)
+
+from widgets.palette import OKABE_ITO_LAYERS
+
+LAYERS = ("teacher", "student", "gt", "corrected")
+MODES = ("fill", "contour", "diff")
+_KERNEL = np.ones((3, 3), np.uint8)
+POS_COLOUR = QColor("#F0E442")  # Okabe-Ito yellow
+NEG_COLOUR = QColor("#D55E00")  # Okabe-Ito vermillion
+
+
+def contour(mask: np.ndarray) -> np.ndarray:
+    """1-pixel inner boundary of a bool mask, as uint8 0/1."""
+    m = mask.view(np.uint8) if mask.dtype == bool else (mask > 0).astype(np.uint8)
+    return m & ~cv2.erode(m, _KERNEL, borderType=cv2.BORDER_CONSTANT, borderValue=0) & 1
+
+
+def indexed_pixmap(index: np.ndarray, table: list[int]) -> QPixmap:
+    """HxW uint8 palette indices + ARGB colour table -> pixmap (one conversion, no per-pixel Python)."""
+    buf = np.ascontiguousarray(index, dtype=np.uint8)
+    h, w = buf.shape
+    img = QImage(buf.data, w, h, w, QImage.Format.Format_Indexed8)
+    img.setColorTable(table)
+    return QPixmap.fromImage(img)
+
+
+def rgb_pixmap(image: np.ndarray) -> QPixmap:
+    buf = np.ascontiguousarray(image)
+    if buf.ndim == 2:
+        h, w = buf.shape
+        return QPixmap.fromImage(QImage(buf.data, w, h, w, QImage.Format.Format_Grayscale8))
+    h, w = buf.shape[:2]
+    return QPixmap.fromImage(QImage(buf.data, w, h, 3 * w, QImage.Format.Format_RGB888))
+
+
+def _argb(colour: QColor, alpha: int = 255) -> int:
+    c = QColor(colour)
+    c.setAlpha(alpha)
+    return c.rgba()
+
+
+class PointMarker(QGraphicsItem):
+    """A prompt point that keeps its screen size at any zoom."""
+
+    R = 6.0
+
+    def __init__(self, x: float, y: float, positive: bool) -> None:
+        super().__init__()
+        self.positive = positive
+        self.setPos(QPointF(x + 0.5, y + 0.5))
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations, True)
+        self.setZValue(20)
+
+    def boundingRect(self) -> QRectF:
+        r = self.R + 2
+        return QRectF(-r, -r, 2 * r, 2 * r)
+
+    def paint(self, p: QPainter, _o: QStyleOptionGraphicsItem, _w: QWidget | None = None) -> None:
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        p.setPen(QPen(QColor("black"), 1.5))
+        p.setBrush(QBrush(POS_COLOUR if self.positive else NEG_COLOUR))
+        p.drawEllipse(QPointF(0, 0), self.R, self.R)
+        p.setPen(QPen(QColor("black"), 2))
+        p.drawLine(QPointF(-3.5, 0), QPointF(3.5, 0))
+        if self.positive:
+            p.drawLine(QPointF(0, -3.5), QPointF(0, 3.5))
+
+
+class MaskView(QGraphicsView):
+    pointClicked = Signal(float, float, int)  # x, y in image pixels; 1 positive, 0 negative
+    brushStroke = Signal(float, float, float, float, bool)  # x0, y0, x1, y1, paint (False: erase)
+    brushFinished = Signal()
+    zoomChanged = Signal(float)
+    hovered = Signal(int, int)  # image pixel under the cursor
+
+    def __init__(self, colours: dict[str, str] | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setRenderHints(QPainter.RenderHint(0))
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
+        self.setOptimizationFlag(QGraphicsView.OptimizationFlag.DontAdjustForAntialiasing, True)
+        self.setBackgroundBrush(QBrush(QColor(32, 32, 36)))
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setMinimumSize(240, 240)
+
+        self.colours = {k: QColor(v) for k, v in (colours or {}).items()}
+        for k, v in OKABE_ITO_LAYERS.items():
+            self.colours.setdefault(k, QColor(v))
+        self.mode = "fill"
+        self.opacity = 0.45
+        self.visible = {k: True for k in LAYERS}
+        self.masks: dict[str, np.ndarray | None] = {k: None for k in LAYERS}
+        self.tool = "points"
+        self.brush_radius = 6
+        self._panning = False
+        self._space = False
+        self._last_pan = QPointF()
+        self._brush_last: QPointF | None = None
+        self._brush_paint = True
+        self._fitted = True
+
+        sc = self.scene()
+        self.image_item = QGraphicsPixmapItem()
+        self.image_item.setTransformationMode(Qt.TransformationMode.FastTransformation)
+        self.image_item.setZValue(0)
+        sc.addItem(self.image_item)
+        self.layer_items: dict[str, QGraphicsPixmapItem] = {}
+        for z, name in enumerate(LAYERS, start=1):
+            it = QGraphicsPixmapItem()
+            it.setTransformationMode(Qt.TransformationMode.FastTransformation)
+            it.setZValue(z)
+            sc.addItem(it)
+            self.layer_items[name] = it
+        self.diff_item = QGraphicsPixmapItem()
+        self.diff_item.setTransformationMode(Qt.TransformationMode.FastTransformation)
+        self.diff_item.setZValue(2.5)
+        sc.addItem(self.diff_item)
+        self.point_items: list[PointMarker] = []
+        self.cursor_item = QGraphicsEllipseItem()
+        self.cursor_item.setPen(QPen(QColor("white"), 0))
+        self.cursor_item.setZValue(30)
+        self.cursor_item.setVisible(False)
+        sc.addItem(self.cursor_item)
+        self.image_hw: tuple[int, int] = (0, 0)
+
+    # content ------------------------------------------------------------------------------------------------
+    def set_sample(self, image: np.ndarray, masks: dict[str, np.ndarray | None], keep_view: bool = False) -> None:
+        """Show a new crop with its masks (one call: one repaint)."""
+        h, w = image.shape[:2]
+        new_size = (h, w) != self.image_hw
+        self.image_hw = (h, w)
+        self.image_item.setPixmap(rgb_pixmap(image))
+        self.scene().setSceneRect(QRectF(0, 0, w, h))
+        self.masks = {k: masks.get(k) for k in LAYERS}
+        self.set_points([], [])
+        self._render_layers()
+        if new_size or not keep_view or self._fitted:
+            self.fit()
+
+    def clear(self) -> None:
+        self.image_item.setPixmap(QPixmap())
+        self.masks = {k: None for k in LAYERS}
+        self.set_points([], [])
+        self._render_layers()
+        self.image_hw = (0, 0)
+
+    def set_mask(self, name: str, mask: np.ndarray | None) -> None:
+        """Replace one layer (the live correction while clicking); the other layers are untouched."""
+        self.masks[name] = mask
+        if self.mode == "diff" and name in ("teacher", "student"):
+            self._render_diff()
+        else:
+            self._render_layer(name)
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(mode)
+        self.mode = mode
+        self._render_layers()
+
+    def cycle_mode(self) -> str:
+        self.set_mode(MODES[(MODES.index(self.mode) + 1) % len(MODES)])
+        return self.mode
+
+    def set_opacity(self, opacity: float) -> None:
+        self.opacity = float(np.clip(opacity, 0.05, 1.0))
+        self._apply_visibility()
+
+    def set_layer_visible(self, name: str, on: bool) -> None:
+        self.visible[name] = on
+        self._apply_visibility()
+
+    def toggle_layer(self, name: str) -> bool:
+        self.set_layer_visible(name, not self.visible[name])
+        return self.visible[name]
+
+    def set_colours(self, colours: dict[str, str]) -> None:
+        for k, v in colours.items():
+            self.colours[k] = QColor(v)
+        self._render_layers()
+
+    def _render_layers(self) -> None:
+        for name in LAYERS:
+            self._render_layer(name)
+        self._render_diff()
+
+    def _render_layer(self, name: str) -> None:
+        it = self.layer_items[name]
+        m = self.masks.get(name)
+        if m is None or (self.mode == "diff" and name in ("teacher", "student")):
+            it.setPixmap(QPixmap())
+            it.setVisible(False)
+            return
+        src = m.view(np.uint8) if m.dtype == bool else (m > 0).astype(np.uint8)
+        if self.mode == "contour" or self.mode == "diff":
+            src = contour(m)
+        it.setPixmap(indexed_pixmap(src, [0, _argb(self.colours[name])]))
+        self._apply_visibility()
+
+    def _render_diff(self) -> None:
+        t, s = self.masks.get("teacher"), self.masks.get("student")
+        if self.mode != "diff" or (t is None and s is None):
+            self.diff_item.setPixmap(QPixmap())
+            self.diff_item.setVisible(False)
+            return
+        shape = (t if t is not None else s).shape  # type: ignore[union-attr]
+        tt = t if t is not None else np.zeros(shape, bool)
+        ss = s if s is not None else np.zeros(shape, bool)
+        # 0 neither, 1 teacher only, 2 student only, 3 both
+        idx = tt.view(np.uint8) | (ss.view(np.uint8) << 1)
+        table = [0, _argb(self.colours["teacher"]), _argb(self.colours["student"]), QColor(255, 255, 255, 70).rgba()]
+        self.diff_item.setPixmap(indexed_pixmap(idx, table))
+        self._apply_visibility()
+
+    def _apply_visibility(self) -> None:
+        for name, it in self.layer_items.items():
+            has = self.masks.get(name) is not None and not it.pixmap().isNull()
+            it.setVisible(has and self.visible[name])
+            it.setOpacity(self.opacity if self.mode == "fill" else 1.0)
+        diff_on = self.mode == "diff" and (self.visible["teacher"] or self.visible["student"])
+        self.diff_item.setVisible(diff_on and not self.diff_item.pixmap().isNull())
+        self.diff_item.setOpacity(max(self.opacity, 0.75))
+
+    # points -------------------------------------------------------------------------------------------------
+    def set_points(self, points: list[tuple[float, float]], labels: list[int]) -> None:
+        for it in self.point_items:
+            self.scene().removeItem(it)
+        self.point_items = []
+        for (x, y), lab in zip(points, labels):
+            it = PointMarker(x, y, bool(lab))
+            self.scene().addItem(it)
+            self.point_items.append(it)
+
+    # tools --------------------------------------------------------------------------------------------------
+    def set_tool(self, tool: str) -> None:
+        if tool not in ("points", "brush", "eraser"):
+            raise ValueError(tool)
+        self.tool = tool
+        self.cursor_item.setVisible(tool != "points")
+        self.viewport().setCursor(Qt.CursorShape.CrossCursor)
+
+    def set_brush_radius(self, r: int) -> None:
+        self.brush_radius = int(np.clip(r, 1, 200))
+        self._place_cursor(self.cursor_item.rect().center())
+
+    def _place_cursor(self, c: QPointF) -> None:
+        r = self.brush_radius
+        self.cursor_item.setRect(QRectF(c.x() - r, c.y() - r, 2 * r, 2 * r))
+
+    # view ---------------------------------------------------------------------------------------------------
+    def fit(self) -> None:
+        h, w = self.image_hw
+        if h and w:
+            self.resetTransform()
+            self.fitInView(QRectF(0, 0, w, h), Qt.AspectRatioMode.KeepAspectRatio)
+            self._fitted = True
+            self.zoomChanged.emit(self.zoom())
+
+    def zoom(self) -> float:
+        return float(self.transform().m11())
+
+    def zoom_by(self, factor: float) -> None:
+        z = self.zoom()
+        factor = float(np.clip(z * factor, 0.05, 64.0)) / z
+        self.scale(factor, factor)
+        self._fitted = False
+        self.zoomChanged.emit(self.zoom())
+
+    def resizeEvent(self, e) -> None:  # noqa: ANN001 - Qt signature
+        super().resizeEvent(e)
+        if self._fitted:
+            self.fit()
+
+    def wheelEvent(self, e: QWheelEvent) -> None:
+        dy = e.angleDelta().y()
+        if dy:
+            self.zoom_by(1.25 ** (dy / 120.0))
+        e.accept()
+
+    def image_pos(self, view_pos: QPointF) -> QPointF:
+        return self.mapToScene(view_pos.toPoint())
+
+    def _in_image(self, p: QPointF) -> bool:
+        h, w = self.image_hw
+        return 0 <= p.x() < w and 0 <= p.y() < h
+
+    def mousePressEvent(self, e: QMouseEvent) -> None:
+        btn = e.button()
+        if btn == Qt.MouseButton.MiddleButton or (btn == Qt.MouseButton.LeftButton and self._space):
+            self._panning = True
+            self._last_pan = e.position()
+            self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
+            e.accept()
+            return
+        p = self.image_pos(e.position())
+        if btn in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton) and self._in_image(p):
+            if self.tool == "points":
+                self.pointClicked.emit(float(int(p.x())), float(int(p.y())),
+                                       1 if btn == Qt.MouseButton.LeftButton else 0)
+            else:
+                self._brush_paint = self.tool == "brush" and btn == Qt.MouseButton.LeftButton
+                self._brush_last = p
+                self.brushStroke.emit(p.x(), p.y(), p.x(), p.y(), self._brush_paint)
+            e.accept()
+            return
+        super().mousePressEvent(e)
+
+    def mouseMoveEvent(self, e: QMouseEvent) -> None:
+        if self._panning:
+            d = e.position() - self._last_pan
+            self._last_pan = e.position()
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - int(d.x()))
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() - int(d.y()))
+            self._fitted = False
+            e.accept()
+            return
+        p = self.image_pos(e.position())
+        if self.tool != "points":
+            self._place_cursor(p)
+        if self._in_image(p):
+            self.hovered.emit(int(p.x()), int(p.y()))
+        if self._brush_last is not None:
+            self.brushStroke.emit(self._brush_last.x(), self._brush_last.y(), p.x(), p.y(), self._brush_paint)
+            self._brush_last = p
+            e.accept()
+            return
+        super().mouseMoveEvent(e)
+
+    def mouseReleaseEvent(self, e: QMouseEvent) -> None:
+        if self._panning:
+            self._panning = False
+            self.viewport().setCursor(Qt.CursorShape.CrossCursor)
+            e.accept()
+            return
+        if self._brush_last is not None:
+            self._brush_last = None
+            self.brushFinished.emit()
+            e.accept()
+            return
+        super().mouseReleaseEvent(e)
+
+    def contextMenuEvent(self, e) -> None:  # noqa: ANN001 - right click is a negative point, not a menu
+        e.accept()
+
+    def keyPressEvent(self, e: QKeyEvent) -> None:
+        if e.key() == Qt.Key.Key_Space and not e.isAutoRepeat():
+            self._space = True
+            self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
+            e.accept()
+            return
+        super().keyPressEvent(e)
+
+    def keyReleaseEvent(self, e: QKeyEvent) -> None:
+        if e.key() == Qt.Key.Key_Space and not e.isAutoRepeat():
+            self._space = False
+            self.viewport().setCursor(Qt.CursorShape.CrossCursor)
+            e.accept()
+            return
+        super().keyReleaseEvent(e)
+
+    def render_to_image(self) -> QImage:
+        """The viewport as shown (screenshots, tests)."""
+        return self.viewport().grab().toImage()
+

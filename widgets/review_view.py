@@ -1,0 +1,752 @@
+"""The review tab: queue on the left, the crop with its masks in the middle, verdict and correction controls on the
+right. Keyboard first: every action has a key (widgets.shortcuts.SHORTCUTS, `?` shows them).
+
+Every verdict is written the moment it is given, one transaction per verdict, by a single writer thread (so writes
+keep their order and the view moves on without waiting on the disk); a crash loses at most the verdict in flight.
+Crops load in worker threads and the next ones are prefetched (image, masks, and the embedding for point prompts).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QColor, QIcon, QKeySequence, QPixmap
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QFrame,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from review.verdicts import latest_verdicts, record_verdict, undo_last
+from store.project import Project
+from store.schema import VerdictAuthorKind
+from widgets.correction import CorrectionController, Embedder, SegmenterProvider
+from widgets.mask_view import LAYERS, MaskView
+from widgets.palette import LAYER_TITLES, OKABE_ITO_LAYERS
+from widgets.queue_data import VERDICT_LABEL, QueueColumns, load_queue
+from widgets.queue_view import QueueWidget
+from widgets.sample_data import SampleCache, SampleData, load_sample
+from widgets.shortcuts import SHORTCUTS, ShortcutOverlay
+from widgets.workers import TaskPool
+
+log = logging.getLogger("maskbench.review")
+
+VERDICT_KEYS = {"teacher_better": "T", "student_better": "S", "both_good": "G", "both_bad": "B"}
+PREFETCH = 3  # crops loaded ahead
+PREFETCH_EMBED = 1  # crops embedded ahead
+
+
+def swatch(colour: str, size: int = 12) -> QIcon:
+    pm = QPixmap(size, size)
+    pm.fill(QColor(colour))
+    return QIcon(pm)
+
+
+def _standing_human(db: Any, sample_id: int) -> str | None:
+    with db.session() as s:
+        v = latest_verdicts(s, VerdictAuthorKind.HUMAN, [sample_id]).get(sample_id)
+        return v.verdict.value if v is not None else None
+
+
+class SessionStats:
+    """Verdicts given in this sitting and the pace (reviews per hour since the first one)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.started: float | None = None
+
+    def add(self, n: int = 1) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
+        self.count = max(0, self.count + n)
+
+    def per_hour(self) -> float:
+        if self.started is None or self.count == 0:
+            return 0.0
+        elapsed = max(time.monotonic() - self.started, 30.0)  # no silly rates after the first few seconds
+        return self.count * 3600.0 / elapsed
+
+
+class ReviewWidget(QWidget):
+    countsChanged = Signal(dict)
+    sessionChanged = Signal(int, float)  # verdicts this session, per hour
+    message = Signal(str)
+    sampleShown = Signal(int)  # sample id, after the crop and overlays are on screen
+    verdictStored = Signal(int, str)  # sample id, verdict (after commit)
+
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        *,
+        prefs: Any = None,
+        reviewer: str = "reviewer",
+        colours: dict[str, str] | None = None,
+        thumbnails: bool = True,
+    ) -> None:
+        super().__init__(parent)
+        self.prefs = prefs
+        self.reviewer = reviewer
+        self.project: Project | None = None
+        self.current: SampleData | None = None
+        self.current_id: int | None = None
+        self.cache = SampleCache(16)
+        self.loader = TaskPool("samples", workers=2)
+        self.writer = TaskPool("verdicts", workers=1)
+        self._write_seq = itertools.count()
+        self._writes_pending = 0
+        self._loading: set[int] = set()
+        self._save_when_decoded = False
+        self.session = SessionStats()
+        self.last_show_ms: float | None = None
+        self._nav_t: float | None = None
+        self.correction = CorrectionController(parent=self)
+
+        # centre: the crop
+        self.view = MaskView(colours or OKABE_ITO_LAYERS)
+        self.view.pointClicked.connect(self._point_clicked)
+        self.view.brushStroke.connect(self._brush_stroke)
+        self.view.brushFinished.connect(self._brush_done)
+        self.correction.maskChanged.connect(self._correction_mask)
+        self.correction.pointsChanged.connect(self.view.set_points)
+        self.correction.statusChanged.connect(self._correction_status)
+        self.loading_label = QLabel("", self.view)
+        self.loading_label.setStyleSheet("color: white; background: rgba(0,0,0,140); padding: 4px;")
+        self.loading_label.move(8, 8)
+        self.loading_label.hide()
+
+        # left: the queue
+        self.queue = QueueWidget(thumbnails=thumbnails)
+        self.queue.currentSampleChanged.connect(self._current_changed)
+
+        # right: details and controls
+        side = self._build_side(colours or OKABE_ITO_LAYERS)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.queue)
+        split.addWidget(self.view)
+        split.addWidget(side)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setStretchFactor(2, 0)
+        split.setSizes([480, 720, 300])
+        split.setChildrenCollapsible(False)
+        self.splitter = split
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(split)
+
+        self.overlay = ShortcutOverlay(self)
+        self.overlay.closed.connect(lambda: self.view.setFocus())
+        self.actions_by_name: dict[str, QAction] = {}
+        self._build_actions()
+        self._restore_prefs()
+        self._tick = QTimer(self)
+        self._tick.timeout.connect(self._emit_session)
+        self._tick.start(15_000)
+
+    # layout -------------------------------------------------------------------------------------------------------
+    def _build_side(self, colours: dict[str, str]) -> QWidget:
+        side = QWidget()
+        side.setMinimumWidth(260)
+        side.setMaximumWidth(420)
+        v = QVBoxLayout(side)
+        v.setContentsMargins(4, 0, 0, 0)
+
+        self.info_label = QLabel("no crop")
+        self.info_label.setWordWrap(True)
+        self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.metrics_label = QLabel("")
+        self.metrics_label.setWordWrap(True)
+        box = QGroupBox("Crop")
+        bl = QVBoxLayout(box)
+        bl.addWidget(self.info_label)
+        bl.addWidget(self.metrics_label)
+        v.addWidget(box)
+
+        self.vlm_verdict_label = QLabel("not judged")
+        self.vlm_verdict_label.setWordWrap(True)
+        self.vlm_reason_label = QLabel("")
+        self.vlm_reason_label.setWordWrap(True)
+        self.vlm_reason_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.vlm_reason_label.setStyleSheet("color: palette(text); font-style: italic;")
+        box = QGroupBox("VLM judge")
+        bl = QVBoxLayout(box)
+        bl.addWidget(self.vlm_verdict_label)
+        bl.addWidget(self.vlm_reason_label)
+        v.addWidget(box)
+
+        box = QGroupBox("Layers")
+        gl = QGridLayout(box)
+        self.layer_boxes: dict[str, QCheckBox] = {}
+        for i, name in enumerate(LAYERS):
+            cb = QCheckBox(f"{i + 1}  {LAYER_TITLES[name]}")
+            cb.setIcon(swatch(colours.get(name, OKABE_ITO_LAYERS[name])))
+            cb.setChecked(True)
+            cb.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            cb.toggled.connect(lambda on, n=name: self._set_layer(n, on))
+            self.layer_boxes[name] = cb
+            gl.addWidget(cb, i // 2, i % 2)
+        self.mode_buttons = QButtonGroup(self)
+        row = QHBoxLayout()
+        for mode, title in (("fill", "fill"), ("contour", "contour"), ("diff", "difference")):
+            rb = QRadioButton(title)
+            rb.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            rb.setProperty("mode", mode)
+            rb.setChecked(mode == "fill")
+            self.mode_buttons.addButton(rb)
+            row.addWidget(rb)
+        self.mode_buttons.buttonClicked.connect(lambda b: self.set_mode(b.property("mode")))
+        gl.addLayout(row, 2, 0, 1, 2)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(5, 100)
+        self.opacity_slider.setValue(45)
+        self.opacity_slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.opacity_slider.valueChanged.connect(self._opacity_changed)
+        gl.addWidget(QLabel("opacity"), 3, 0)
+        gl.addWidget(self.opacity_slider, 3, 1)
+        self.diff_legend = QLabel(
+            f"<span style='color:{colours.get('teacher', OKABE_ITO_LAYERS['teacher'])}'>■</span> teacher only "
+            f"&nbsp; <span style='color:{colours.get('student', OKABE_ITO_LAYERS['student'])}'>■</span> student only"
+            " &nbsp; <span style='color:#bbbbbb'>■</span> both")
+        self.diff_legend.hide()
+        gl.addWidget(self.diff_legend, 4, 0, 1, 2)
+        v.addWidget(box)
+
+        box = QGroupBox("Verdict")
+        gl = QGridLayout(box)
+        self.verdict_buttons: dict[str, QPushButton] = {}
+        for i, (kind, key) in enumerate(VERDICT_KEYS.items()):
+            b = QPushButton(f"{VERDICT_LABEL[kind]}  [{key}]")
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            b.clicked.connect(lambda _c=False, k=kind: self.give_verdict(k))
+            self.verdict_buttons[kind] = b
+            gl.addWidget(b, i // 2, i % 2)
+        self.human_label = QLabel("")
+        gl.addWidget(self.human_label, 2, 0, 1, 2)
+        v.addWidget(box)
+
+        box = QGroupBox("Correct (click: + point, right click: − point)")
+        gl = QGridLayout(box)
+        self.model_box = QComboBox()
+        self.model_box.addItem("student model", "student")
+        self.model_box.addItem("teacher model", "teacher")
+        self.model_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.model_box.currentIndexChanged.connect(lambda _i: self._model_changed(self.model_box.currentData()))
+        gl.addWidget(QLabel("points use"), 0, 0)
+        gl.addWidget(self.model_box, 0, 1, 1, 2)
+        self.tool_buttons: dict[str, QToolButton] = {}
+        tools = QHBoxLayout()
+        for tool, title in (("points", "points [P]"), ("brush", "brush [D]"), ("eraser", "eraser [E]")):
+            b = QToolButton()
+            b.setText(title)
+            b.setCheckable(True)
+            b.setAutoExclusive(True)
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            b.clicked.connect(lambda _c=False, t=tool: self.set_tool(t))
+            self.tool_buttons[tool] = b
+            tools.addWidget(b)
+        self.tool_buttons["points"].setChecked(True)
+        gl.addLayout(tools, 1, 0, 1, 3)
+        self.brush_spin = QSpinBox()
+        self.brush_spin.setRange(1, 200)
+        self.brush_spin.setValue(6)
+        self.brush_spin.setSuffix(" px")
+        self.brush_spin.valueChanged.connect(self._brush_radius)
+        gl.addWidget(QLabel("brush radius"), 2, 0)
+        gl.addWidget(self.brush_spin, 2, 1)
+        self.save_button = QPushButton("save correction [Enter]")
+        self.save_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.save_button.clicked.connect(self.save_correction)
+        self.clear_button = QPushButton("clear [Esc]")
+        self.clear_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.clear_button.clicked.connect(self.clear_correction)
+        gl.addWidget(self.save_button, 3, 0, 1, 2)
+        gl.addWidget(self.clear_button, 3, 2)
+        self.correction_label = QLabel("")
+        self.correction_label.setWordWrap(True)
+        gl.addWidget(self.correction_label, 4, 0, 1, 3)
+        v.addWidget(box)
+
+        self.session_label = QLabel("session: 0 verdicts")
+        help_label = QLabel("press <b>?</b> for all keys")
+        v.addWidget(self.session_label)
+        v.addWidget(help_label)
+        v.addStretch(1)
+        line = QFrame()
+        line.setFrameShape(QFrame.Shape.NoFrame)
+        line.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+        return side
+
+    def _build_actions(self) -> None:
+        handlers: dict[str, Callable[[], Any]] = {
+            "teacher_better": lambda: self.give_verdict("teacher_better"),
+            "student_better": lambda: self.give_verdict("student_better"),
+            "both_good": lambda: self.give_verdict("both_good"),
+            "both_bad": lambda: self.give_verdict("both_bad"),
+            "undo": self.undo,
+            "next": lambda: self.step(1),
+            "prev": lambda: self.step(-1),
+            "reload": self.reload,
+            "layer_teacher": lambda: self.toggle_layer("teacher"),
+            "layer_student": lambda: self.toggle_layer("student"),
+            "layer_gt": lambda: self.toggle_layer("gt"),
+            "layer_corrected": lambda: self.toggle_layer("corrected"),
+            "cycle_mode": lambda: self.set_mode(self.view.cycle_mode()),
+            "fit": self.view.fit,
+            "zoom_in": lambda: self.view.zoom_by(1.25),
+            "zoom_out": lambda: self.view.zoom_by(0.8),
+            "tool_points": lambda: self.set_tool("points"),
+            "tool_brush": lambda: self.set_tool("brush"),
+            "tool_eraser": lambda: self.set_tool("eraser"),
+            "brush_smaller": lambda: self.brush_spin.setValue(max(1, int(self.brush_spin.value() / 1.3))),
+            "brush_bigger": lambda: self.brush_spin.setValue(int(self.brush_spin.value() * 1.3) + 1),
+            "switch_model": self.switch_model,
+            "remove_point": self.remove_last_point,
+            "clear_points": self._escape,
+            "save_correction": self.save_correction,
+            "help": self.overlay.toggle,
+        }
+        for name, keys, desc, _group in SHORTCUTS:
+            act = QAction(desc, self)
+            act.setShortcuts([QKeySequence(k) for k in keys])
+            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            act.setAutoRepeat(name in ("next", "prev", "zoom_in", "zoom_out", "remove_point"))
+            act.triggered.connect(handlers[name])
+            self.addAction(act)
+            self.actions_by_name[name] = act
+
+    def _restore_prefs(self) -> None:
+        if self.prefs is None:
+            return
+        mode = str(self.prefs.get("view/mode", "fill"))
+        if mode in ("fill", "contour", "diff"):
+            self.set_mode(mode, save=False)
+        self.opacity_slider.setValue(int(self.prefs.get_float("view/opacity", 0.45) * 100))
+        for name in LAYERS:
+            self.layer_boxes[name].setChecked(self.prefs.get_bool(f"view/layer_{name}", True))
+        kind = str(self.prefs.get("review/model", "student"))
+        self.model_box.setCurrentIndex(max(0, self.model_box.findData(kind)))
+        self.brush_spin.setValue(self.prefs.get_int("review/brush_radius", 6))
+        sizes = self.prefs.get("review/splitter", None)
+        if sizes:
+            try:
+                self.splitter.setSizes([int(x) for x in sizes])
+            except (TypeError, ValueError):
+                pass
+
+    def _pref(self, key: str, value: Any) -> None:
+        if self.prefs is not None:
+            self.prefs.set(key, value)
+
+    def save_layout(self) -> None:
+        self._pref("review/splitter", [int(x) for x in self.splitter.sizes()])
+
+    # project ------------------------------------------------------------------------------------------------------
+    def set_project(self, project: Project | None, provider: SegmenterProvider | None = None,
+                    embedder: Embedder | None = None) -> None:
+        self.project = project
+        self.cache.clear()
+        self.current = None
+        self.current_id = None
+        self.view.clear()
+        self.correction.provider = provider
+        if embedder is not None:
+            self.correction.embedder = embedder
+        self.correction.forget_model()
+        self.queue.set_columns(QueueColumns.empty())
+        if project is not None:
+            self.reload()
+
+    def reload(self) -> None:
+        """Re-read the queue (after a judge run, new predictions, another reviewer's work)."""
+        if self.project is None:
+            return
+        keep = self.current_id
+        db = self.project.db
+        self.loading_label.setText("loading queue…")
+        self.loading_label.adjustSize()
+        self.loading_label.show()
+        self.loader.submit(load_queue, db, priority=-1, key="queue",
+                           on_result=lambda q: self._queue_loaded(q, keep, db),
+                           on_error=lambda e: self._fail(f"cannot load the queue: {e}"), owner=self)
+
+    def _queue_loaded(self, q: QueueColumns, keep: int | None, db: Any) -> None:
+        if self.project is None or self.project.db is not db:
+            return
+        self.loading_label.hide()
+        self.cache.clear()
+        self.queue.set_columns(q, keep_sample=keep)
+        if self.queue.model.rowCount() == 0:
+            self._show_empty()
+        self._emit_counts()
+
+    def _show_empty(self) -> None:
+        self.current = None
+        self.current_id = None
+        self.view.clear()
+        self.info_label.setText("no crops in this view: ingest a data set (File ▸ Ingest) or change the filters")
+        self.metrics_label.setText("")
+        self.vlm_verdict_label.setText("")
+        self.vlm_reason_label.setText("")
+
+    def _emit_counts(self) -> None:
+        self.countsChanged.emit(self.queue.model.counts())
+
+    def _fail(self, msg: str) -> None:
+        self.loading_label.hide()
+        self.message.emit(msg)
+
+    # showing crops ------------------------------------------------------------------------------------------------
+    def _current_changed(self, sample_id: int | None) -> None:
+        self._save_when_decoded = False
+        if sample_id is None:
+            self._show_empty()
+            return
+        self.current_id = sample_id
+        self._nav_t = time.perf_counter()
+        data = self.cache.get(sample_id)
+        if data is not None:
+            self._show(data)
+        else:
+            self.loading_label.setText(f"loading crop {sample_id}…")
+            self.loading_label.adjustSize()
+            self.loading_label.show()
+            self._load(sample_id, priority=0)
+        self._prefetch()
+
+    def _load(self, sample_id: int, priority: int) -> None:
+        if self.project is None:
+            return
+        if sample_id in self._loading and priority > 0:
+            return
+        self._loading.add(sample_id)
+        db = self.project.db
+        self.loader.submit(load_sample, db, sample_id, priority=priority, key=f"s{sample_id}",
+                           on_result=self._loaded, on_error=lambda e, s=sample_id: self._load_failed(s, e),
+                           owner=self)
+
+    def _loaded(self, data: SampleData) -> None:
+        self._loading.discard(data.sample_id)
+        self.cache.put(data)
+        if data.sample_id == self.current_id and (self.current is None or self.current.sample_id != data.sample_id):
+            self._show(data)
+        elif data.sample_id in self.queue.upcoming(PREFETCH_EMBED):
+            self.correction.ensure_embedding(data.sample_id, data.image, priority=5, image_key=data.sha256)
+
+    def _load_failed(self, sample_id: int, exc: BaseException) -> None:
+        self._loading.discard(sample_id)
+        if sample_id == self.current_id:
+            self._fail(f"cannot load crop {sample_id}: {exc}")
+
+    def _prefetch(self) -> None:
+        for i, sid in enumerate(self.queue.upcoming(PREFETCH)):
+            data = self.cache.get(sid)
+            if data is None:
+                self._load(sid, priority=5 + i)
+            elif i < PREFETCH_EMBED:
+                self.correction.ensure_embedding(sid, data.image, priority=5, image_key=data.sha256)
+        # keep the current crop most recently used
+        if self.current_id is not None:
+            self.cache.get(self.current_id)
+
+    def _show(self, data: SampleData) -> None:
+        self.loading_label.hide()
+        self.current = data
+        self.view.set_sample(data.image, data.masks, keep_view=True)
+        self.correction.set_sample(data.sample_id, data.image, data.masks, image_key=data.sha256)
+        self._update_side(data)
+        if self._nav_t is not None:
+            self.last_show_ms = (time.perf_counter() - self._nav_t) * 1000
+            self._nav_t = None
+        self.sampleShown.emit(data.sample_id)
+
+    def _update_side(self, d: SampleData) -> None:
+        split = f" · {d.split}" if d.split else ""
+        err = f"<br><span style='color:#D55E00'>{d.error}</span>" if d.error else ""
+        self.info_label.setText(f"<b>#{d.sample_id}</b> · {d.defect_class}{split} · "
+                                f"{d.image.shape[1]}×{d.image.shape[0]}<br><small>{d.path}</small>{err}")
+        m = d.metrics
+
+        def f(v: float | None) -> str:
+            return "—" if v is None else f"{v:.3f}"
+
+        if m:
+            flag = " <b>⚑ flagged</b>" if d.flagged else ""
+            self.metrics_label.setText(
+                f"IoU teacher/student {f(m.get('iou_ts'))}{flag}<br>Dice {f(m.get('dice_ts'))} · boundary F "
+                f"{f(m.get('boundary_f'))}<br>IoU vs GT: teacher {f(m.get('iou_teacher_gt'))} · student "
+                f"{f(m.get('iou_student_gt'))}")
+        else:
+            have = [LAYER_TITLES[k] for k in ("teacher", "student") if d.masks.get(k) is not None]
+            self.metrics_label.setText("no teacher/student comparison yet" + (f" ({', '.join(have)} mask)" if have
+                                                                               else ": annotate with points"))
+        if d.vlm:
+            conf = d.vlm.get("confidence")
+            conf_s = f" · confidence {conf:.2f}" if conf is not None else ""
+            self.vlm_verdict_label.setText(f"<b>{VERDICT_LABEL.get(d.vlm['verdict'], d.vlm['verdict'])}</b>{conf_s}"
+                                           f"<br><small>{d.vlm.get('author', '')}</small>")
+            self.vlm_reason_label.setText(d.vlm.get("reason") or "")
+        else:
+            self.vlm_verdict_label.setText("not judged")
+            self.vlm_reason_label.setText("")
+        self._update_human_label(d.human)
+
+    def _update_human_label(self, verdict: str | None) -> None:
+        self.human_label.setText("your verdict: " + (f"<b>{VERDICT_LABEL.get(verdict, verdict)}</b>" if verdict
+                                                      else "none yet"))
+
+    def step(self, delta: int) -> None:
+        if self.overlay.isVisible():
+            self.overlay.close_overlay()
+        if not self.queue.step(delta):
+            self.message.emit("end of the queue" if delta > 0 else "start of the queue")
+
+    # view controls ------------------------------------------------------------------------------------------------
+    def toggle_layer(self, name: str) -> None:
+        self.layer_boxes[name].setChecked(not self.layer_boxes[name].isChecked())
+
+    def _set_layer(self, name: str, on: bool) -> None:
+        self.view.set_layer_visible(name, on)
+        self._pref(f"view/layer_{name}", on)
+
+    def set_mode(self, mode: str, save: bool = True) -> None:
+        if self.view.mode != mode:
+            self.view.set_mode(mode)
+        for b in self.mode_buttons.buttons():
+            b.setChecked(b.property("mode") == mode)
+        self.diff_legend.setVisible(mode == "diff")
+        if save:
+            self._pref("view/mode", mode)
+
+    def _opacity_changed(self, v: int) -> None:
+        self.view.set_opacity(v / 100.0)
+        self._pref("view/opacity", v / 100.0)
+
+    def set_colours(self, colours: dict[str, str]) -> None:
+        self.view.set_colours(colours)
+        for name, cb in self.layer_boxes.items():
+            if name in colours:
+                cb.setIcon(swatch(colours[name]))
+
+    def set_tool(self, tool: str) -> None:
+        self.view.set_tool(tool)
+        self.tool_buttons[tool].setChecked(True)
+
+    def _brush_radius(self, r: int) -> None:
+        self.view.set_brush_radius(r)
+        self.correction.brush_radius = r
+        self._pref("review/brush_radius", r)
+
+    def switch_model(self) -> None:
+        self.model_box.setCurrentIndex(1 - self.model_box.currentIndex())
+
+    def _model_changed(self, kind: str) -> None:
+        self.correction.set_kind(kind)
+        self._pref("review/model", kind)
+
+    # verdicts -----------------------------------------------------------------------------------------------------
+    def _write(self, fn: Callable[..., Any], *args: Any, on_result: Callable[[Any], None],
+               on_error: Callable[[BaseException], None], **kwargs: Any) -> None:
+        self._writes_pending += 1
+
+        def done(r: Any) -> None:
+            self._writes_pending -= 1
+            on_result(r)
+
+        def failed(e: BaseException) -> None:
+            self._writes_pending -= 1
+            on_error(e)
+
+        self.writer.submit(fn, *args, priority=next(self._write_seq), on_result=done, on_error=failed, owner=self,
+                           **kwargs)
+
+    @property
+    def writes_pending(self) -> int:
+        return self._writes_pending
+
+    def give_verdict(self, kind: str) -> None:
+        if self.project is None or self.current_id is None:
+            return
+        sid = self.current_id
+        db = self.project.db
+        self._write(record_verdict, db, sid, kind, self.reviewer,
+                    on_result=lambda _v: self.verdictStored.emit(sid, kind),
+                    on_error=lambda e: self._write_failed(sid, kind, e))
+        self._after_verdict(sid, kind)
+
+    def _after_verdict(self, sid: int, kind: str) -> None:
+        self.queue.model.set_human(sid, kind)
+        data = self.cache.get(sid)
+        if data is not None:
+            data.human = kind
+            if kind != "corrected":
+                data.masks["corrected"] = None
+        self.session.add(1)
+        self._emit_session()
+        self._emit_counts()
+        self.message.emit(f"#{sid}: {VERDICT_LABEL.get(kind, kind)}")
+        if not self.queue.step(1):
+            self._update_human_label(kind)
+            self.message.emit(f"#{sid}: {VERDICT_LABEL.get(kind, kind)} — end of the queue")
+
+    def _write_failed(self, sid: int, kind: str, exc: BaseException) -> None:
+        log.error("verdict %s for %s not stored: %s", kind, sid, exc)
+        self.message.emit(f"NOT STORED: {kind} for #{sid}: {exc}")
+        self.session.add(-1)
+        self._emit_session()
+        self._refresh_row(sid)
+
+    def _refresh_row(self, sid: int) -> None:
+        if self.project is None:
+            return
+        db = self.project.db
+        self.cache.drop(sid)
+        self.loader.submit(_standing_human, db, sid, priority=-1,
+                           on_result=lambda v: self._standing(sid, v), owner=self)
+
+    def _standing(self, sid: int, verdict: str | None) -> None:
+        self.queue.model.set_human(sid, verdict)
+        self._emit_counts()
+        if sid == self.current_id:
+            self._update_human_label(verdict)
+
+    def undo(self) -> None:
+        if self.project is None:
+            return
+        db = self.project.db
+
+        def work() -> tuple[int, str, str | None] | None:
+            row = undo_last(db, self.reviewer)
+            if row is None:
+                return None
+            return row.sample_id, row.reason or "", _standing_human(db, row.sample_id)
+
+        self._write(work, on_result=self._undone, on_error=lambda e: self.message.emit(f"undo failed: {e}"))
+
+    def _undone(self, res: tuple[int, str, str | None] | None) -> None:
+        if res is None:
+            self.message.emit("nothing to undo")
+            return
+        sid, reason, standing = res
+        self.session.add(-1)
+        self._emit_session()
+        self.cache.drop(sid)
+        self.queue.model.set_human(sid, standing)
+        self._emit_counts()
+        self.message.emit(f"#{sid}: {reason}")
+        if self.current_id == sid:
+            self.current = None
+            self._current_changed(sid)
+        elif not self.queue.select_sample(sid):
+            self.message.emit(f"#{sid}: {reason} (not in the current filter)")
+
+    def _emit_session(self) -> None:
+        rate = self.session.per_hour()
+        self.session_label.setText(f"session: <b>{self.session.count}</b> verdicts · {rate:.0f} / hour")
+        self.sessionChanged.emit(self.session.count, rate)
+
+    # correction ---------------------------------------------------------------------------------------------------
+    def _point_clicked(self, x: float, y: float, label: int) -> None:
+        if self.current is None:
+            return
+        self.correction.add_point(x, y, label)
+
+    def _brush_stroke(self, x0: float, y0: float, x1: float, y1: float, paint: bool) -> None:
+        if self.current is None:
+            return
+        new = x0 == x1 and y0 == y1 and not getattr(self, "_stroking", False)
+        self._stroking = True
+        self.correction.brush(x0, y0, x1, y1, paint, new_stroke=new)
+
+    def _brush_done(self) -> None:
+        self._stroking = False
+
+    def _correction_mask(self, mask: np.ndarray | None) -> None:
+        if self.current is None:
+            return
+        if mask is None:
+            self.view.set_mask("corrected", self.current.masks.get("corrected"))
+        else:
+            self.view.set_mask("corrected", mask)
+            if not self.layer_boxes["corrected"].isChecked():
+                self.layer_boxes["corrected"].setChecked(True)
+        if self._save_when_decoded and not self.correction.decoding():
+            self._save_when_decoded = False
+            self.save_correction()
+
+    def _correction_status(self, text: str) -> None:
+        self.correction_label.setText(text)
+
+    def remove_last_point(self) -> None:
+        self.correction.remove_last()
+
+    def clear_correction(self) -> None:
+        self.correction.clear()
+
+    def _escape(self) -> None:
+        if self.overlay.isVisible():
+            self.overlay.close_overlay()
+        else:
+            self.clear_correction()
+
+    def save_correction(self) -> None:
+        if self.project is None or self.current is None:
+            return
+        if self.correction.decoding():
+            self._save_when_decoded = True
+            self.message.emit("saving when the mask is ready…")
+            return
+        mask = self.correction.current_mask()
+        if mask is None:
+            self.message.emit("nothing to save: click points or paint first")
+            return
+        sid = self.current.sample_id
+        db = self.project.db
+        data = self.cache.get(sid)
+        if data is not None:
+            data.masks["corrected"] = mask
+        self._write(record_verdict, db, sid, "corrected", self.reviewer, corrected_mask=mask,
+                    on_result=lambda _v: self.verdictStored.emit(sid, "corrected"),
+                    on_error=lambda e: self._write_failed(sid, "corrected", e))
+        self._after_verdict(sid, "corrected")
+
+    # lifecycle ----------------------------------------------------------------------------------------------------
+    def wait_idle(self, timeout_s: float = 10.0) -> bool:
+        """Block until queued verdict writes are done (used when closing the window)."""
+        deadline = time.monotonic() + timeout_s
+        while self.writer.pending() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.writer.pending() == 0
+
+    def shutdown(self) -> None:
+        self.save_layout()
+        self.wait_idle()
+        self.writer.close()
+        self.loader.close()
+        self.correction.close()
+        self.queue.close_workers()
+
+    def resizeEvent(self, e: Any) -> None:  # noqa: ANN401 - Qt signature
+        super().resizeEvent(e)
+        if self.overlay.isVisible():
+            self.overlay.setGeometry(self.rect())

@@ -1,0 +1,185 @@
+"""Background work for the views: small priority thread pools whose results come back on the GUI thread.
+
+Qt's QThreadPool cannot drop a queued task that is no longer wanted (the reviewer pressed J five times: only the
+last crop matters), so the views use `TaskPool`: a heap of tasks with priorities and keys, daemon threads (a
+closing window never waits for a model), and callbacks delivered through one queued signal. A callback whose
+owner widget is gone is skipped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import shiboken6
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal
+
+log = logging.getLogger("maskbench.workers")
+
+
+class _Bridge(QObject):
+    """Lives in the GUI thread; `call.emit(fn)` from any thread runs fn there."""
+
+    call = Signal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.call.connect(self._run, Qt.ConnectionType.QueuedConnection)
+
+    def _run(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - a failing callback must not kill the event loop
+            log.exception("callback failed")
+
+
+_bridge: _Bridge | None = None
+_bridge_lock = threading.Lock()
+
+
+def bridge() -> _Bridge:
+    global _bridge
+    with _bridge_lock:
+        if _bridge is None or not shiboken6.isValid(_bridge):
+            app = QCoreApplication.instance()
+            _bridge = _Bridge()
+            if app is not None and _bridge.thread() is not app.thread():
+                _bridge.moveToThread(app.thread())
+        return _bridge
+
+
+def in_gui(fn: Callable[[], None], owner: QObject | None = None) -> None:
+    """Run fn on the GUI thread (now if already there and no event loop hop is wanted: always queued)."""
+    if owner is not None:
+        inner = fn
+
+        def fn() -> None:  # type: ignore[no-redef]
+            if shiboken6.isValid(owner):
+                inner()
+
+    bridge().call.emit(fn)
+
+
+def is_gui_thread() -> bool:
+    app = QCoreApplication.instance()
+    return app is not None and QThread.currentThread() is app.thread()
+
+
+class Cancelled(Exception):
+    """Raised inside a task (or reported) when it was dropped before it ran."""
+
+
+class TaskPool:
+    """Priority pool: lower `priority` runs first; a task submitted with a `key` replaces a queued one with the
+    same key. Results and errors go to `on_result`/`on_error` on the GUI thread; the returned Future also works
+    without Qt (for scripts and benchmarks)."""
+
+    def __init__(self, name: str, workers: int = 1) -> None:
+        self.name = name
+        self._heap: list[tuple[int, int, dict[str, Any]]] = []
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._cv = threading.Condition()
+        self._seq = itertools.count()
+        self._closed = False
+        self._busy = 0
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(max(1, workers))
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        priority: int = 10,
+        key: str | None = None,
+        on_result: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        owner: QObject | None = None,
+        **kwargs: Any,
+    ) -> Future[Any]:
+        fut: Future[Any] = Future()
+        task = {"fn": fn, "args": args, "kwargs": kwargs, "fut": fut, "on_result": on_result,
+                "on_error": on_error, "owner": owner, "key": key, "dead": False}
+        with self._cv:
+            if self._closed:
+                raise RuntimeError(f"pool {self.name} is closed")
+            if key is not None:
+                old = self._keys.get(key)
+                if old is not None:
+                    old["dead"] = True
+                    old["fut"].cancel()
+                self._keys[key] = task
+            heapq.heappush(self._heap, (priority, next(self._seq), task))
+            self._cv.notify()
+        return fut
+
+    def cancel_pending(self, predicate: Callable[[str | None], bool] = lambda _k: True) -> int:
+        """Drop queued (not running) tasks whose key matches; returns how many."""
+        n = 0
+        with self._cv:
+            for _p, _s, task in self._heap:
+                if not task["dead"] and predicate(task["key"]):
+                    task["dead"] = True
+                    task["fut"].cancel()
+                    n += 1
+        return n
+
+    def pending(self) -> int:
+        with self._cv:
+            return sum(1 for _p, _s, t in self._heap if not t["dead"]) + self._busy
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap and not self._closed:
+                    self._cv.wait()
+                if self._closed and not self._heap:
+                    return
+                _p, _s, task = heapq.heappop(self._heap)
+                if task["key"] is not None and self._keys.get(task["key"]) is task:
+                    del self._keys[task["key"]]
+                if task["dead"]:
+                    continue
+                self._busy += 1
+            try:
+                self._run(task)
+            finally:
+                with self._cv:
+                    self._busy -= 1
+
+    def _run(self, task: dict[str, Any]) -> None:
+        fut: Future[Any] = task["fut"]
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            res = task["fn"](*task["args"], **task["kwargs"])
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            if not isinstance(exc, Cancelled):
+                log.debug("task in %s failed", self.name, exc_info=True)
+            fut.set_exception(exc)
+            cb = task["on_error"]
+            if cb is not None and QCoreApplication.instance() is not None:
+                in_gui(lambda: cb(exc), task["owner"])
+            elif not isinstance(exc, Cancelled):
+                log.warning("background task failed: %s: %s", exc.__class__.__name__, exc)
+            return
+        fut.set_result(res)
+        cb = task["on_result"]
+        if cb is not None and QCoreApplication.instance() is not None:
+            in_gui(lambda: cb(res), task["owner"])
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            for _p, _s, task in self._heap:
+                task["dead"] = True
+                task["fut"].cancel()
+            self._heap.clear()
+            self._cv.notify_all()
