@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "app.commands.project",
     "app.commands.gui",
     "app.commands.train",
+    "app.commands.review",
 ]
 
 app = typer.Typer(
