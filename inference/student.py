@@ -1,0 +1,460 @@
+"""The edge student of seed 001: TinyViT-5M encoder, point-only prompt encoder, lite mask decoder at 1/8.
+
+Why this shape:
+* Encoder: timm's `tiny_vit_5m_224` (random init, never hub weights) as a feature pyramid (1/8, 1/16, 1/32), with
+  window sizes adapted to the input size so every window tiles its feature map exactly (no padded tokens: no wasted
+  compute at 512/1024 and no pad branches in the ONNX graph). A small FPN neck fuses 1/32 into 1/16 and projects to
+  256 channels: the image embedding has SAM 2's channel count, and `align_embedding` resizes it to the teacher's
+  H x W, which is what feature-alignment distillation (the cosine loss of seed 001) compares.
+* Prompt encoder: points only (industrial crops get point prompts from saliency or clicks; no boxes, no mask
+  input), SAM's random-Fourier positional encoding plus a learned embedding per label.
+* Mask decoder: SAM's two-way transformer, narrower (128 channels) and with a single 2x upsampling step, so masks
+  come out at 1/8 of the input, half of SAM's 1/4 decoder resolution (seed 001: "1/4 -> 1/2", ~75% fewer upsampling
+  FLOPs). A 1/8 skip feature from the encoder (part of the cached embedding) restores edges.
+* Size: ~5.9M parameters, most of them TinyViT-5M's; ~6 MB at INT8 weight-only, the seed's budget.
+
+Checkpoints are `{"format": "maskbench.student", "version": 1, "architecture", "config", "state_dict"}`: plain
+containers and tensors, so they load with `torch.load(..., weights_only=True)` (no pickled code runs on load).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from inference.errors import CheckpointError, ModelMismatchError
+
+ARCHITECTURE = "tinyvit5m_pointdec"
+CHECKPOINT_FORMAT = "maskbench.student"
+CHECKPOINT_VERSION = 1
+BASE_WINDOWS = (7, 7, 14, 7)  # tiny_vit_5m_224's window sizes per stage
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def adapted_windows(input_size: int, base: tuple[int, ...] = BASE_WINDOWS) -> tuple[int, ...]:
+    """Per stage, the smallest window >= the 224 model's window that divides the stage's feature map exactly
+    (stage i>0 runs at input/2^(i+2)); the base window (with padding) when no such divisor is close."""
+    out = [base[0]]
+    for i, w in enumerate(base[1:], start=1):
+        side = max(1, input_size // (2 ** (i + 2)))
+        cands = [d for d in range(w, min(side, 2 * w) + 1) if side % d == 0]
+        out.append(cands[0] if cands else w)
+    return tuple(out)
+
+
+@dataclass
+class StudentConfig:
+    input_size: int = 512
+    backbone: str = "tiny_vit_5m_224"
+    window_sizes: tuple[int, ...] = field(default_factory=tuple)  # empty: adapted_windows(input_size)
+    embed_dim: int = 256  # = SAM 2's image embedding channels (feature alignment)
+    high_res_dim: int = 64
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    decoder_mlp_dim: int = 512
+    upscale_dim: int = 32
+    num_multimask_outputs: int = 0  # 0: one mask per prompt (defects are rarely ambiguous); 3 mimics SAM
+
+    def __post_init__(self) -> None:
+        if self.input_size % 32:
+            raise ValueError(f"student input_size must be a multiple of 32, got {self.input_size}")
+        self.window_sizes = tuple(int(w) for w in self.window_sizes) or adapted_windows(self.input_size)
+
+    @property
+    def embed_hw(self) -> int:
+        return self.input_size // 16
+
+    @property
+    def mask_hw(self) -> int:
+        return self.input_size // 8
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["window_sizes"] = list(self.window_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StudentConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown student config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_project(cls, student_cfg: dict[str, Any]) -> StudentConfig:
+        """From project.yaml's distillation.student (seed 001's template keys are descriptive; only the ones
+        that change the network are read)."""
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in student_cfg.items() if k in names}
+        return cls(**kw)
+
+
+class LayerNorm2d(nn.Module):
+    """Channel LayerNorm on NCHW (as SAM's); written with mean/var so it exports to plain ONNX ops."""
+
+    def __init__(self, c: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+        self.bias = nn.Parameter(torch.zeros(c))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = x.mean(1, keepdim=True)
+        s = (x - u).pow(2).mean(1, keepdim=True)
+        x = (x - u) / torch.sqrt(s + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class MLP(nn.Module):
+    def __init__(self, cin: int, hidden: int, cout: int, layers: int) -> None:
+        super().__init__()
+        dims = [cin] + [hidden] * (layers - 1) + [cout]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+class StudentEncoder(nn.Module):
+    """Normalised (B, 3, S, S) -> image_embed (B, 256, S/16, S/16), high_res (B, 64, S/8, S/8)."""
+
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        import timm
+
+        self.backbone = timm.create_model(
+            cfg.backbone, pretrained=False, features_only=True, out_indices=(1, 2, 3),
+            window_sizes=list(cfg.window_sizes),
+        )
+        c8, c16, c32 = self.backbone.feature_info.channels()
+        d = cfg.embed_dim
+        self.lat16 = nn.Conv2d(c16, d, 1)
+        self.lat32 = nn.Conv2d(c32, d, 1)
+        self.norm1 = LayerNorm2d(d)
+        self.dw = nn.Conv2d(d, d, 3, padding=1, groups=d)
+        self.pw = nn.Conv2d(d, d, 1)
+        self.norm2 = LayerNorm2d(d)
+        self.high = nn.Conv2d(c8, cfg.high_res_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f8, f16, f32 = self.backbone(x)
+        y = self.lat16(f16) + F.interpolate(self.lat32(f32), scale_factor=2.0, mode="nearest")
+        y = self.norm1(y)
+        y = self.norm2(y + self.pw(F.gelu(self.dw(y))))
+        return y, self.high(f8)
+
+
+class PointPromptEncoder(nn.Module):
+    """Points only. (B, N, 2) input-pixel coords + (B, N) labels (1 pos, 0 neg, -1 padding) -> (B, N, D) tokens."""
+
+    def __init__(self, dim: int, input_size: int) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.register_buffer("gaussian", torch.randn(2, dim // 2))  # persistent: part of the checkpoint
+        self.pos_embed = nn.Parameter(torch.randn(dim) * 0.02)
+        self.neg_embed = nn.Parameter(torch.randn(dim) * 0.02)
+        self.pad_embed = nn.Parameter(torch.randn(dim) * 0.02)
+        self.no_mask_embed = nn.Parameter(torch.randn(dim) * 0.02)  # the dense embedding (no mask prompts)
+
+    def _pe(self, coords01: torch.Tensor) -> torch.Tensor:
+        c = (2 * coords01 - 1) @ self.gaussian
+        c = 2 * math.pi * c
+        return torch.cat([torch.sin(c), torch.cos(c)], dim=-1)
+
+    def dense_pe(self, h: int, w: int) -> torch.Tensor:
+        ys = (torch.arange(h, dtype=self.gaussian.dtype, device=self.gaussian.device) + 0.5) / h
+        xs = (torch.arange(w, dtype=self.gaussian.dtype, device=self.gaussian.device) + 0.5) / w
+        grid = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)], dim=-1)
+        return self._pe(grid).permute(2, 0, 1)  # (D, h, w)
+
+    def forward(self, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        coords = (points + 0.5) / self.input_size
+        pe = self._pe(coords.to(self.gaussian.dtype))
+        lab = labels.unsqueeze(-1).to(pe.dtype)
+        is_pad = (lab == -1).to(pe.dtype)
+        is_pos = (lab == 1).to(pe.dtype)
+        is_neg = (lab == 0).to(pe.dtype)
+        return pe * (1 - is_pad) + is_pad * self.pad_embed + is_pos * self.pos_embed + is_neg * self.neg_embed
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, downsample: int = 1) -> None:
+        super().__init__()
+        inner = dim // downsample
+        self.heads = heads
+        self.q = nn.Linear(dim, inner)
+        self.k = nn.Linear(dim, inner)
+        self.v = nn.Linear(dim, inner)
+        self.out = nn.Linear(inner, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._split(self.q(q)), self._split(self.k(k)), self._split(self.v(v))
+        attn = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+        x = attn.softmax(dim=-1) @ v
+        b, h, n, c = x.shape
+        return self.out(x.transpose(1, 2).reshape(b, n, h * c))
+
+
+class TwoWayBlock(nn.Module):
+    """SAM's two-way attention block: tokens self-attend, tokens -> image, MLP, image -> tokens."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, skip_first_pe: bool) -> None:
+        super().__init__()
+        self.self_attn = Attention(dim, heads)
+        self.norm1 = nn.LayerNorm(dim)
+        self.t2i = Attention(dim, heads, downsample=2)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.ReLU(), nn.Linear(mlp_dim, dim))
+        self.norm3 = nn.LayerNorm(dim)
+        self.i2t = Attention(dim, heads, downsample=2)
+        self.norm4 = nn.LayerNorm(dim)
+        self.skip_first_pe = skip_first_pe
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, q_pe: torch.Tensor, k_pe: torch.Tensor):
+        if self.skip_first_pe:
+            q = self.self_attn(q, q, q)
+        else:
+            qq = q + q_pe
+            q = q + self.self_attn(qq, qq, q)
+        q = self.norm1(q)
+        q = self.norm2(q + self.t2i(q + q_pe, k + k_pe, k))
+        q = self.norm3(q + self.mlp(q))
+        k = self.norm4(k + self.i2t(k + k_pe, q + q_pe, q))
+        return q, k
+
+
+class MaskDecoderLite(nn.Module):
+    """Image embedding + 1/8 skip + point prompts -> (masks (B, K, S/8, S/8), scores (B, K) in [0, 1]).
+
+    The image side may have batch 1 while the prompts have batch B (many prompts on one image: automatic masks);
+    it is broadcast with `expand`, which costs no memory."""
+
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        d = cfg.decoder_dim
+        self.num_masks = 1 + cfg.num_multimask_outputs
+        self.in_proj = nn.Conv2d(cfg.embed_dim, d, 1)
+        self.prompt = PointPromptEncoder(d, cfg.input_size)
+        self.iou_token = nn.Parameter(torch.randn(1, d) * 0.02)
+        self.mask_tokens = nn.Parameter(torch.randn(self.num_masks, d) * 0.02)
+        self.blocks = nn.ModuleList(
+            TwoWayBlock(d, cfg.decoder_heads, cfg.decoder_mlp_dim, skip_first_pe=(i == 0))
+            for i in range(cfg.decoder_depth)
+        )
+        self.final_attn = Attention(d, cfg.decoder_heads, downsample=2)
+        self.final_norm = nn.LayerNorm(d)
+        u = cfg.upscale_dim
+        self.upscale = nn.ConvTranspose2d(d, u, kernel_size=2, stride=2)  # 1/16 -> 1/8: the only upsampling step
+        self.up_norm = LayerNorm2d(u)
+        self.skip = nn.Conv2d(cfg.high_res_dim, u, 1)
+        self.hyper = nn.ModuleList(MLP(d, d, u, 2) for _ in range(self.num_masks))
+        self.iou_head = MLP(d, d, self.num_masks, 2)
+
+    def forward(
+        self, image_embed: torch.Tensor, high_res: torch.Tensor, points: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b = points.shape[0]
+        src = self.in_proj(image_embed) + self.prompt.no_mask_embed[None, :, None, None]
+        src = src.expand(b, -1, -1, -1)
+        hi = high_res.expand(b, -1, -1, -1)
+        _, d, h, w = src.shape
+        pos = self.prompt.dense_pe(h, w).to(src.dtype)[None].expand(b, -1, -1, -1)
+        sparse = self.prompt(points, labels).to(src.dtype)
+        out_tokens = torch.cat([self.iou_token, self.mask_tokens], dim=0)[None].expand(b, -1, -1)
+        tokens = torch.cat([out_tokens, sparse], dim=1)
+        k = src.flatten(2).transpose(1, 2)
+        k_pe = pos.flatten(2).transpose(1, 2)
+        q = tokens
+        for blk in self.blocks:
+            q, k = blk(q, k, tokens, k_pe)
+        q = self.final_norm(q + self.final_attn(q + tokens, k + k_pe, k))
+        iou_out = q[:, 0]
+        mask_out = q[:, 1 : 1 + self.num_masks]
+        img = k.transpose(1, 2).reshape(b, d, h, w)
+        up = F.gelu(self.up_norm(self.upscale(img)) + self.skip(hi))
+        hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in enumerate(self.hyper)], dim=1)  # (B, K, u)
+        bu, cu, hu, wu = up.shape
+        masks = (hyper @ up.reshape(bu, cu, hu * wu)).reshape(bu, self.num_masks, hu, wu)
+        scores = torch.sigmoid(self.iou_head(iou_out))
+        return masks, scores
+
+
+class StudentModel(nn.Module):
+    def __init__(self, cfg: StudentConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg or StudentConfig()
+        self.encoder = StudentEncoder(self.config)
+        self.decoder = MaskDecoderLite(self.config)
+        self.register_buffer("pixel_mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def input_size(self) -> int:
+        return self.config.input_size
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: normalised (B, 3, S, S) (inference.preprocess.image_to_input)."""
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor, points: torch.Tensor, labels: torch.Tensor):
+        """(image_embed, masks (B, K, S/8, S/8), scores (B, K)); points in input pixels."""
+        emb, hi = self.encoder(x)
+        masks, scores = self.decoder(emb, hi, points, labels)
+        return emb, masks, scores
+
+
+class StudentForTraining(nn.Module):
+    """The trainer's contract (inference/training/student.py): forward(images01 (B,3,S,S) in [0, 1], points
+    (B,N,2) in input pixels, labels (B,N)) -> (embedding (B,256,h,w), mask logits (B,1,S/8,S/8)).
+    `state_dict()` of `.student` is what `save_checkpoint` stores."""
+
+    def __init__(self, student: StudentModel) -> None:
+        super().__init__()
+        self.student = student
+        self.input_size = student.input_size
+        self.embed_dim = student.config.embed_dim
+
+    def forward(self, images01: torch.Tensor, points: torch.Tensor, labels: torch.Tensor):
+        s = self.student
+        x = (images01 - s.pixel_mean) / s.pixel_std
+        emb, masks, scores = s(x, points, labels)
+        if masks.shape[1] > 1:
+            single = (labels >= 0).sum(dim=1) == 1
+            best = torch.where(single, 1 + scores[:, 1:].argmax(dim=1), torch.zeros_like(single, dtype=torch.long))
+            masks = masks[torch.arange(masks.shape[0], device=masks.device), best].unsqueeze(1)
+        return emb, masks[:, :1]
+
+
+def build_student_for_training(student_cfg: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """Hook used by inference/training/student.py: (module with the trainer's contract, meta to rebuild it)."""
+    cfg = StudentConfig.from_project(student_cfg)
+    model = StudentForTraining(StudentModel(cfg))
+    return model, {"architecture": ARCHITECTURE, "input_size": cfg.input_size, "embed_dim": cfg.embed_dim,
+                   "config": cfg.to_dict()}
+
+
+def align_embedding(student_embed: torch.Tensor, teacher_hw: tuple[int, int]) -> torch.Tensor:
+    """Resize the student's (B, 256, h, w) embedding to the teacher's H x W (bilinear, align_corners=False) so the
+    cosine feature-alignment loss compares the same spatial cells (seed 001 pitfall 2)."""
+    if tuple(student_embed.shape[-2:]) == tuple(teacher_hw):
+        return student_embed
+    return F.interpolate(student_embed, size=tuple(teacher_hw), mode="bilinear", align_corners=False)
+
+
+class EmbeddingAligner(nn.Module):
+    """Projects a student embedding onto the teacher's embedding shape: a 1x1 conv when the channel counts differ
+    (identity for the default 256-channel student) and a bilinear resize to the teacher's H x W. Kept as a module so
+    a distillation run can train the projection when the student's width is changed."""
+
+    def __init__(self, student_channels: int = 256, teacher_channels: int = 256) -> None:
+        super().__init__()
+        self.proj = (
+            nn.Identity() if student_channels == teacher_channels else nn.Conv2d(student_channels, teacher_channels, 1)
+        )
+
+    def forward(self, student_embed: torch.Tensor, teacher_hw: tuple[int, int]) -> torch.Tensor:
+        return align_embedding(self.proj(student_embed), teacher_hw)
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_summary(model: nn.Module) -> dict[str, Any]:
+    """Parameter count and sizes: fp32 bytes and the INT8 weight-only estimate (1 byte per weight), the figure seed
+    001 budgets (~6.3 MB)."""
+    n = param_count(model)
+    parts = {}
+    for name in ("encoder", "decoder"):
+        sub = getattr(model, name, None)
+        if sub is not None:
+            parts[name] = param_count(sub)
+    enc = getattr(model, "encoder", None)
+    if enc is not None and hasattr(enc, "backbone"):
+        parts["encoder.backbone"] = param_count(enc.backbone)
+    return {"params": n, "fp32_bytes": 4 * n, "fp16_bytes": 2 * n, "int8_bytes": n, "parts": parts}
+
+
+def save_checkpoint(model: nn.Module, path: Path | str, extra: dict[str, Any] | None = None) -> Path:
+    """Write a student checkpoint atomically (temp file + rename). Accepts the model or the training wrapper."""
+    if isinstance(model, StudentForTraining):
+        model = model.student
+    if not isinstance(model, StudentModel):
+        raise TypeError(f"expected a StudentModel, got {type(model).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "architecture": ARCHITECTURE,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "meta": dict(extra or {}),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_checkpoint(path: Path | str) -> dict[str, Any]:
+    """torch.load(weights_only=True) with one-line errors for a missing, truncated or garbage file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle/zip/EOF errors all mean "not a usable checkpoint"
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise CheckpointError(f"{path.name} is not a readable PyTorch checkpoint (truncated or corrupt?): {msg[:200]}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path.name} is not a checkpoint dictionary (found {type(obj).__name__})")
+    return obj
+
+
+def load_checkpoint(path: Path | str) -> StudentModel:
+    """Rebuild a student from a checkpoint, refusing files that are not students or do not match their config."""
+    obj = read_checkpoint(path)
+    name = Path(path).name
+    if obj.get("format") != CHECKPOINT_FORMAT:
+        if "model" in obj and isinstance(obj["model"], dict) and any(
+            str(k).startswith("image_encoder.trunk") for k in obj["model"]
+        ):
+            raise ModelMismatchError(
+                f"{name} is a SAM 2 checkpoint, not a student; add it with 'maskbench models add teacher {name} --config ...'"
+            )
+        raise ModelMismatchError(f"{name} is not a maskbench student checkpoint (no format={CHECKPOINT_FORMAT!r} entry)")
+    if obj.get("architecture") != ARCHITECTURE:
+        raise ModelMismatchError(f"{name}: unsupported student architecture {obj.get('architecture')!r}")
+    try:
+        cfg = StudentConfig.from_dict(dict(obj.get("config") or {}))
+    except (TypeError, ValueError) as exc:
+        raise ModelMismatchError(f"{name}: bad student config ({exc})") from None
+    model = StudentModel(cfg)
+    state = obj.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{name}: no state_dict in the student checkpoint")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(s.strip() for s in first[:2])[:240]
+        raise ModelMismatchError(f"{name}: weights do not match its student config ({detail})") from None
+    return model.eval()

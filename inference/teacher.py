@@ -1,0 +1,234 @@
+"""The SAM 2 teacher through the official `sam2` package.
+
+The model is built with `build_sam2` from the package's own Hydra configs and the image predictor
+(`SAM2ImagePredictor`) does the transforms, the embedding (`image_embed` + the two high-resolution feature maps) and
+the prompt/mask decoding, so the teacher behaves exactly like upstream SAM 2. What we add: the embedding is handed
+out as numpy (so it can be cached on disk and decoded later without recomputation), the input size can be changed
+(`++model.image_size=...`, for CPU-sized tests), and a checkpoint is verified against its config with a message that
+names the config that would fit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inference.errors import CheckpointError, ModelError, ModelMismatchError
+from inference.segmenter import Decoded, Embedding, Prompt
+from inference.torch_backend import autocast, check_precision, resolve_device
+
+# Short names accepted by --config -> the package's Hydra config path.
+TEACHER_CONFIGS = {
+    "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1_hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1_hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1_hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    "sam2_hiera_t": "configs/sam2/sam2_hiera_t.yaml",
+    "sam2_hiera_s": "configs/sam2/sam2_hiera_s.yaml",
+    "sam2_hiera_b+": "configs/sam2/sam2_hiera_b+.yaml",
+    "sam2_hiera_l": "configs/sam2/sam2_hiera_l.yaml",
+}
+_ALIASES = {"tiny": "t", "small": "s", "base_plus": "b+", "base+": "b+", "large": "l"}
+# Hiera trunk (embed_dim, number of blocks) -> size letter; how a mismatched checkpoint is recognised.
+_TRUNKS = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
+FEATURE_NAMES = ("image_embed", "high_res_0", "high_res_1")
+
+
+def resolve_config(name: str) -> tuple[str, str]:
+    """'sam2.1_hiera_s', 'sam2.1_hiera_small', 'sam2.1/sam2.1_hiera_s.yaml' or 'configs/sam2.1/...yaml' ->
+    (short name, Hydra config path)."""
+    raw = name.strip()
+    stem = Path(raw).name.removesuffix(".yaml")
+    m = re.fullmatch(r"(sam2(?:\.1)?)_hiera_([a-z_+]+)", stem)
+    if m:
+        size = _ALIASES.get(m.group(2), m.group(2))
+        short = f"{m.group(1)}_hiera_{size}"
+        if short in TEACHER_CONFIGS:
+            return short, TEACHER_CONFIGS[short]
+    known = ", ".join(k for k in TEACHER_CONFIGS if k.startswith("sam2.1"))
+    raise ModelError(f"unknown SAM 2 config {name!r}; use one of {known} (or the sam2_hiera_* ones)")
+
+
+def guess_config(state: dict[str, Any]) -> str | None:
+    """The short config name a SAM 2 state dict was trained with, from its trunk shape (None if unknown)."""
+    w = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if w is None or not hasattr(w, "shape"):
+        return None
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", str(k)))}
+    size = _TRUNKS.get((int(w.shape[0]), len(blocks)))
+    if size is None:
+        return None
+    version = "sam2.1" if "no_obj_embed_spatial" in state else "sam2"
+    return f"{version}_hiera_{size}"
+
+
+def build_model(config: str, image_size: int = 1024, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """SAM2Base with random weights from the package config (weights are loaded separately, with checks)."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sam2.build_sam import build_sam2
+
+    if not GlobalHydra.instance().is_initialized():
+        initialize_config_module("sam2", version_base="1.2")
+    _, cfg_path = resolve_config(config)
+    overrides = [] if int(image_size) == 1024 else [f"++model.image_size={int(image_size)}"]
+    return build_sam2(cfg_path, None, device=str(device), mode="eval", hydra_overrides_extra=overrides)
+
+
+def read_state_dict(path: Path | str) -> dict[str, Any]:
+    """The {"model": state_dict} of an official-style checkpoint, loaded with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling/zip error means a broken file
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise CheckpointError(f"{path.name} is not a readable PyTorch checkpoint (truncated or corrupt?): {msg[:200]}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path.name} is not a checkpoint dictionary (found {type(obj).__name__})")
+    if obj.get("format") == "maskbench.student":
+        raise ModelMismatchError(
+            f"{path.name} is a maskbench student checkpoint, not SAM 2; add it with 'maskbench models add student {path.name}'"
+        )
+    state = obj.get("model")
+    if not isinstance(state, dict) or not state:
+        raise ModelMismatchError(f"{path.name} has no 'model' state dict; SAM 2 checkpoints are {{'model': state_dict}}")
+    return state
+
+
+def load_model(
+    path: Path | str, config: str, image_size: int = 1024, device: str | torch.device = "cpu"
+) -> torch.nn.Module:
+    """Build from `config` and load the checkpoint strictly; a wrong config is refused naming the likely one."""
+    state = read_state_dict(path)
+    short, _ = resolve_config(config)
+    model = build_model(short, image_size=image_size, device="cpu")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        guess = guess_config(state)
+        name = Path(path).name
+        if guess and guess != short:
+            raise ModelMismatchError(
+                f"{name} does not match config {short}: it looks like a {guess} checkpoint (use --config {guess})"
+            ) from None
+        lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
+        raise ModelMismatchError(f"{name} does not match config {short}: {' '.join(lines[:2])[:240]}") from None
+    return model.to(device).eval()
+
+
+class Sam2Segmenter:
+    """SAM 2 behind the Segmenter interface (teacher)."""
+
+    kind = "teacher"
+    decode_chunk = 32
+
+    def __init__(
+        self, model: torch.nn.Module, name: str = "teacher", sha256: str = "", device: str | None = "cpu",
+        precision: str = "fp32", config: str = "",
+    ) -> None:
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        self.device = resolve_device(device)
+        self.precision = check_precision(precision, self.device)
+        self.model = model.to(self.device).eval()
+        self.predictor = SAM2ImagePredictor(self.model)
+        s = int(self.model.image_size)
+        # the predictor hard-codes the 1024 feature sizes; derive them from the actual input size
+        self.predictor._bb_feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
+        self.name = name
+        self.sha256 = sha256
+        self.config = config
+        self.input_size = s
+        self.encoder_images = 0
+
+    def embed(self, image: np.ndarray) -> Embedding:
+        return self.embed_batch([image])[0]
+
+    def embed_batch(self, images: Sequence[np.ndarray]) -> list[Embedding]:
+        from inference.preprocess import as_rgb
+
+        if not images:
+            return []
+        imgs = [as_rgb(im) for im in images]
+        with autocast(self.device, self.precision):
+            self.predictor.set_image_batch(imgs)
+        feats = self.predictor._features
+        self.encoder_images += len(imgs)
+        out = []
+        for i, im in enumerate(imgs):
+            arrays = [feats["image_embed"][i], feats["high_res_feats"][0][i], feats["high_res_feats"][1][i]]
+            out.append(
+                Embedding(
+                    features={k: a.float().cpu().numpy() for k, a in zip(FEATURE_NAMES, arrays)},
+                    orig_hw=(int(im.shape[0]), int(im.shape[1])),
+                    input_size=self.input_size,
+                    model_sha256=self.sha256,
+                )
+            )
+        self.predictor.reset_predictor()
+        return out
+
+    def _set_embedding(self, embedding: Embedding) -> None:
+        t = lambda k: torch.from_numpy(np.ascontiguousarray(embedding.features[k], np.float32))[None].to(self.device)  # noqa: E731
+        p = self.predictor
+        p.reset_predictor()
+        p._features = {"image_embed": t("image_embed"), "high_res_feats": [t("high_res_0"), t("high_res_1")]}
+        p._orig_hw = [tuple(embedding.orig_hw)]
+        p._is_image_set = True
+
+    def decode(self, embedding: Embedding, points: np.ndarray, labels: np.ndarray) -> Decoded:
+        return self.decode_prompts(embedding, [(points, labels)])[0]
+
+    def decode_prompts(self, embedding: Embedding, prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
+        """Prompts with the same number of points go through the decoder together (SAM 2's batched prompts)."""
+        self._set_embedding(embedding)
+        results: list[Decoded | None] = [None] * len(prompts)
+        groups: dict[int, list[int]] = {}
+        for i, (_, lb) in enumerate(prompts):
+            groups.setdefault(len(np.asarray(lb).reshape(-1)), []).append(i)
+        p = self.predictor
+        try:
+            for n, idxs in groups.items():
+                for start in range(0, len(idxs), self.decode_chunk):
+                    chunk = idxs[start : start + self.decode_chunk]
+                    if n == 0:
+                        coords = labels = None
+                    else:
+                        coords = np.stack([np.asarray(prompts[i][0], np.float32).reshape(n, 2) for i in chunk])
+                        labels = np.stack([np.asarray(prompts[i][1], np.int32).reshape(n) for i in chunk])
+                    multimask = n <= 1
+                    with autocast(self.device, self.precision):
+                        _, unnorm, lbl, _ = p._prep_prompts(coords, labels, None, None, True)
+                        masks, ious, _ = p._predict(unnorm, lbl, None, None, multimask, return_logits=True)
+                    masks = masks.float().cpu().numpy()  # (B, C, H, W) at the original size
+                    ious = ious.float().cpu().numpy()
+                    for j, i in enumerate(chunk):
+                        k = int(np.argmax(ious[j])) if multimask else 0
+                        results[i] = Decoded(logits=masks[j, k], score=float(ious[j, k]))
+        finally:
+            p.reset_predictor()
+        return [r for r in results if r is not None]
+
+    def predict(self, images: Sequence[np.ndarray], prompts: Sequence[Prompt]) -> list[Decoded]:
+        if len(images) != len(prompts):
+            raise ValueError("predict needs one prompt per image")
+        embs = self.embed_batch(images)
+        return [self.decode(e, p.points, p.labels) for e, p in zip(embs, prompts)]
+
+
+def load_teacher_segmenter(
+    path: Path | str, config: str, image_size: int = 1024, name: str = "teacher", sha256: str = "",
+    device: str | None = "cpu", precision: str = "fp32",
+) -> Sam2Segmenter:
+    dev = resolve_device(device)
+    model = load_model(path, config, image_size=image_size, device=dev)
+    return Sam2Segmenter(model, name=name, sha256=sha256, device=str(dev), precision=precision,
+                         config=resolve_config(config)[0])
