@@ -11,7 +11,9 @@ back the last action (point or brush stroke).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -52,6 +54,8 @@ class CorrectionController(QObject):
         self._emb_capacity = embed_cache
         self._emb_wanted: set[tuple[str, int]] = set()
         self._image_keys: dict[int, str] = {}
+        # SAM 2's predictor keeps per-image state: its embed and decode must not overlap. The student is stateless.
+        self._teacher_lock = threading.Lock()
         self.embed_pool = TaskPool("embed", workers=1)
         self.decode_pool = TaskPool("decode", workers=1)
         self.sample_id: int | None = None
@@ -118,6 +122,9 @@ class CorrectionController(QObject):
             self._segmenters[kind] = seg
         return seg
 
+    def _guard(self, kind: str) -> contextlib.AbstractContextManager[object]:
+        return self._teacher_lock if kind == "teacher" else contextlib.nullcontext()
+
     def has_embedding(self, sample_id: int, kind: str | None = None) -> bool:
         return ((kind or self.kind), sample_id) in self._emb
 
@@ -147,7 +154,9 @@ class CorrectionController(QObject):
         def work() -> tuple[Embedding, float]:
             t0 = time.perf_counter()
             seg = self._segmenter(kind)
-            return self.embedder(seg, image_key_, image), (time.perf_counter() - t0) * 1000
+            with self._guard(kind):
+                emb = self.embedder(seg, image_key_, image)
+            return emb, (time.perf_counter() - t0) * 1000
 
         self.embed_pool.submit(work, priority=priority, key=f"emb:{kind}:{sample_id}",
                                on_result=lambda r: self._embedded(key, r),
@@ -266,7 +275,8 @@ class CorrectionController(QObject):
         def work() -> tuple[np.ndarray, float]:
             t0 = time.perf_counter()
             seg = self._segmenter(kind)
-            out = seg.decode(emb, pts, labs)
+            with self._guard(kind):
+                out = seg.decode(emb, pts, labs)
             return np.asarray(out.mask, bool), (time.perf_counter() - t0) * 1000
 
         self.decode_pool.submit(work, priority=0, key="decode",

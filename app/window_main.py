@@ -1,0 +1,366 @@
+"""The workbench main window: project handling, the review tab, panels added by other areas, status bar.
+
+`run_gui(project)` is the entry point of `maskbench` with no command. With no project it opens the last one, else
+builds (in a worker, with progress) and opens the offline demo project, so a fresh machine shows crops at once.
+
+Panels: `MainWindow.add_panel(name, widget)` adds a tab; a panel that wants the open project either has a
+`set_project(project)` method (called on every project change) or listens to `MainWindow.projectOpened`.
+Panels listed in `PANEL_FACTORIES` ("module:callable", called with the window) are added at start when their
+module imports; a missing optional panel is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QColorDialog,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QTabWidget,
+    QWidget,
+)
+
+from app.jobs import JobManager
+from app.settings import DEFAULT_COLOURS, Settings
+from store.errors import UserError
+from store.project import CONFIG_NAME, Project
+from widgets.palette import LAYER_TITLES
+from widgets.review_view import ReviewWidget
+from widgets.workers import bridge
+
+log = logging.getLogger("maskbench.gui")
+
+# Optional panels of other areas: "module:factory", factory(window) -> (name, widget) or a widget.
+PANEL_FACTORIES: list[tuple[str, str]] = [
+    ("Judge", "widgets.judge_panel:make_panel"),
+    ("Training", "widgets.training_panel:make_panel"),
+    ("Export", "widgets.export_panel:make_panel"),
+    ("Latency", "widgets.latency_panel:make_panel"),
+]
+
+
+def segmenter_provider(project: Project) -> Callable[[str], Any]:
+    """kind -> the project's active segmenter of that kind, loaded on first use (in a worker thread)."""
+    from widgets.models import load_active_segmenter
+
+    return lambda kind: load_active_segmenter(project, kind)
+
+
+def embedder_for(project: Project) -> Callable[..., Any] | None:
+    from widgets.models import make_embedder
+
+    return make_embedder(project)
+
+
+class MainWindow(QMainWindow):
+    projectOpened = Signal(object)  # Project or None
+
+    def __init__(self, settings: Settings | None = None, *, dialogs: bool = True,
+                 provider_factory: Callable[[Project], Callable[[str], Any]] | None = None,
+                 embedder_factory: Callable[[Project], Any] | None = None, load_panels: bool = True) -> None:
+        super().__init__()
+        bridge()  # the cross-thread callback object must live in the GUI thread
+        self.settings = settings or Settings()
+        self.dialogs = dialogs
+        self.provider_factory = provider_factory or segmenter_provider
+        self.embedder_factory = embedder_factory or embedder_for
+        self.project: Project | None = None
+        self.jobs = JobManager(self)
+        self.setWindowTitle("maskbench")
+        self.resize(1500, 900)
+
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.review = ReviewWidget(prefs=self.settings, reviewer=self.settings.reviewer(),
+                                   colours=self.settings.colours())
+        self.tabs.addTab(self.review, "Review")
+        self.setCentralWidget(self.tabs)
+        self.panels: dict[str, QWidget] = {"Review": self.review}
+
+        self._build_status()
+        self._build_menus()
+        self.review.countsChanged.connect(self._counts)
+        self.review.sessionChanged.connect(self._session)
+        self.review.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
+        self.jobs.changed.connect(self._jobs_changed)
+        self.jobs.jobFailed.connect(lambda j: self.show_error(f"{j.name} failed: {j.error}"))
+        if load_panels:
+            self._load_panels()
+        geometry, state = self.settings.window_state()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+        self.tabs.setCurrentIndex(0)
+
+    # panels -------------------------------------------------------------------------------------------------------
+    def add_panel(self, name: str, widget: QWidget) -> int:
+        """Add a tab (Training, Export, Latency, …); it gets the open project through set_project()."""
+        if name in self.panels:
+            idx = self.tabs.indexOf(self.panels[name])
+            self.tabs.removeTab(idx)
+        self.panels[name] = widget
+        idx = self.tabs.addTab(widget, name)
+        setter = getattr(widget, "set_project", None)
+        if callable(setter) and self.project is not None:
+            setter(self.project)
+        return idx
+
+    def _load_panels(self) -> None:
+        for name, spec in PANEL_FACTORIES:
+            mod_name, _, attr = spec.partition(":")
+            try:
+                mod = importlib.import_module(mod_name)
+            except ModuleNotFoundError as exc:
+                if exc.name and mod_name.startswith(exc.name):
+                    continue  # that area has no panel (yet)
+                log.exception("panel %s failed to import", name)
+                continue
+            except Exception:  # noqa: BLE001 - a broken optional panel must not stop the workbench
+                log.exception("panel %s failed to import", name)
+                continue
+            factory = getattr(mod, attr, None)
+            if factory is None:
+                continue
+            try:
+                made = factory(self)
+            except Exception:  # noqa: BLE001
+                log.exception("panel %s failed to build", name)
+                continue
+            if made is None:
+                continue
+            pname, widget = made if isinstance(made, tuple) else (name, made)
+            self.add_panel(pname, widget)
+
+    # status bar ---------------------------------------------------------------------------------------------------
+    def _build_status(self) -> None:
+        sb = self.statusBar()
+        self.counts_label = QLabel("no project")
+        self.session_label = QLabel("")
+        self.job_label = QLabel("")
+        self.job_bar = QProgressBar()
+        self.job_bar.setMaximumWidth(220)
+        self.job_bar.setMaximumHeight(16)
+        self.job_bar.hide()
+        sb.addPermanentWidget(self.job_label)
+        sb.addPermanentWidget(self.job_bar)
+        sb.addPermanentWidget(self.session_label)
+        sb.addPermanentWidget(self.counts_label)
+
+    def _counts(self, c: dict[str, int]) -> None:
+        self.counts_label.setText(
+            f"{c['total']:,} crops · {c['flagged']:,} flagged · {c['pending']:,} pending · {c['judged']:,} judged · "
+            f"{c['reviewed']:,} reviewed")
+
+    def _session(self, count: int, rate: float) -> None:
+        self.session_label.setText(f"session {count} · {rate:.0f}/h")
+
+    def _jobs_changed(self) -> None:
+        text, done, total = self.jobs.summary()
+        if not text:
+            self.job_label.setText("")
+            self.job_bar.hide()
+            return
+        self.job_label.setText(text)
+        self.job_bar.show()
+        if total:
+            self.job_bar.setRange(0, total)
+            self.job_bar.setValue(done)
+        else:
+            self.job_bar.setRange(0, 0)  # busy indicator
+
+    # menus --------------------------------------------------------------------------------------------------------
+    def _build_menus(self) -> None:
+        m = self.menuBar().addMenu("&File")
+        self._action(m, "&New project…", self.new_project_dialog, QKeySequence.StandardKey.New)
+        self._action(m, "&Open project…", self.open_project_dialog, QKeySequence.StandardKey.Open)
+        self.recent_menu = m.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self._action(m, "Open &demo project", self.open_demo)
+        m.addSeparator()
+        self._action(m, "&Ingest data set…", self.ingest_dialog)
+        m.addSeparator()
+        self._action(m, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        v = self.menuBar().addMenu("&View")
+        for layer in DEFAULT_COLOURS:
+            self._action(v, f"{LAYER_TITLES[layer].capitalize()} colour…", lambda _c=False, x=layer: self.pick_colour(x))
+        self._action(v, "Reset colours (Okabe-Ito)", self.reset_colours)
+        h = self.menuBar().addMenu("&Help")
+        self._action(h, "Keyboard shortcuts  (?)", lambda: self.review.overlay.toggle())
+
+    def _action(self, menu: Any, text: str, fn: Callable[[], Any], key: Any = None) -> QAction:
+        act = QAction(text, self)
+        if key is not None:
+            act.setShortcut(QKeySequence(key))
+        act.triggered.connect(lambda _c=False: fn())
+        menu.addAction(act)
+        return act
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        items = self.settings.recent_projects()
+        if not items:
+            a = self.recent_menu.addAction("(none)")
+            a.setEnabled(False)
+        for p in items:
+            act = self.recent_menu.addAction(p)
+            act.triggered.connect(lambda _c=False, path=p: self.open_project(path))
+
+    # projects -----------------------------------------------------------------------------------------------------
+    def startup(self, project: str | None) -> None:
+        """What run_gui does after showing the window: the given project, the last one, or the demo."""
+        if project:
+            self.open_project(project)
+            return
+        last = self.settings.last_project()
+        if last and (Path(last) / CONFIG_NAME).exists():
+            if self.open_project(last):
+                return
+        self.open_demo()
+
+    def open_project(self, path: str | Path, create: bool = False) -> bool:
+        try:
+            project = Project.create(path) if create else Project.open(path)
+        except UserError as exc:
+            self.show_error(str(exc))
+            if not create:
+                self.settings.remove_recent_project(path)
+            return False
+        self._set_project(project)
+        return True
+
+    def _set_project(self, project: Project | None) -> None:
+        old = self.project
+        if old is not None:
+            self.review.wait_idle()
+        self.project = project
+        provider = self.provider_factory(project) if project is not None else None
+        embedder = self.embedder_factory(project) if project is not None else None
+        self.review.set_project(project, provider, embedder)
+        for name, w in self.panels.items():
+            setter = getattr(w, "set_project", None)
+            if name != "Review" and callable(setter):
+                try:
+                    setter(project)
+                except Exception:  # noqa: BLE001 - one panel failing must not keep the project closed
+                    log.exception("panel %s could not take the project", name)
+        if project is not None:
+            self.settings.add_recent_project(project.root)
+            self.setWindowTitle(f"maskbench — {project.config.get('name', project.root.name)} ({project.root})")
+            self.statusBar().showMessage(f"opened {project.root}", 5000)
+        else:
+            self.setWindowTitle("maskbench")
+        self.projectOpened.emit(project)
+        if old is not None and old is not project:
+            old.close()
+
+    def open_demo(self) -> None:
+        from app.demo import build_demo_project, default_demo_dir
+
+        root = default_demo_dir()
+        if (root / CONFIG_NAME).exists() and (root / "maskbench.sqlite").exists():
+            self.open_project(root)
+            return
+        self.statusBar().showMessage("building the demo project (synthetic crops, offline)…")
+        self.jobs.submit("building demo project", build_demo_project, root,
+                         on_result=lambda summary: self._demo_built(root, summary))
+
+    def _demo_built(self, root: Path, summary: str) -> None:
+        log.info("%s", summary)
+        self.open_project(root)
+        self.statusBar().showMessage(summary, 8000)
+
+    def new_project_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "New project: choose an empty folder")
+        if path:
+            self.open_project(path, create=True)
+
+    def open_project_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open project folder")
+        if path:
+            self.open_project(path)
+
+    def ingest_dialog(self) -> None:
+        if self.project is None:
+            self.show_error("open or create a project first")
+            return
+        path = QFileDialog.getExistingDirectory(self, "Ingest: data set folder (or cancel and drop a COCO json)")
+        if path:
+            self.ingest(path)
+
+    def ingest(self, dataset: str | Path) -> None:
+        from store.ingest import ingest
+
+        if self.project is None:
+            return
+        db = self.project.db
+        self.jobs.submit(f"ingesting {Path(dataset).name}", ingest, db, dataset,
+                         on_result=lambda rep: self._ingested(rep))
+
+    def _ingested(self, report: Any) -> None:
+        self.statusBar().showMessage(
+            f"ingest ({report.layout}): {report.added_total} added, {report.skipped_existing} already there, "
+            f"{len(report.bad)} bad", 10000)
+        self.review.reload()
+
+    # colours ------------------------------------------------------------------------------------------------------
+    def pick_colour(self, layer: str) -> None:
+        c = QColorDialog.getColor(QColor(self.settings.colours()[layer]), self, f"{LAYER_TITLES[layer]} colour")
+        if c.isValid():
+            self.settings.set_colour(layer, c.name())
+            self.review.set_colours(self.settings.colours())
+
+    def reset_colours(self) -> None:
+        for layer, colour in DEFAULT_COLOURS.items():
+            self.settings.set_colour(layer, colour)
+        self.review.set_colours(self.settings.colours())
+
+    # errors and closing -------------------------------------------------------------------------------------------
+    def show_error(self, msg: str) -> None:
+        log.warning("%s", msg)
+        self.statusBar().showMessage(f"error: {msg}", 15000)
+        if self.dialogs:
+            box = QMessageBox(QMessageBox.Icon.Warning, "maskbench", msg, QMessageBox.StandardButton.Ok, self)
+            box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+            box.open()  # not exec(): never block the event loop (workers keep reporting)
+
+    def closeEvent(self, e: QCloseEvent) -> None:
+        self.settings.save_window_state(self.saveGeometry(), self.saveState())
+        self.jobs.cancel_all()
+        self.review.shutdown()
+        for name, w in self.panels.items():
+            closer = getattr(w, "shutdown", None)
+            if name != "Review" and callable(closer):
+                try:
+                    closer()
+                except Exception:  # noqa: BLE001
+                    log.exception("panel %s shutdown failed", name)
+        if self.project is not None:
+            self.project.close()
+            self.project = None
+        super().closeEvent(e)
+
+
+def run_gui(project: str | None) -> int:
+    """Open the workbench; returns the exit code of the event loop."""
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+    app.setApplicationName("maskbench")
+    app.setOrganizationName("maskbench")
+    win = MainWindow()
+    win.show()
+    QTimer.singleShot(0, lambda: win.startup(project))
+    return int(app.exec())
