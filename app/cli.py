@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "app.commands.gui",
     "app.commands.train",
     "app.commands.review",
+    "app.commands.bench",
 ]
 
 app = typer.Typer(
