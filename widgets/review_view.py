@@ -746,6 +746,14 @@ class ReviewWidget(QWidget):
         self.correction.close()
         self.queue.close_workers()
 
+    def keyPressEvent(self, e: Any) -> None:  # noqa: ANN401 - Qt signature
+        # "?" arrives as Shift+? on some platforms, where the "?" shortcut does not match: take it here too.
+        if e.key() == Qt.Key.Key_Question:
+            self.overlay.toggle()
+            e.accept()
+            return
+        super().keyPressEvent(e)
+
     def resizeEvent(self, e: Any) -> None:  # noqa: ANN401 - Qt signature
         super().resizeEvent(e)
         if self.overlay.isVisible():

@@ -33,7 +33,7 @@ SHORTCUTS: list[tuple[str, list[str], str, str]] = [
     ("remove_point", ["Backspace"], "take back last point or stroke", "Correct"),
     ("clear_points", ["Esc"], "clear the correction", "Correct"),
     ("save_correction", ["Return", "Enter"], "save as corrected ground truth", "Correct"),
-    ("help", ["?"], "show / hide this overlay", "Help"),
+    ("help", ["?", "F1"], "show / hide this overlay", "Help"),
 ]
 
 GROUPS = ("Verdicts", "Navigate", "View", "Correct", "Help")
