@@ -161,7 +161,7 @@ def flag(
             chunk = todo[start:start + batch_size]
             ids = {m for p in chunk for m in (p.teacher_mask, p.student_mask, gt.get(p.sample_id)) if m is not None}
             with db.session() as s:
-                masks = dict(s.execute(select(Mask.id, Mask.rle).where(Mask.id.in_(ids))).tuples().all())
+                masks = {mid: rle for mid, rle in s.execute(select(Mask.id, Mask.rle).where(Mask.id.in_(ids)))}
             results = list(pool.map(lambda p: _compute(p, masks, gt.get(p.sample_id)), chunk))
             with db.session() as s:
                 for p, res in zip(chunk, results):

@@ -120,6 +120,7 @@ class JudgeSettings:
     order_seed: int = 0
     temperature: float = 0.0
     max_consecutive_errors: int = 10
+    cooldown_s: float = 0.0  # > 0: LiteLLM cools a failing deployment down this long (skips straight to fallback)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], **overrides: Any) -> JudgeSettings:
@@ -507,6 +508,9 @@ def pending_items(db: Database, *, rejudge: bool = False, defect_class: str | No
     return items[:limit] if limit is not None else items
 
 
+_FAILED = object()
+
+
 class JudgeRun:
     """One judge run over the pending flagged samples of a store.
 
@@ -656,8 +660,10 @@ class JudgeRun:
         answers: list[Answer] = []
         for i, a_is in enumerate(orders):
             ans = self._ask(item, a_is, swapped=i > 0, images=images)
+            if ans is _FAILED:
+                return True  # error or two bad answers: recorded, no verdict; a later run tries again
             if ans is None:
-                return not self._halted()  # error/bad answer: finished; budget/cancel: stays pending
+                return False  # stopped (budget, cancel) before asking: stays pending
             answers.append(ans)
         kinds = [label_to_verdict(a.label, a.a_is) for a in answers]
         if len(set(kinds)) == 1:
@@ -731,7 +737,9 @@ class JudgeRun:
                 self._router = build_router(self.settings, self.access)
             return self._router
 
-    def _ask(self, item: Item, a_is: str, swapped: bool, images: dict[str, tuple[str, str, str]]) -> Answer | None:
+    def _ask(self, item: Item, a_is: str, swapped: bool,
+             images: dict[str, tuple[str, str, str]]) -> Answer | object | None:
+        """An Answer; _FAILED when the sample got an error or two bad answers; None when the run stopped first."""
         h = self.request_hash(item, a_is)
         base = dict(sample_id=item.sample_id, disagreement_id=item.disagreement_id, request_hash=h, a_is=a_is,
                     swapped=swapped)
@@ -750,7 +758,7 @@ class JudgeRun:
             self._record(**base, status="error", error=f"crop unreadable: {exc}"[:2000])
             with self._lock:
                 self._stats.errors += 1
-            return None
+            return _FAILED
         messages = self._messages(item, uris)
         reserve = self.worst_case_cost(item)
         for attempt in range(2):  # a bad answer is asked once more
@@ -782,7 +790,7 @@ class JudgeRun:
                     too_many = self._consecutive_errors >= self.settings.max_consecutive_errors
                 if too_many:
                     self._halt("errors")
-                return None
+                return _FAILED
             used = _model_used(resp, self.settings.model)
             acc = self._by_model.get(used) or self._by_model[self.settings.model]
             p_tok, c_tok = _usage(resp)
@@ -806,7 +814,7 @@ class JudgeRun:
                                    answer_raw=(text or "")[:4000], latency_ms=latency, prompt_tokens=p_tok,
                                    completion_tokens=c_tok, cost_usd=cost, key_id=acc.key_id)
             return Answer(label, conf, reason, a_is, call_id, used)
-        return None  # two bad answers: no verdict, the sample stays pending for a later run
+        return _FAILED  # two bad answers: no verdict; the sample stays pending for a later run
 
 
 def _model_used(resp: Any, default: str) -> str:
@@ -849,6 +857,9 @@ def build_router(settings: JudgeSettings, access: list[ModelAccess]) -> Any:
 
     litellm.suppress_debug_info = True
     litellm.telemetry = False
+    # LiteLLM logs failed attempts to stderr at ERROR; every attempt's outcome is a JudgeCall row instead.
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     model_list = []
     for a in access:
         params: dict[str, Any] = {"model": a.model, "timeout": settings.timeout_s, "max_retries": 0}
@@ -862,8 +873,10 @@ def build_router(settings: JudgeSettings, access: list[ModelAccess]) -> Any:
                          ServiceUnavailableErrorRetries=r, DefaultRetries=r, BadRequestErrorRetries=0,
                          AuthenticationErrorRetries=0, ContentPolicyViolationErrorRetries=0, NotFoundErrorRetries=0)
     fallbacks = [{access[0].model: [a.model for a in access[1:]]}] if len(access) > 1 else []
+    cooldown: dict[str, Any] = (
+        {"cooldown_time": settings.cooldown_s} if settings.cooldown_s > 0 else {"disable_cooldowns": True})
     return Router(model_list=model_list, fallbacks=fallbacks, retry_policy=policy, num_retries=r,
-                  timeout=settings.timeout_s, set_verbose=False)
+                  timeout=settings.timeout_s, set_verbose=False, **cooldown)
 
 
 def judge_project(project: Any, *, progress: ProgressFn | None = None, cancel: threading.Event | None = None,

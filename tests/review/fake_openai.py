@@ -1,7 +1,7 @@
 """A real HTTP server on 127.0.0.1 that speaks the OpenAI chat completions API, for judge tests.
 
-Per model it follows a script of modes ("ok", "429", "500", "garbage", "unknown_label", "hang"), then a default
-mode; "ok" answers come from `answer(body)`. Every request is kept, and checked: images must be base64 PNG data
+Per model it follows a script of modes ("ok", "delay", "429", "401", "500", "garbage", "unknown_label", "hang"),
+then a default mode; "ok" answers come from `answer(body)`. Every request is kept, and checked: images must be base64 PNG data
 URIs in the `image_url` format and the request must ask for JSON (`response_format`).
 """
 
@@ -143,6 +143,10 @@ class FakeOpenAI:
             if mode == "429":
                 return self._send(h, 429, {"error": {"message": "Rate limit reached", "type": "rate_limit_error",
                                                      "code": "rate_limit_exceeded"}}, {"Retry-After": "0"})
+            if mode == "401":  # like OpenAI, echo (part of) the key: the client must scrub it
+                auth = h.headers.get("Authorization") or ""
+                return self._send(h, 401, {"error": {"message": f"Incorrect API key provided: {auth[7:]}",
+                                                     "type": "invalid_request_error", "code": "invalid_api_key"}})
             if mode == "500":
                 return self._send(h, 500, {"error": {"message": "upstream exploded", "type": "server_error"}})
             if mode == "garbage":
