@@ -217,7 +217,7 @@ class _Task:
     def model(self) -> nn.Module: ...
     def train_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
     def validate(self, model: nn.Module, loader: DataLoader, dev: torch.device) -> dict[str, float | None]: ...
-    def best_payload(self, model: nn.Module) -> dict[str, Any]: ...
+    def save_best(self, model: nn.Module, path: Path, extra: dict[str, Any]) -> None: ...
 
 
 class _DistillTask(_Task):
@@ -257,8 +257,10 @@ class _DistillTask(_Task):
             return {"val_iou_gt": None, "val_iou_teacher": None}
         return {"val_iou_gt": float(torch.cat(iou_gt).mean()), "val_iou_teacher": float(torch.cat(iou_t).mean())}
 
-    def best_payload(self, model):
-        return {"model": _unwrap(model).state_dict(), "meta": self.meta}
+    def save_best(self, model, path, extra):
+        from inference.training.student import save_best
+
+        save_best(_unwrap(model), self.meta, path, extra)
 
 
 class _FinetuneTask(_Task):
@@ -307,8 +309,8 @@ class _FinetuneTask(_Task):
         model.train()
         return {"val_iou_gt": float(torch.cat(ious).mean()) if ious else None, "val_iou_teacher": None}
 
-    def best_payload(self, model):
-        return {"model": _unwrap(model).model.state_dict()}  # the official SAM 2 checkpoint format
+    def save_best(self, model, path, extra):
+        _atomic_save({"model": _unwrap(model).model.state_dict()}, path)  # the official SAM 2 checkpoint format
 
 
 # ------------------------------------------------------------------------------------------------ train()
@@ -564,9 +566,10 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                 if improved or iou is None:
                     best_iou = iou if improved else best_iou
                     best_ckpt = str(run_dir / "checkpoints" / "best.pt")
-                    _atomic_save(task.best_payload(model), Path(best_ckpt))
+                    extra = {"run": run_name, "mode": mode_name, "step": step, "epoch": epoch + 1, **val}
+                    task.save_best(model, Path(best_ckpt), extra)
                     if finetune:
-                        _atomic_save(task.best_payload(model), run_dir / "teacher.pt")
+                        task.save_best(model, run_dir / "teacher.pt", extra)
                 if epoch_done:
                     _atomic_save({"model": _unwrap(model).state_dict(), "meta": task.meta, "step": step,
                                   "epoch": epoch + 1, **val},

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 ARCH_FALLBACK = "tiny_point_seg"
+TEMPLATE_BACKBONES = {"tinyvit_5m": "tiny_vit_5m_224", "tiny_vit_5m": "tiny_vit_5m_224"}
 
 
 def _dw(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -90,15 +91,24 @@ def build_student(student_cfg: dict[str, Any]) -> tuple[nn.Module, dict[str, Any
     return TinyPointSeg(input_size=size), {"architecture": ARCH_FALLBACK, "input_size": size, "embed_dim": 256}
 
 
-def load_student(meta: dict[str, Any], state_dict: dict[str, Any]) -> nn.Module:
-    model, _ = build_student({"input_size": meta.get("input_size", 512), "architecture": meta.get("architecture"),
-                              **(meta.get("student_cfg") or {})})
-    model.load_state_dict(state_dict)
-    return model
+def save_best(model: nn.Module, meta: dict[str, Any], path: Any, extra: dict[str, Any] | None = None) -> None:
+    """The best checkpoint in the project student's own format (inference.student.save_checkpoint) when the
+    project student is trained, so the model registry and the runtimes load it; {"model", "meta"} otherwise."""
+    if meta.get("architecture") != ARCH_FALLBACK:
+        from inference.student import save_checkpoint
+
+        save_checkpoint(model, path, extra=extra)
+        return
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "meta": {**meta, **(extra or {})}}, tmp)
+    tmp.replace(path)
 
 
 def _external_student(student_cfg: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]] | None:
     """helper A's student, if it offers `build_student_for_training(cfg) -> (module, meta)` with our contract."""
+    cfg = dict(student_cfg)
+    if cfg.get("backbone") in TEMPLATE_BACKBONES:  # seed 001's descriptive name -> the timm model it means
+        cfg["backbone"] = TEMPLATE_BACKBONES[cfg["backbone"]]
     for name in ("inference.student", "inference.student_model", "inference.students"):
         try:
             mod = importlib.import_module(name)
@@ -106,6 +116,6 @@ def _external_student(student_cfg: dict[str, Any]) -> tuple[nn.Module, dict[str,
             continue
         fn = getattr(mod, "build_student_for_training", None)
         if fn is not None:
-            model, meta = fn(student_cfg)
-            return model, {**meta, "student_cfg": student_cfg}
+            model, meta = fn(cfg)
+            return model, {**meta, "student_cfg": cfg}
     return None
