@@ -166,13 +166,14 @@ def _device_of(provider: str) -> str:
     return "cpu" if provider == "cpu" else "cuda"
 
 
-def _bound_step(sess: Any, feeds: dict[str, np.ndarray], provider: str) -> tuple[Any, Any]:
-    """IO binding with inputs placed once and outputs preallocated from one plain run's shapes."""
+def make_binding(sess: Any, feeds: dict[str, np.ndarray], provider: str) -> tuple[Any, list[Any]]:
+    """An IOBinding with the inputs placed on the provider's device once and every output bound to a buffer
+    preallocated there from one plain run's output shapes. Returns (binding, the OrtValues it uses; keep them)."""
     import onnxruntime as ort
 
     device = _device_of(provider)
     binding = sess.io_binding()
-    keep = []  # OrtValues must outlive the binding
+    keep: list[Any] = []  # OrtValues must outlive the binding
     for name, arr in feeds.items():
         value = ort.OrtValue.ortvalue_from_numpy(arr, device, 0)
         keep.append(value)
@@ -182,16 +183,21 @@ def _bound_step(sess: Any, feeds: dict[str, np.ndarray], provider: str) -> tuple
         arr = np.asarray(out)
         try:
             value = ort.OrtValue.ortvalue_from_shape_and_type(list(arr.shape), arr.dtype, device, 0)
-            keep.append(value)
-            binding.bind_ortvalue_output(meta.name, value)
         except Exception:  # noqa: BLE001 - odd output types: let ORT allocate on the device
             binding.bind_output(meta.name, device)
+            continue
+        keep.append(value)
+        binding.bind_ortvalue_output(meta.name, value)
+    return binding, keep
 
-    def step() -> None:
+
+def _bound_step(sess: Any, feeds: dict[str, np.ndarray], provider: str) -> tuple[Any, Any]:
+    binding, keep = make_binding(sess, feeds, provider)
+
+    def step(keep: list[Any] = keep) -> None:
         sess.run_with_iobinding(binding)
 
-    sync = binding.synchronize_outputs if device != "cpu" else None
-    step.keep = keep  # type: ignore[attr-defined]
+    sync = binding.synchronize_outputs if _device_of(provider) != "cpu" else None
     return step, sync
 
 

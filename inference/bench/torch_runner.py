@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -249,7 +250,9 @@ def bench_torch(
     for precision in precisions:
         dtype = _dtype(precision)
         try:
-            module = copy.deepcopy(base).to(device=dev, dtype=dtype)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # deep-copying a ScriptModule touches .grad of non-leaf tensors
+                module = copy.deepcopy(base).to(device=dev, dtype=dtype)
         except Exception as exc:  # noqa: BLE001 - e.g. a TorchScript module that cannot be copied
             module = base.to(device=dev, dtype=dtype)
             out(f"note: model could not be copied ({exc.__class__.__name__}); casting it in place")

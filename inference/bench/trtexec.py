@@ -167,7 +167,7 @@ def parse_report(text: str) -> TrtexecReport:
 
 def first_error(report: TrtexecReport, text: str) -> str:
     for line in report.errors:
-        msg = re.sub(r"^\[[^\]]*\]\s*\[E\]\s*", "", line).strip()
+        msg = line.split("[E]", 1)[1].strip() if "[E]" in line else line.strip()
         if msg:
             return msg
     tail = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("&&&&")]
