@@ -60,6 +60,16 @@ def test_distill_losses_fall_checkpoints_resume_and_run_is_recorded(training_pro
     assert row.best_val_iou == max(e["val_iou_gt"] for e in epochs)
     assert row.data_hash and len(row.metrics) == 5 and row.best_checkpoint == summary["best_checkpoint"]
 
+    # "use as student": the best checkpoint is a project student the registry accepts and activates
+    from inference.registry import active_model
+    from inference.training.registration import register_student_checkpoint
+
+    with Project.open(training_project) as p:
+        model_id = register_student_checkpoint(p, Path(summary["best_checkpoint"]), name="straight",
+                                               training_run_id=summary["run_id"])
+        assert active_model(p, "student").id == model_id
+    assert _row(training_project, summary["run_id"]).model_id == model_id
+
     # the teacher ran once: a second run only reads the cache
     assert _of(events, "cache_ready")[0]["computed"] in (0, 14)
     _, again = _run(training_project, name="cached", max_steps=1)
@@ -124,7 +134,6 @@ def _free_port() -> int:
 
 
 def test_two_gloo_workers_train_through_ddp(training_project: Path) -> None:
-    _run(training_project, name="ddp-warm", max_steps=1)  # make sure the teacher cache exists
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "-m", "app.cli", "train", "--project", str(training_project),
