@@ -204,9 +204,7 @@ def run_remote(
         cmd = build_command(trtexec, remote_model, topts, is_engine=is_engine)
         line = command_line(cmd)
         out(f"running: {line}")
-        status, text = remote.timed(
-            f"cd {shlex.quote(target.remote_dir)} && {line}", timeout=opts.timeout_s, on_line=out, what="trtexec"
-        )
+        status, text = remote.timed(line, timeout=opts.timeout_s, on_line=out, what="trtexec", cwd=target.remote_dir)
     report = parse_report(text)
     require_summary(report, text, status, target.name)
     assert report.latency is not None

@@ -200,14 +200,18 @@ class Remote:
             on_line(pending.decode("utf-8", "replace").rstrip("\r"))
         return status, b"".join(chunks).decode("utf-8", "replace")
 
-    def timed(self, command: str, timeout: float, on_line: LineFn | None = None, what: str = "command") -> tuple[int, str]:
-        """Like `run`, but the remote side enforces the time limit as well (coreutils `timeout`, when the device
-        has it), so a hung trtexec does not keep the GPU busy after we give up."""
+    def timed(self, command: str, timeout: float, on_line: LineFn | None = None, what: str = "command",
+              cwd: str | None = None) -> tuple[int, str]:
+        """Like `run` for one program and its arguments (`command`, already shell-quoted), but the remote side
+        enforces the time limit as well (coreutils `timeout`, when the device has it), so a hung trtexec does not
+        keep the GPU busy after we give up."""
         limit = max(1, int(round(timeout)))
         wrapped = (
             f"if command -v timeout >/dev/null 2>&1; then exec timeout -k 5 {limit} {command}; "
             f"else exec {command}; fi"
         )
+        if cwd:
+            wrapped = f"cd {shlex.quote(cwd)} && {wrapped}"
         status, out = self.run(f"sh -c {shlex.quote(wrapped)}", timeout=timeout + 15, on_line=on_line, what=what)
         if status == 124:
             raise RemoteTimeout(f"{what} on {self.target.name} did not finish within {limit} s and was stopped")
