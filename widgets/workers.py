@@ -108,8 +108,9 @@ class TaskPool:
         task = {"fn": fn, "args": args, "kwargs": kwargs, "fut": fut, "on_result": on_result,
                 "on_error": on_error, "owner": owner, "key": key, "dead": False}
         with self._cv:
-            if self._closed:
-                raise RuntimeError(f"pool {self.name} is closed")
+            if self._closed:  # a late callback of a closed view: nothing to do
+                fut.cancel()
+                return fut
             if key is not None:
                 old = self._keys.get(key)
                 if old is not None:
@@ -166,7 +167,7 @@ class TaskPool:
             fut.set_exception(exc)
             cb = task["on_error"]
             if cb is not None and QCoreApplication.instance() is not None:
-                in_gui(lambda: cb(exc), task["owner"])
+                in_gui(lambda err=exc: cb(err), task["owner"])
             elif not isinstance(exc, Cancelled):
                 log.warning("background task failed: %s: %s", exc.__class__.__name__, exc)
             return
