@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "app.commands.train",
     "app.commands.review",
     "app.commands.bench",
+    "app.commands.models",
 ]
 
 app = typer.Typer(

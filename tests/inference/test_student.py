@@ -1,0 +1,120 @@
+"""The seed-001 student: size budget, shapes (1/8 masks, teacher-alignable embedding), checkpoints, precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inference.errors import CheckpointError, ModelError, ModelMismatchError
+from inference.student import (
+    EmbeddingAligner,
+    StudentConfig,
+    StudentModel,
+    adapted_windows,
+    align_embedding,
+    build_student_for_training,
+    load_checkpoint,
+    model_summary,
+    read_checkpoint,
+)
+from inference.torch_backend import StudentTorchSegmenter
+
+
+def test_size_budget(student_model: StudentModel) -> None:
+    s = model_summary(student_model)
+    assert 1_600_000 <= s["params"] <= 6_000_000, s
+    assert s["int8_bytes"] <= 6.3e6  # seed 001: ~6.3 MB at INT8
+    assert s["parts"]["encoder.backbone"] > 0.8 * s["params"]  # TinyViT-5M is the bulk, as designed
+
+
+def test_shapes_at_512_and_alignment_to_teacher(student_model: StudentModel) -> None:
+    x = torch.randn(2, 3, 512, 512)
+    pts = torch.tensor([[[100.0, 200.0]], [[30.0, 40.0]]])
+    lbl = torch.ones(2, 1)
+    with torch.no_grad():
+        emb, masks, scores = student_model(x, pts, lbl)
+    assert emb.shape == (2, 256, 32, 32)  # SAM 2's channels, 1/16 of the input
+    assert masks.shape == (2, 1, 64, 64)  # 1/8 of the input: half of SAM's 1/4 decoder resolution
+    assert scores.shape == (2, 1) and bool(((scores >= 0) & (scores <= 1)).all())
+    teacher_hw = (64, 64)  # SAM 2 image embedding at 1024
+    assert align_embedding(emb, teacher_hw).shape == (2, 256, 64, 64)
+    assert EmbeddingAligner(256, 256)(emb, teacher_hw).shape == (2, 256, 64, 64)
+    narrow = EmbeddingAligner(128, 256)
+    assert narrow(torch.randn(1, 128, 32, 32), teacher_hw).shape == (1, 256, 64, 64)
+
+
+def test_input_size_1024_matches_sam_grid() -> None:
+    cfg = StudentConfig(input_size=1024)
+    assert cfg.window_sizes == adapted_windows(1024)
+    assert all((1024 // 2 ** (i + 2)) % w == 0 for i, w in enumerate(cfg.window_sizes) if i > 0)
+    m = StudentModel(cfg).eval()
+    with torch.no_grad():
+        emb, hi = m.encode(torch.randn(1, 3, 1024, 1024))
+    assert emb.shape == (1, 256, 64, 64)  # same H x W as SAM 2's embedding: no resize needed to align
+    assert hi.shape == (1, 64, 128, 128)
+    with pytest.raises(ValueError):
+        StudentConfig(input_size=500)
+
+
+def test_checkpoint_roundtrip_weights_only(student_model: StudentModel, student_ckpt: Path) -> None:
+    obj = torch.load(student_ckpt, map_location="cpu", weights_only=True)  # plain data only
+    assert obj["format"] == "maskbench.student" and obj["config"]["input_size"] == 512
+    loaded = load_checkpoint(student_ckpt)
+    x = torch.randn(1, 3, 512, 512)
+    pts, lbl = torch.tensor([[[10.0, 20.0], [300.0, 100.0]]]), torch.tensor([[1.0, 0.0]])
+    with torch.no_grad():
+        a = student_model(x, pts, lbl)
+        b = loaded(x, pts, lbl)
+    for u, v in zip(a, b):
+        assert torch.equal(u, v)
+
+
+def test_broken_and_foreign_student_files(tmp_path: Path, student_ckpt: Path, teacher_ckpt: Path) -> None:
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(student_ckpt.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(cut)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(CheckpointError):
+        read_checkpoint(junk)
+    with pytest.raises(ModelMismatchError, match="SAM 2 checkpoint"):
+        load_checkpoint(teacher_ckpt)
+    obj = torch.load(student_ckpt, weights_only=True)
+    obj["config"]["decoder_dim"] = 96  # config and weights disagree
+    bad = tmp_path / "bad_cfg.pt"
+    torch.save(obj, bad)
+    with pytest.raises(ModelMismatchError, match="do not match"):
+        load_checkpoint(bad)
+
+
+def test_training_contract() -> None:
+    model, meta = build_student_for_training({"input_size": 128, "backbone": "tiny_vit_5m_224", "quantization": "x"})
+    assert meta["input_size"] == 128
+    images01 = torch.rand(2, 3, 128, 128)
+    emb, logits = model(images01, torch.rand(2, 1, 2) * 128, torch.ones(2, 1))
+    assert emb.shape == (2, 256, 8, 8) and logits.shape == (2, 1, 16, 16)
+    logits.mean().backward()  # trainable end to end
+    assert model.student.encoder.backbone.patch_embed.conv1.conv.weight.grad is not None
+
+
+def test_precision_options(magnetic_tile_pairs: list) -> None:
+    import copy
+
+    from store.images import load_image
+
+    img = load_image(magnetic_tile_pairs[0][0])
+    torch.manual_seed(1)
+    small = StudentModel(StudentConfig(input_size=128)).eval()
+    with pytest.raises(ModelError, match="fp16 needs a GPU"):
+        StudentTorchSegmenter(small, precision="fp16", fuse=False)
+    fp32 = StudentTorchSegmenter(copy.deepcopy(small))
+    bf16 = StudentTorchSegmenter(copy.deepcopy(small), precision="bf16")
+    a, b = fp32.embed(img), bf16.embed(img)
+    assert b.features["image_embed"].dtype == np.float32
+    cos = float(np.dot(a.features["image_embed"].ravel(), b.features["image_embed"].ravel()) / (
+        np.linalg.norm(a.features["image_embed"]) * np.linalg.norm(b.features["image_embed"])))
+    assert cos > 0.99
