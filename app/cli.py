@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "app.commands.review",
     "app.commands.bench",
     "app.commands.models",
+    "app.commands.export",
 ]
 
 app = typer.Typer(

@@ -28,7 +28,7 @@ from store.images import load_image
 from store.schema import Disagreement, JudgeCall, Mask, MaskSource, Sample, Verdict, VerdictKind
 
 MODES = ("stratified", "hard")
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # inference.preprocess.MEAN / STD, in 0..255 pixels
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
@@ -197,36 +197,26 @@ def prompt_for(mask: np.ndarray | None, hw: tuple[int, int]) -> tuple[np.ndarray
     return np.array([[x + 0.5, y + 0.5]], np.float32), np.ones(1, np.int64)
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """HxWx3 uint8 -> (3, size, size) float32 in [0, 255]: longest side resized to `size`, padded bottom/right
-    with zeros (SAM's convention). Returns the array and the scale from image pixels to input pixels."""
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    out = np.zeros((size, size, 3), np.float32)
-    out[:nh, :nw] = resized
-    return np.ascontiguousarray(out.transpose(2, 0, 1)), scale
-
-
 def model_inputs(crop: Crop, size: int) -> dict[str, np.ndarray]:
-    """The merged graph's inputs for one crop (batch of 1): image, point_coords (input pixels), point_labels."""
-    img = crop.image()
-    arr, scale = letterbox(img, size)
-    pts, labels = prompt_for(crop.gt, img.shape[:2])
-    return {"image": arr[None], "point_coords": (pts * scale)[None].astype(np.float32),
-            "point_labels": labels[None].astype(np.int64)}
+    """The merged graph's inputs for one crop (batch of 1), with the runtime's conventions
+    (inference.preprocess: square resize, points scaled per axis): image (1, 3, S, S) float32 RGB in [0, 255]
+    (normalisation is inside the graph), point_coords (1, N, 2) in input pixels, point_labels (1, N) float32."""
+    from inference import preprocess as pp
+
+    img = pp.as_rgb(crop.image())
+    hw = (int(img.shape[0]), int(img.shape[1]))
+    resized = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    pts, labels = prompt_for(crop.gt, hw)
+    return {"image": np.ascontiguousarray(resized.transpose(2, 0, 1))[None],
+            "point_coords": pp.points_to_input(pts, hw, size)[None].astype(np.float32),
+            "point_labels": labels[None].astype(np.float32)}
 
 
 def logits_to_image(logits: np.ndarray, size: int, hw: tuple[int, int]) -> np.ndarray:
-    """Mask logits at model resolution (h', w') -> logits at the original image size (undoing the letterbox)."""
-    h, w = hw
-    full = cv2.resize(logits.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-    scale = size / max(h, w)
-    crop = full[: max(1, round(h * scale)), : max(1, round(w * scale))]
-    return cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
+    """Mask logits at model resolution (h', w') -> logits at the original image size (as the runtime does)."""
+    from inference import preprocess as pp
+
+    return pp.logits_to_original(logits, hw)
 
 
 class CropReader:

@@ -1,10 +1,12 @@
 """ONNX graphs: the student merged into one graph, and the SAM 2 teacher as an encoder/decoder pair.
 
 Merged student ("single"):
-  inputs  image (B, 3, S, S) float32 RGB in [0, 255], letterboxed (longest side S, zero padding bottom/right);
-          point_coords (B, N, 2) float32 x/y in input pixels; point_labels (B, N) int64, 1 positive / 0 negative
+  inputs  image (B, 3, S, S) float32 RGB in [0, 255], resized to S x S (inference.preprocess conventions);
+          point_coords (B, N, 2) float32 x/y in input pixels; point_labels (B, N) float32, 1 positive /
+          0 negative / -1 padding
   outputs mask_logits (B, 1, h, w) float32 at the decoder's resolution; score (B, 1) float32
-  Normalisation is inside the graph, so a station feeds pixels. B and N are dynamic.
+  Normalisation and the choice among multimask outputs (inference.preprocess.choose_mask) are inside the graph,
+  so a station feeds pixels and gets one mask. B and N are dynamic.
 
 Teacher pair (SAM 2 image encoder; prompt encoder + mask decoder with the high-res features as decoder inputs):
   encoder: image (B, 3, T, T) float32 RGB in [0, 255] -> image_embed, high_res_0, high_res_1
@@ -66,7 +68,6 @@ def _export(module: Any, args: tuple[Any, ...], path: Path, input_names: list[st
 
 def _single_module(student: Any) -> Any:
     """Wrap a student into the merged graph's module (normalisation + encoder + decoder, first mask only)."""
-    torch = _torch()
     from torch import nn
 
     from inference.export import student_api
@@ -75,13 +76,10 @@ def _single_module(student: Any) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.student = student
-            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
         def forward(self, image: Any, point_coords: Any, point_labels: Any) -> tuple[Any, Any]:
-            x = (image - self.mean) / self.std
-            logits, score = student_api.encode_decode(self.student, x, point_coords, point_labels)
-            return logits[:, :1], score[:, :1]
+            masks, scores = student_api.forward_pixels(self.student, image, point_coords, point_labels)
+            return student_api.select_mask(masks, scores, point_labels)
 
     return MergedStudent().eval()
 
@@ -94,7 +92,7 @@ def export_student_single(student: Any, path: Path, input_size: int) -> Path:
     torch = _torch()
     module = _single_module(student)
     args = (torch.rand(2, 3, input_size, input_size) * 255, torch.rand(2, 2, 2) * input_size,
-            torch.tensor([[1, 0], [1, 1]], dtype=torch.int64))
+            torch.tensor([[1.0, 0.0], [1.0, -1.0]]))
     dyn = {"image": {0: "batch"}, "point_coords": {0: "batch", 1: "points"}, "point_labels": {0: "batch", 1: "points"},
            "mask_logits": {0: "batch"}, "score": {0: "batch"}}
     return _export(module, args, path, list(SINGLE_INPUTS), list(SINGLE_OUTPUTS), dyn)
@@ -180,7 +178,7 @@ def export_teacher_pair(sam: Any, encoder_path: Path, decoder_path: Path) -> tup
     with torch.no_grad():
         feats = enc(image)
     coords = torch.rand(1, 2, 2) * size
-    labels = torch.tensor([[1, 0]], dtype=torch.int64)
+    labels = torch.tensor([[1.0, 0.0]])
     names = ["image_embed", "high_res_0", "high_res_1", "point_coords", "point_labels"]
     _export(dec, (*feats, coords, labels), decoder_path, names, ["mask_logits", "score"],
             {"image_embed": {0: "batch"}, "high_res_0": {0: "batch"}, "high_res_1": {0: "batch"},

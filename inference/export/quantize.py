@@ -22,6 +22,124 @@ log = logging.getLogger("maskbench.export")
 FP16_BLOCK = ["Resize", "Range", "CumSum", "NonZero", "TopK", "RandomNormalLike", "Einsum"]
 
 
+def output_heads(path: Path, ops: Sequence[str] = ("Conv", "ConvTranspose", "MatMul", "Gemm")) -> list[str]:
+    """Names of the compute nodes that produce the graph outputs (walking back through reshapes, gathers and
+    element-wise ops): the mask logits' last MatMul. Static INT8 leaves them in float, standard practice for the
+    layer whose output is the answer."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    prod = {o: n for n in model.graph.node for o in n.output}
+    out, seen = [], set()
+    stack = [v.name for v in model.graph.output]
+    while stack:
+        name = stack.pop()
+        node = prod.get(name)
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type in ops:
+            out.append(node.name)
+            continue
+        stack.extend(node.input)
+    return out
+
+
+def int8_constants(model: Any, min_bytes: int = 16384) -> int:
+    """Float initializers left in an INT8 graph (tables the exporter folded: attention-bias lookups) stored as INT8
+    with a per-tensor scale and a DequantizeLinear: a quarter of the bytes. Returns how many were converted."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    dq_inputs = {n.input[0] for n in g.node if n.op_type == "DequantizeLinear"}
+    graph_inputs = {v.name for v in g.input}
+    converted = 0
+    keep, new_nodes = [], []
+    for t in g.initializer:
+        if t.data_type != 1 or t.name in dq_inputs or t.name in graph_inputs:
+            keep.append(t)
+            continue
+        arr = numpy_helper.to_array(t)
+        if arr.nbytes < min_bytes:
+            keep.append(t)
+            continue
+        amax = float(np.abs(arr).max()) or 1.0
+        scale = np.float32(amax / 127.0)
+        q = np.clip(np.round(arr / scale), -127, 127).astype(np.int8)
+        keep += [numpy_helper.from_array(q, t.name + "_q8"), numpy_helper.from_array(np.array(scale), t.name + "_s"),
+                 numpy_helper.from_array(np.array(0, np.int8), t.name + "_z")]
+        new_nodes.append(helper.make_node("DequantizeLinear", [t.name + "_q8", t.name + "_s", t.name + "_z"], [t.name]))
+        converted += 1
+    if converted:
+        del g.initializer[:]
+        g.initializer.extend(keep)
+        nodes = list(g.node)
+        del g.node[:]
+        g.node.extend(new_nodes + nodes)
+    return converted
+
+
+def compact(path: Path, int8_tables: bool = False) -> Path:
+    """Shrink an ONNX file in place without changing what it computes: short names for nodes and intermediate
+    tensors (QDQ graphs spend megabytes on long generated names), int32 indices for constant Gather tables, no
+    doc strings. Graph input and output names are kept."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    if int8_tables:
+        int8_constants(model)
+    g = model.graph
+    keep = {v.name for v in g.input} | {v.name for v in g.output} | {""}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if name in keep:
+            return name
+        if name not in names:
+            names[name] = f"t{len(names):x}"
+        return names[name]
+
+    inits = {t.name: t for t in g.initializer}
+    gather_idx = {n.input[1] for n in g.node if n.op_type == "Gather" and len(n.input) > 1}
+    for name in gather_idx:
+        t = inits.get(name)
+        if t is not None and t.data_type == onnx.TensorProto.INT64:
+            arr = numpy_helper.to_array(t)
+            if arr.size > 64 and arr.min() >= np.iinfo(np.int32).min and arr.max() <= np.iinfo(np.int32).max:
+                t.CopyFrom(numpy_helper.from_array(arr.astype(np.int32), name))
+    for n in g.node:
+        if n.op_type == "Constant" and n.output[0] in gather_idx:
+            for at in n.attribute:
+                if at.name == "value" and at.t.data_type == onnx.TensorProto.INT64:
+                    arr = numpy_helper.to_array(at.t)
+                    if arr.size > 64 and arr.min() >= np.iinfo(np.int32).min and arr.max() <= np.iinfo(np.int32).max:
+                        at.t.CopyFrom(numpy_helper.from_array(arr.astype(np.int32)))
+    for t in g.initializer:
+        t.name = short(t.name)
+        t.doc_string = ""
+    for i, n in enumerate(g.node):
+        n.name = f"n{i:x}"
+        n.doc_string = ""
+        n.input[:] = [short(x) for x in n.input]
+        n.output[:] = [short(x) for x in n.output]
+    for v in g.value_info:
+        v.name = short(v.name)
+    del g.value_info[:]
+    model.doc_string = ""
+    onnx.save(model, str(path))
+    return path
+
+
+def compact_copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copyfile(src, dst)
+    return compact(dst)
+
+
 def to_fp16(src: Path, dst: Path, block_ops: Sequence[str] = ()) -> Path:
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
@@ -30,24 +148,54 @@ def to_fp16(src: Path, dst: Path, block_ops: Sequence[str] = ()) -> Path:
     block = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP16_BLOCK) | set(block_ops))
     fp16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
     onnx.save(fp16, str(dst))
-    return dst
+    return compact(dst)
+
+
+def fold_identities(path: Path, out: Path) -> Path:
+    """Point consumers of `Identity(initializer)` straight at the initializer (the TorchScript exporter emits these
+    for shared parameters; ORT's quantisers want Conv/MatMul weights to be initializers)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    outputs = {v.name for v in g.output}
+    alias = {n.output[0]: n.input[0] for n in g.node
+             if n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs}
+    if alias:
+        keep = [n for n in g.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+        for n in keep:
+            n.input[:] = [alias.get(x, x) for x in n.input]
+        del g.node[:]
+        g.node.extend(keep)
+    onnx.save(model, str(out))
+    return out
 
 
 def _pre_process(src: Path, tmpdir: Path) -> Path:
-    """Shape inference and graph cleanup ORT recommends before quantisation; falls back to the input file."""
-    out = tmpdir / "pre.onnx"
-    try:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
+    """Shape inference and graph cleanup ORT recommends before quantisation (symbolic shapes when they resolve),
+    then Identity folding."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
-        return out
-    except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation, not a requirement
-        log.info("quantisation pre-processing skipped: %s", exc)
-        return src
+    out = tmpdir / "pre.onnx"
+    for symbolic in (True, False):
+        try:
+            quant_pre_process(str(src), str(out), skip_symbolic_shape=not symbolic)
+            break
+        except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation, not a requirement
+            log.info("quantisation pre-processing (symbolic=%s) failed: %s", symbolic, exc)
+    else:
+        out = src
+    return fold_identities(out, tmpdir / "folded.onnx")
+
+
+# Static INT8 quantises the compute-heavy ops only; element-wise ops stay float between them (fewer Q/DQ pairs:
+# a smaller file and a better match to FP32 than quantising every Add and Mul).
+INT8_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
 def to_int8_static(src: Path, dst: Path, reader: Any, method: str = "minmax",
-                   op_types: Sequence[str] | None = None, nodes_to_exclude: Sequence[str] = ()) -> Path:
+                   op_types: Sequence[str] | None = INT8_OPS, nodes_to_exclude: Sequence[str] = ()) -> Path:
     """reader: an object with get_next() -> feeds | None (e.g. calibration.CropReader)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -62,12 +210,12 @@ def to_int8_static(src: Path, dst: Path, reader: Any, method: str = "minmax",
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=list(op_types) if op_types else None,
-            nodes_to_exclude=list(nodes_to_exclude) or None,
+            nodes_to_exclude=list(nodes_to_exclude) + output_heads(pre),
             calibrate_method=methods[method],
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                            "CalibMovingAverage": method == "minmax", "CalibTensorRangeSymmetric": True},
         )
-    return dst
+    return compact(dst, int8_tables=True)
 
 
 def to_int8_weight(src: Path, dst: Path) -> Path:
@@ -77,4 +225,4 @@ def to_int8_weight(src: Path, dst: Path) -> Path:
         pre = _pre_process(src, Path(tmp))
         quantize_dynamic(str(pre), str(dst), per_channel=True, weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul", "Gemm", "Conv"])
-    return dst
+    return compact(dst, int8_tables=True)
