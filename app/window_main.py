@@ -42,12 +42,13 @@ from widgets.workers import bridge
 
 log = logging.getLogger("maskbench.gui")
 
-# Optional panels of other areas: "module:factory", factory(window) -> (name, widget) or a widget.
+# Optional panels of other areas: "module:factory", factory(window) -> (name, widget) or a widget; or
+# "module:WidgetClass", built with no arguments (the project arrives through set_project).
 PANEL_FACTORIES: list[tuple[str, str]] = [
     ("Judge", "widgets.judge_panel:make_panel"),
     ("Training", "widgets.training_panel:make_panel"),
     ("Export", "widgets.export_panel:make_panel"),
-    ("Latency", "widgets.latency_panel:make_panel"),
+    ("Latency", "widgets.latency_panel:LatencyPanel"),
 ]
 
 
@@ -135,7 +136,7 @@ class MainWindow(QMainWindow):
             if factory is None:
                 continue
             try:
-                made = factory(self)
+                made = factory() if isinstance(factory, type) and issubclass(factory, QWidget) else factory(self)
             except Exception:  # noqa: BLE001
                 log.exception("panel %s failed to build", name)
                 continue

@@ -15,33 +15,40 @@ sys.path.insert(0, str(Path(__file__).parent))
 from gui_helpers import build_tile_project  # noqa: E402
 
 
+@pytest.fixture(scope="session")
+def student_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real student checkpoint (TinyViT-5M + point decoder) with random weights at a small input size."""
+    import torch
+
+    from inference.student import StudentConfig, StudentModel, save_checkpoint
+
+    torch.manual_seed(0)
+    return save_checkpoint(StudentModel(StudentConfig(input_size=256)),
+                           tmp_path_factory.mktemp("student") / "student-random.pt")
+
+
 @pytest.fixture
-def tile_project(tmp_path: Path, magnetic_tile_pairs: list[tuple[Path, Path, str]]) -> tuple[Path, dict[str, list[int]]]:
+def tile_project(tmp_path: Path, magnetic_tile_pairs: list[tuple[Path, Path, str]],
+                 student_checkpoint: Path) -> tuple[Path, dict[str, list[int]]]:
+    """15 real crops; the random student registered through inference.registry as the project's active student."""
+    from inference.registry import add_model
+    from store.project import Project
+
     root = tmp_path / "project"
     ids = build_tile_project(root, magnetic_tile_pairs)
+    with Project.open(root) as p:
+        add_model(p, "student", student_checkpoint, name="student-random")
     return root, ids
 
 
-@pytest.fixture(scope="session")
-def student_segmenter() -> Any:
-    """helper A's student (TinyViT-5M + point decoder) with random weights at a small input size."""
-    import torch
-
-    from inference.student import StudentConfig, StudentModel
-    from inference.torch_backend import StudentTorchSegmenter
-
-    torch.manual_seed(0)
-    return StudentTorchSegmenter(StudentModel(StudentConfig(input_size=256)), name="student-random",
-                                 sha256="0" * 64)
-
-
 @pytest.fixture
-def window(qtbot: Any, tile_project: tuple[Path, dict[str, list[int]]], student_segmenter: Any) -> Iterator[Any]:
+def window(qtbot: Any, tile_project: tuple[Path, dict[str, list[int]]]) -> Iterator[Any]:
+    """The real main window, loading the student through the registry (with the project's embedding cache)."""
     from app.settings import Settings
     from app.window_main import MainWindow
 
     root, _ids = tile_project
-    win = MainWindow(Settings(), dialogs=False, provider_factory=lambda _p: (lambda _kind: student_segmenter))
+    win = MainWindow(Settings(), dialogs=False)
     qtbot.addWidget(win)
     win.resize(1400, 860)
     win.show()

@@ -257,10 +257,13 @@ def test_filters_on_the_real_queue(qtbot: Any, window: Any, tile_project: Any, k
         _wait_shown(qtbot, rv, first) if rv.current_id == first else None
 
 
-def test_prefetch_loads_next_crops_and_embedding(qtbot: Any, window: Any) -> None:
+def test_prefetch_loads_next_crops_and_embedding(qtbot: Any, window: Any, tile_project: Any) -> None:
+    root, _ids = tile_project
     rv = window.review
     nxt = rv.queue.upcoming(3)
     qtbot.waitUntil(lambda: all(s in rv.cache for s in nxt), timeout=20_000)
     qtbot.waitUntil(lambda: rv.correction.has_embedding(nxt[0]), timeout=60_000)
+    # the embeddings went through the project's on-disk cache (shared with batch predict)
+    assert len(list((root / "cache" / "embeddings").rglob("*.npz"))) >= 2
     _key(qtbot, window, Qt.Key.Key_J)
     assert rv.current is not None and rv.current.sample_id == nxt[0]  # shown synchronously from the cache
