@@ -162,6 +162,8 @@ class EmbeddingCache:
 class CachedSegmenter:
     """A segmenter whose `embed` goes through the cache; decode calls pass straight to the model.
 
+    With a cache, fresh embeddings are rounded through fp16 as stored, so fresh and cached give identical masks.
+
     `embed_batch` sends only the misses to the model, as one batch (what makes batched GPU encoding and caching
     work together). The wrapped model is `.inner`; `encoder_images` counts images the model actually encoded."""
 
@@ -191,6 +193,11 @@ class CachedSegmenter:
         if todo:
             fresh = self.inner.embed_batch([images[i] for i in todo])
             for i, emb in zip(todo, fresh):
+                if self.cache is not None:
+                    # hand out exactly what a later cache hit returns, so a result never depends on whether
+                    # its embedding was fresh or cached (predictions replay bit for bit)
+                    emb.features = {k: np.asarray(v).astype(np.float16).astype(np.float32)
+                                    for k, v in emb.features.items()}
                 out[i] = emb
                 if self.cache is not None:
                     try:
