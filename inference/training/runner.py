@@ -456,7 +456,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         if di.world > 1:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[di.device.index] if di.device.type == "cuda" else None,
-                find_unused_parameters=finetune)
+                find_unused_parameters=True)  # students may carry heads the loss does not use
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=float(tcfg.get("weight_decay", 0.01)))
         sampler = DistributedSampler(train_ds, num_replicas=di.world, rank=di.rank, shuffle=True, seed=seed)

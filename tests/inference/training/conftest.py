@@ -15,7 +15,7 @@ TEST_OVERRIDES: dict[str, Any] = {
     "distillation": {
         "teacher": {"model": "sam2.1_hiera_t", "image_size": 256},
         "student": {"input_size": 128},
-        "training": {"batch_size": 4, "num_workers": 0, "log_every": 1, "epochs": 5, "lr": 3e-3, "augment": None},
+        "training": {"batch_size": 4, "num_workers": 0, "log_every": 1, "epochs": 4, "lr": 3e-3, "augment": None},
         "finetune_teacher": {"batch_size": 2},
     }
 }
