@@ -418,6 +418,9 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                                   config=json.loads(json.dumps(full_cfg, default=str)), data_hash=dhash,
                                   out_dir=str(run_dir))
 
+        if not dist_cfg["teacher"].get("checkpoint"):
+            emit({"event": "warning", "message": "distillation.teacher.checkpoint is not set: the teacher has RANDOM "
+                  "weights (fine for tests, useless for real training)"})
         # ---------------------------------------------------------------- teacher cache (distill)
         if finetune:
             task: _Task = _FinetuneTask(dist_cfg, opts.device)
