@@ -117,11 +117,13 @@ def count_params(module: Any) -> int:
 # --- SAM 2 teacher --------------------------------------------------------------------------------------------
 
 
-def build_teacher(config: str = "configs/sam2.1/sam2.1_hiera_t.yaml", checkpoint: str | None = None) -> Any:
+def build_teacher(config: str = "configs/sam2.1/sam2.1_hiera_t.yaml", checkpoint: str | None = None,
+                  image_size: int | None = None) -> Any:
     """A SAM2Base on CPU; random weights when no checkpoint is given (tests, graph checks)."""
     from sam2.build_sam import build_sam2
 
-    return build_sam2(config, ckpt_path=checkpoint, device="cpu", mode="eval")
+    extra = [f"++model.image_size={int(image_size)}"] if image_size else []
+    return build_sam2(config, ckpt_path=checkpoint, device="cpu", mode="eval", hydra_overrides_extra=extra)
 
 
 def teacher_modules(sam: Any) -> tuple[Any, Any]:

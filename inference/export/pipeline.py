@@ -208,10 +208,21 @@ def run_export(project: Any, checkpoint: Path | str | None = None, options: Expo
         fp32_path.unlink()
 
     if opts.split_pair:
-        for variant, path in student_api.export_split(student, out_dir, size):
-            rows.append(_record(project, path, model_info, variant, "fp32", "ok", None, None, command, None, None,
-                                {"note": "interactive split pair (encoder once per image, decoder per click)"}))
-        step("split encoder/decoder pair written")
+        pair = dict(student_api.export_split(student, out_dir, size))
+        if pair:
+            runner = pair_runner(pair["encoder"], pair["decoder"])
+            par = parity_mod.compare(ref_check, parity_mod.run_all(runner, check_crops, size))
+            acc = parity_mod.accuracy(parity_mod.run_all(runner, val_crops, size), val_crops, size)
+            acc["split"] = val_split
+            status = "ok" if par.passes("fp32") else "failed"
+            for variant, path in pair.items():
+                rows.append(_record(project, path, model_info, variant, "fp32", status, par, acc, command, None,
+                                    None, {"note": "interactive split pair (encoder once per image, decoder per "
+                                           "click); parity and accuracy measured on the pair",
+                                           "pair": {k: v.name for k, v in pair.items()}}))
+            step(f"split encoder/decoder pair: {status}, parity IoU {par.iou:.4f}")
+        else:
+            step("split pair skipped: inference.onnx_export is not available")
 
     if opts.teacher:
         rows.extend(export_teacher(project, out_dir, check_crops[:4], command, say))
@@ -244,6 +255,27 @@ def run_export(project: Any, checkpoint: Path | str | None = None, options: Expo
         step("TensorRT done" if trt_mod.available() else "TensorRT commands written to the model cards")
     raw_path.unlink(missing_ok=True)
     return ExportSummary(out_dir, rows, messages)
+
+
+def pair_runner(encoder: Path, decoder: Path) -> parity_mod.Runner:
+    """The split pair run as the ORT backend runs it (normalise, encoder, decoder, choose_mask)."""
+    import numpy as np
+
+    from inference import preprocess as pp
+
+    enc, dec = parity_mod.OrtRunner(encoder), parity_mod.OrtRunner(decoder)
+
+    def run(feeds: dict[str, Any]) -> tuple[Any, Any]:
+        x = ((feeds["image"] - pp.MEAN.reshape(1, 3, 1, 1)) / pp.STD.reshape(1, 3, 1, 1)).astype(np.float32)
+        emb, hi = enc.session.run(None, {"image": x})
+        masks, scores = dec.session.run(None, {"image_embed": emb, "high_res": hi,
+                                               "point_coords": feeds["point_coords"],
+                                               "point_labels": feeds["point_labels"]})
+        n = int((feeds["point_labels"][0] >= 0).sum())
+        i = pp.choose_mask(masks[0], scores[0], n)
+        return masks[0, i], scores[0, i:i + 1]
+
+    return run
 
 
 def _record(project: Any, path: Path, model_info: dict[str, Any], variant: str, precision: str, status: str,
@@ -279,11 +311,15 @@ def export_teacher(project: Any, out_dir: Path, crops: Sequence[calib_mod.Crop],
     from inference.export import graph
 
     tcfg = project.config["distillation"]["teacher"]
-    config = tcfg.get("config") or "configs/sam2.1/sam2.1_hiera_t.yaml"
+    try:
+        from inference.training.settings import TEACHER_CONFIGS
+    except ImportError:  # pragma: no cover - station install
+        TEACHER_CONFIGS = {}  # noqa: N806
+    config = tcfg.get("config") or TEACHER_CONFIGS.get(tcfg.get("model"), "configs/sam2.1/sam2.1_hiera_t.yaml")
     ckpt = tcfg.get("checkpoint")
     if not ckpt:
         say("teacher: no distillation.teacher.checkpoint set: exporting random weights (graph check only)")
-    sam = graph.build_teacher(config, ckpt)
+    sam = graph.build_teacher(config, ckpt, tcfg.get("image_size"))
     enc_p, dec_p = graph.export_teacher_pair(sam, out_dir / "teacher_encoder_fp32.onnx",
                                              out_dir / "teacher_decoder_fp32.onnx")
     enc_m, dec_m = graph.teacher_modules(sam)

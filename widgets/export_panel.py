@@ -1,0 +1,264 @@
+"""Export panel: pick a checkpoint and precisions, export in a background thread with progress, and see every
+export of the project with its size, parity against PyTorch and validation IoU. `add_panel("Export", panel)`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QThread, QUrl, Signal, Slot
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+log = logging.getLogger("maskbench.export_panel")
+
+COLUMNS = ("File", "Variant", "Precision", "Status", "Size (MB)", "Parity IoU", "Max |Δlogit|", "Val IoU")
+PRECISIONS = (("fp32", "FP32"), ("fp16", "FP16"), ("int8", "INT8"), ("int8_weight", "INT8 weights"))
+
+
+class _Worker(QObject):
+    progress = Signal(int, int)
+    message = Signal(str)
+    done = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self, project_root: Path, checkpoint: str | None, options: Any, student: Any = None) -> None:
+        super().__init__()
+        self.project_root = project_root
+        self.checkpoint = checkpoint
+        self.options = options
+        self.student = student
+
+    @Slot()
+    def run(self) -> None:
+        from store.project import Project
+
+        try:
+            from inference.export.pipeline import run_export
+
+            with Project.open(self.project_root) as p:  # its own store connection, in this thread
+                summary = run_export(p, self.checkpoint, self.options, progress=self.progress.emit,
+                                     log_fn=self.message.emit, student=self.student)
+            self.done.emit(summary)
+        except Exception as exc:  # noqa: BLE001 - shown in the panel as one line
+            log.exception("export failed")
+            self.failed.emit(f"{exc.__class__.__name__}: {exc}" if not str(exc).startswith("error") else str(exc))
+
+
+class ExportPanel(QWidget):
+    export_finished = Signal(object)  # ExportSummary
+    export_failed = Signal(str)
+
+    def __init__(self, project: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.project_root = Path(project.root if hasattr(project, "root") else project)
+        self._thread: QThread | None = None
+        self._worker: _Worker | None = None
+        self._rows: list[dict[str, Any]] = []
+
+        self.checkpoint = QLineEdit()
+        self.checkpoint.setPlaceholderText("active student (or choose a checkpoint)")
+        browse = QPushButton("Choose…")
+        browse.clicked.connect(self._browse)
+        self.precision_boxes: dict[str, QCheckBox] = {}
+        prec_row = QHBoxLayout()
+        prec_row.addWidget(QLabel("Precisions:"))
+        for key, label in PRECISIONS:
+            box = QCheckBox(label)
+            box.setChecked(True)
+            self.precision_boxes[key] = box
+            prec_row.addWidget(box)
+        self.calibration = QComboBox()
+        self.calibration.addItems(["stratified", "hard"])
+        self.calibration.setToolTip("INT8 calibration crops: stratified by defect class, or favouring hard crops "
+                                    "(high teacher/student disagreement, judge-scored)")
+        self.samples = QSpinBox()
+        self.samples.setRange(1, 100000)
+        self.samples.setValue(500)
+        self.tensorrt = QCheckBox("TensorRT")
+        self.teacher = QCheckBox("Teacher pair")
+        prec_row.addWidget(QLabel("Calibration:"))
+        prec_row.addWidget(self.calibration)
+        prec_row.addWidget(self.samples)
+        prec_row.addWidget(self.tensorrt)
+        prec_row.addWidget(self.teacher)
+        prec_row.addStretch(1)
+
+        self.run_button = QPushButton("Export")
+        self.run_button.clicked.connect(lambda: self.start_export())
+        self.reveal_button = QPushButton("Show folder")
+        self.reveal_button.clicked.connect(self.reveal_selected)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.doubleClicked.connect(lambda _i: self.reveal_selected())
+
+        ck_row = QHBoxLayout()
+        ck_row.addWidget(QLabel("Checkpoint:"))
+        ck_row.addWidget(self.checkpoint, 1)
+        ck_row.addWidget(browse)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.run_button)
+        run_row.addWidget(self.progress, 1)
+        run_row.addWidget(self.reveal_button)
+        lay = QVBoxLayout(self)
+        lay.addLayout(ck_row)
+        lay.addLayout(prec_row)
+        lay.addLayout(run_row)
+        lay.addWidget(self.status)
+        lay.addWidget(self.table, 1)
+        self.refresh()
+
+    # --- actions -------------------------------------------------------------------------------------------
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Student checkpoint", str(self.project_root),
+                                              "Checkpoints (*.pt *.pth);;All files (*)")
+        if path:
+            self.checkpoint.setText(path)
+
+    def selected_precisions(self) -> list[str]:
+        return [k for k, box in self.precision_boxes.items() if box.isChecked()]
+
+    def is_running(self) -> bool:
+        return self._thread is not None
+
+    def start_export(self, student: Any = None, **overrides: Any) -> bool:
+        """Start an export in a worker thread (returns at once). `student`: an in-memory module (tests, the
+        training view); `overrides`: ExportOptions fields."""
+        if self.is_running():
+            return False
+        from inference.export.pipeline import ExportOptions
+
+        precisions = self.selected_precisions()
+        if not precisions:
+            self.status.setText("choose at least one precision")
+            return False
+        options = ExportOptions(precisions=precisions, calibration=self.calibration.currentText(),
+                                calibration_samples=self.samples.value(), tensorrt=self.tensorrt.isChecked(),
+                                teacher=self.teacher.isChecked(), command="Export panel")
+        for k, v in overrides.items():
+            setattr(options, k, v)
+        ckpt = self.checkpoint.text().strip() or None
+        self._thread = QThread(self)
+        self._worker = _Worker(self.project_root, ckpt, options, student)
+        self._worker.moveToThread(self._thread)
+        self._thread.started.connect(self._worker.run)
+        self._worker.progress.connect(self._on_progress)
+        self._worker.message.connect(self.status.setText)
+        self._worker.done.connect(self._on_done)
+        self._worker.failed.connect(self._on_failed)
+        self.run_button.setEnabled(False)
+        self.progress.setRange(0, 0)
+        self.status.setText("exporting…")
+        self._thread.start()
+        return True
+
+    @Slot(int, int)
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def _finish_thread(self) -> None:
+        if self._thread is not None:
+            self._thread.quit()
+            self._thread.wait()
+            self._thread.deleteLater()
+        if self._worker is not None:
+            self._worker.deleteLater()
+        self._thread = None
+        self._worker = None
+        self.run_button.setEnabled(True)
+
+    @Slot(object)
+    def _on_done(self, summary: Any) -> None:
+        self._finish_thread()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        failed = summary.failed()
+        self.status.setText(f"{len(summary.rows)} file(s) in {summary.out_dir}"
+                            + (f"; {len(failed)} failed parity (kept under failed/)" if failed else "")
+                            + ("\n" + "\n".join(m for m in summary.messages if "trtexec" in m) if self.tensorrt.isChecked()
+                               else ""))
+        self.refresh()
+        self.export_finished.emit(summary)
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        self._finish_thread()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status.setText(f"export failed: {message}")
+        self.export_failed.emit(message)
+
+    def refresh(self) -> None:
+        """Reload the table from the project's Export rows."""
+        from inference.export.pipeline import list_exports
+        from store.project import Project
+
+        try:
+            with Project.open(self.project_root) as p:
+                self._rows = list_exports(p.db)
+        except Exception as exc:  # noqa: BLE001
+            self.status.setText(f"cannot read exports: {exc}")
+            return
+        self.table.setRowCount(len(self._rows))
+
+        def num(v: Any, f: str) -> str:
+            return "–" if v is None else format(v, f)
+
+        for i, r in enumerate(reversed(self._rows)):
+            cells = (Path(r["path"]).name, r["variant"], r["precision"], r["status"],
+                     f"{r['size_bytes'] / 1e6:.2f}", num(r["parity_iou"], ".4f"), num(r["parity_max_abs"], ".3g"),
+                     num(r["val_iou"], ".4f"))
+            for j, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, r["path"])
+                if j >= 4:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if r["status"] != "ok":
+                    item.setForeground(Qt.GlobalColor.red)
+                self.table.setItem(i, j, item)
+
+    def row_count(self) -> int:
+        return self.table.rowCount()
+
+    def reveal_selected(self) -> bool:
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        row = rows[0].row() if rows else (0 if self.table.rowCount() else -1)
+        if row < 0:
+            return False
+        path = Path(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))
+        return QDesktopServices.openUrl(QUrl.fromLocalFile(str(path.parent)))
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+        if self._thread is not None:
+            self._thread.quit()
+            self._thread.wait(5000)
+        super().closeEvent(event)
