@@ -113,7 +113,7 @@ def test_point_prompts_give_a_live_mask_and_save_a_correction(qtbot: Any, window
     qtbot.waitUntil(lambda: rv.correction.current_mask() is not None and not rv.correction.decoding(), timeout=10_000)
     first = rv.correction.current_mask()
     assert first.shape == (h, w)
-    assert rv.view.masks["corrected"] is not None and rv.view.layer_items["corrected"].isVisible()
+    assert rv.view.masks["corrected"] is not None and rv.view.layer_shown("corrected")
     qtbot.mouseClick(view.viewport(), Qt.MouseButton.RightButton, pos=_view_pos(view, 3, 3))
     qtbot.waitUntil(lambda: len(rv.correction.points) == 2 and not rv.correction.decoding(), timeout=10_000)
     assert rv.correction.labels == [1, 0]
@@ -174,17 +174,28 @@ def test_escape_clears_points_and_enter_without_edits_saves_nothing(qtbot: Any, 
 def test_layer_keys_modes_and_pixel_exact_zoom(qtbot: Any, window: Any) -> None:
     rv = window.review
     view = rv.view
-    assert all(view.layer_items[n].isVisible() for n in ("teacher", "student", "gt"))
+    assert all(view.layer_shown(n) for n in ("teacher", "student", "gt"))
     for key, name in ((Qt.Key.Key_1, "teacher"), (Qt.Key.Key_2, "student"), (Qt.Key.Key_3, "gt")):
         _key(qtbot, window, key)
-        assert not view.layer_items[name].isVisible()
+        assert not view.layer_shown(name)
         _key(qtbot, window, key)
-        assert view.layer_items[name].isVisible()
+        assert view.layer_shown(name)
     _key(qtbot, window, Qt.Key.Key_V)
     assert view.mode == "contour"
     _key(qtbot, window, Qt.Key.Key_V)
-    assert view.mode == "diff" and view.diff_item.isVisible()
-    assert not view.layer_items["teacher"].isVisible() and rv.diff_legend.isVisible()
+    assert view.mode == "diff" and view.diff_shown()
+    assert not view.layer_shown("teacher") and rv.diff_legend.isVisible()
+    # difference mode: teacher-only pixels in the teacher colour, student-only in the student colour
+    t, st = view.masks["teacher"], view.masks["student"]
+    out, img = view.composited, view.image
+    teacher_rgb, student_rgb = np.array([0, 114, 178]), np.array([230, 159, 0])
+    for only, rgb in ((t & ~st, teacher_rgb), (st & ~t, student_rgb)):
+        if only.any():
+            ys, xs = np.nonzero(only & ~_edges(view))
+            if len(ys):
+                got = out[ys[0], xs[0]].astype(float)
+                expected = 0.75 * rgb + 0.25 * img[ys[0], xs[0]]
+                assert np.abs(got - expected).max() <= 2
     _key(qtbot, window, Qt.Key.Key_V)
     assert view.mode == "fill"
 
@@ -204,6 +215,32 @@ def test_layer_keys_modes_and_pixel_exact_zoom(qtbot: Any, window: Any) -> None:
     block = int(z) - 2
     colours = {img.pixel(top_left.x() + 1 + dx, top_left.y() + 1 + dy) for dx in range(block) for dy in range(block)}
     assert len(colours) == 1, "pixels are smoothed"
+
+
+def _edges(view: Any) -> np.ndarray:
+    """Pixels under the GT or corrected contour (drawn on top in difference mode)."""
+    from widgets.mask_view import contour
+
+    out = np.zeros(view.image_hw, bool)
+    for n in ("gt", "corrected"):
+        if view.masks.get(n) is not None:
+            out |= contour(view.masks[n]).astype(bool)
+    return out
+
+
+def test_fill_mode_blends_exact_colours(qtbot: Any, window: Any) -> None:
+    view = window.review.view
+    gt = view.masks["gt"]
+    assert gt is not None and gt.any()
+    for n in ("teacher", "student", "corrected"):
+        view.set_layer_visible(n, False)
+    view.set_opacity(1.0)
+    assert (view.composited[gt] == [0, 158, 115]).all()  # Okabe-Ito bluish green
+    assert (view.composited[~gt] == view.image[~gt]).all()
+    view.set_opacity(0.5)
+    ys, xs = np.nonzero(gt)
+    expected = 0.5 * np.array([0, 158, 115]) + 0.5 * view.image[ys, xs]
+    assert np.abs(view.composited[ys, xs] - expected).max() <= 1
 
 
 def test_shortcut_overlay(qtbot: Any, window: Any) -> None:
