@@ -68,7 +68,7 @@ class ExportPanel(QWidget):
 
     def __init__(self, project: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.project_root = Path(project.root if hasattr(project, "root") else project)
+        self.project_root = Path(project) if isinstance(project, (str, Path)) else Path(project.root)
         self._thread: QThread | None = None
         self._worker: _Worker | None = None
         self._rows: list[dict[str, Any]] = []
