@@ -47,9 +47,29 @@ log = logging.getLogger("maskbench.gui")
 PANEL_FACTORIES: list[tuple[str, str]] = [
     ("Judge", "widgets.judge_panel:make_panel"),
     ("Training", "widgets.training_panel:make_panel"),
-    ("Export", "widgets.export_panel:make_panel"),
     ("Latency", "widgets.latency_panel:LatencyPanel"),
 ]
+# Panels built for one project ("module:callable", called with the project on every project change; the old tab
+# is replaced).
+PROJECT_PANEL_FACTORIES: list[tuple[str, str]] = [
+    ("Export", "widgets.export_panel:ExportPanel"),
+]
+
+
+def _resolve(spec: str) -> Any:
+    """'module:attr' -> the attribute, or None when the module (an optional area) is not there."""
+    mod_name, _, attr = spec.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and mod_name.startswith(exc.name):
+            return None
+        log.exception("panel module %s failed to import", mod_name)
+        return None
+    except Exception:  # noqa: BLE001 - a broken optional panel must not stop the workbench
+        log.exception("panel module %s failed to import", mod_name)
+        return None
+    return getattr(mod, attr, None)
 
 
 def segmenter_provider(project: Project) -> Callable[[str], Any]:
@@ -97,6 +117,7 @@ class MainWindow(QMainWindow):
         self.review.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
         self.jobs.changed.connect(self._jobs_changed)
         self.jobs.jobFailed.connect(lambda j: self.show_error(f"{j.name} failed: {j.error}"))
+        self.load_panels = load_panels
         if load_panels:
             self._load_panels()
         geometry, state = self.settings.window_state()
@@ -121,18 +142,7 @@ class MainWindow(QMainWindow):
 
     def _load_panels(self) -> None:
         for name, spec in PANEL_FACTORIES:
-            mod_name, _, attr = spec.partition(":")
-            try:
-                mod = importlib.import_module(mod_name)
-            except ModuleNotFoundError as exc:
-                if exc.name and mod_name.startswith(exc.name):
-                    continue  # that area has no panel (yet)
-                log.exception("panel %s failed to import", name)
-                continue
-            except Exception:  # noqa: BLE001 - a broken optional panel must not stop the workbench
-                log.exception("panel %s failed to import", name)
-                continue
-            factory = getattr(mod, attr, None)
+            factory = _resolve(spec)
             if factory is None:
                 continue
             try:
@@ -144,6 +154,26 @@ class MainWindow(QMainWindow):
                 continue
             pname, widget = made if isinstance(made, tuple) else (name, made)
             self.add_panel(pname, widget)
+
+    def _project_panels(self, project: Project | None) -> None:
+        if not self.load_panels:
+            return
+        for name, spec in PROJECT_PANEL_FACTORIES:
+            old = self.panels.pop(name, None)
+            if old is not None:
+                idx = self.tabs.indexOf(old)
+                closer = getattr(old, "shutdown", None)
+                if callable(closer):
+                    closer()
+                self.tabs.removeTab(idx)
+                old.deleteLater()
+            factory = _resolve(spec) if project is not None else None
+            if factory is None:
+                continue
+            try:
+                self.add_panel(name, factory(project))
+            except Exception:  # noqa: BLE001
+                log.exception("panel %s failed to build", name)
 
     # status bar ---------------------------------------------------------------------------------------------------
     def _build_status(self) -> None:
@@ -250,7 +280,8 @@ class MainWindow(QMainWindow):
         provider = self.provider_factory(project) if project is not None else None
         embedder = self.embedder_factory(project) if project is not None else None
         self.review.set_project(project, provider, embedder)
-        for name, w in self.panels.items():
+        self._project_panels(project)
+        for name, w in list(self.panels.items()):
             setter = getattr(w, "set_project", None)
             if name != "Review" and callable(setter):
                 try:

@@ -198,10 +198,13 @@ class CorrectionController(QObject):
     def _embed_failed(self, key: tuple[str, int], exc: BaseException) -> None:
         self._emb_wanted.discard(key)
         kind, sid = key
-        msg = f"{kind} model unavailable: {exc}"
+        msg = f"points need a {kind} model ({exc}); the brush works without one"
         if kind not in self._segmenters:  # the model itself did not load: do not retry for every crop
+            if kind not in self._seg_errors:
+                log.warning("%s model unavailable: %s", kind, exc)
             self._seg_errors[kind] = msg
-        log.warning("embedding failed for sample %s (%s): %s", sid, kind, exc)
+        else:
+            log.warning("embedding failed for sample %s (%s): %s", sid, kind, exc)
         if sid == self.sample_id:
             self.statusChanged.emit(msg)
 

@@ -70,6 +70,8 @@ class JudgePanel(QWidget):
         self.budget_spin.setRange(0.0, 10_000.0)
         self.budget_spin.setDecimals(2)
         self.budget_spin.setPrefix("$ ")
+        self.budget_spin.valueChanged.connect(
+            lambda v: None if self.running else self.spend_label.setText(f"spent $0.0000 of ${v:.2f}"))
         self.workers_spin = QSpinBox()
         self.workers_spin.setRange(1, 64)
         self.limit_spin = QSpinBox()
@@ -112,11 +114,14 @@ class JudgePanel(QWidget):
         grid = QGridLayout()
         for i, (key, title) in enumerate(STAT_FIELDS):
             val = QLabel("0")
-            val.setAlignment(Qt.AlignmentFlag.AlignRight)
-            val.setStyleSheet("font-size: 15px;")
+            val.setAlignment(Qt.AlignmentFlag.AlignLeft)
+            val.setStyleSheet("font-size: 18px; font-weight: bold;")
             self.stat_labels[key] = val
-            grid.addWidget(QLabel(title), i // 4 * 2, i % 4)
-            grid.addWidget(val, i // 4 * 2 + 1, i % 4)
+            cap = QLabel(title)
+            cap.setStyleSheet("color: palette(mid);")
+            grid.addWidget(val, i // 4 * 2, i % 4)
+            grid.addWidget(cap, i // 4 * 2 + 1, i % 4)
+        grid.setColumnStretch(4, 1)
         self.state_label = QLabel("idle")
         self.state_label.setWordWrap(True)
         self.warnings_label = QLabel("")
@@ -138,7 +143,7 @@ class JudgePanel(QWidget):
         left.addStretch(1)
         top.addLayout(left, 1)
         top.addWidget(live, 1)
-        lay.addLayout(top)
+        lay.addLayout(top, 0)
         note = QLabel("The judge only re-weights distillation; it never labels. Its verdicts show in the review "
                       "queue (VLM columns) once the run writes them.")
         note.setWordWrap(True)

@@ -99,8 +99,8 @@ class QueueWidget(QWidget):
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hh.setStretchLastSection(True)
-        for col, w in ((COL_THUMB, THUMB + 10), (COL_ID, 56), (COL_CLASS, 80), (COL_IOU, 70), (COL_VLM, 104),
-                       (COL_CONF, 64), (COL_HUMAN, 96)):
+        for col, w in ((COL_THUMB, THUMB + 8), (COL_ID, 44), (COL_CLASS, 72), (COL_IOU, 62), (COL_VLM, 100),
+                       (COL_CONF, 52), (COL_HUMAN, 96)):
             self.table.setColumnWidth(col, w)
         hh.setSortIndicatorShown(True)
         hh.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)

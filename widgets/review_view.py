@@ -148,7 +148,7 @@ class ReviewWidget(QWidget):
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
         split.setStretchFactor(2, 0)
-        split.setSizes([480, 720, 300])
+        split.setSizes([520, 700, 300])
         split.setChildrenCollapsible(False)
         self.splitter = split
         lay = QVBoxLayout(self)

@@ -82,7 +82,7 @@ class ShortcutOverlay(QWidget):
 
     def paintEvent(self, _e: QPaintEvent) -> None:
         p = QPainter(self)
-        p.fillRect(self.rect(), QColor(12, 12, 16, 215))
+        p.fillRect(self.rect(), QColor(12, 12, 16, 240))
         title = QFont(self.font())
         title.setPointSizeF(title.pointSizeF() * 1.5)
         title.setBold(True)
@@ -94,16 +94,16 @@ class ShortcutOverlay(QWidget):
         p.setFont(title)
         p.drawText(QRectF(0, 16, self.width(), 40), Qt.AlignmentFlag.AlignHCenter, "Keyboard shortcuts")
         cols = 3 if self.width() > 1100 else 2
+        placement = ({"Verdicts": 0, "Navigate": 0, "Help": 0, "View": 1, "Correct": 2} if cols == 3
+                     else {"Verdicts": 0, "Navigate": 0, "View": 0, "Correct": 1, "Help": 1})
         col_w = (self.width() - 80) / cols
         line_h = body.pointSizeF() * 2.1
-        x0, y0 = 40.0, 70.0
-        col, y = 0, y0
+        x0, y0 = 40.0, 80.0
+        ys = [y0] * cols
         for group in GROUPS:
+            col = placement[group]
+            x, y = x0 + col * col_w, ys[col]
             items = [s for s in SHORTCUTS if s[3] == group]
-            need = (len(items) + 1.6) * line_h
-            if y + need > self.height() - 20 and y > y0:
-                col, y = col + 1, y0
-            x = x0 + (col % cols) * col_w
             p.setFont(keyfont)
             p.setPen(QColor("#56B4E9"))
             p.drawText(QRectF(x, y, col_w, line_h), Qt.AlignmentFlag.AlignLeft, group)
@@ -111,10 +111,10 @@ class ShortcutOverlay(QWidget):
             for _name, keys, desc, _g in items:
                 p.setFont(keyfont)
                 p.setPen(QColor("#F0E442"))
-                p.drawText(QRectF(x, y, col_w * 0.38, line_h), Qt.AlignmentFlag.AlignLeft, " / ".join(keys))
+                p.drawText(QRectF(x, y, col_w * 0.36, line_h), Qt.AlignmentFlag.AlignLeft, " / ".join(keys))
                 p.setFont(body)
                 p.setPen(QColor("white"))
-                p.drawText(QRectF(x + col_w * 0.38, y, col_w * 0.6, line_h), Qt.AlignmentFlag.AlignLeft, desc)
+                p.drawText(QRectF(x + col_w * 0.36, y, col_w * 0.62, line_h), Qt.AlignmentFlag.AlignLeft, desc)
                 y += line_h
-            y += line_h * 0.6
+            ys[col] = y + line_h * 0.8
         p.end()

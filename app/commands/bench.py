@@ -71,10 +71,13 @@ def bench(
     precision: Optional[str] = typer.Option(
         None, "--precision", help="torch: fp32,fp16,bf16 (comma-separated). ONNX: label of the export's precision."
     ),
-    mode: str = typer.Option("eager,compiled", "--mode", help="torch: eager, compiled, cudagraph (comma-separated)."),
+    mode: Optional[str] = typer.Option(
+        None, "--mode", help="torch: eager, compiled, cudagraph (comma-separated; default eager,compiled + cudagraph on CUDA)."
+    ),
     device: str = typer.Option("auto", "--device", help="torch: cpu, cuda or auto."),
-    compile_mode: str = typer.Option(
-        "default", "--compile-mode", help="torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune."
+    compile_mode: Optional[str] = typer.Option(
+        None, "--compile-mode",
+        help="torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune (default: reduce-overhead on CUDA).",
     ),
     shapes: Optional[str] = typer.Option(None, "--shapes", help="Input shapes, trtexec syntax: image:1x3x512x512."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="H=W of dynamic image inputs."),
@@ -82,7 +85,9 @@ def bench(
     iters: int = typer.Option(100, "--iters", help="Timed iterations."),
     min_time: float = typer.Option(0.0, "--min-time", help="Keep timing at least this many seconds."),
     max_time: float = typer.Option(120.0, "--max-time", help="Stop timing one configuration after this many seconds."),
-    io_binding: bool = typer.Option(True, "--io-binding/--no-io-binding", help="ONNX Runtime IO binding."),
+    io_binding: Optional[bool] = typer.Option(
+        None, "--io-binding/--no-io-binding", help="ONNX Runtime IO binding (default: on for cuda/tensorrt, off for cpu)."
+    ),
     compare_io_binding: bool = typer.Option(False, "--compare-io-binding", help="Time with and without IO binding."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (ONNX Runtime intra-op / torch)."),
     label: Optional[str] = typer.Option(None, "--label", help="Model label in the history."),
@@ -107,7 +112,7 @@ def bench(
             provider=provider,
             batches=batches,
             precisions=None if onnx else _csv_list(precision),
-            modes=tuple(_csv_list(mode) or ["eager"]),
+            modes=_csv_list(mode),
             device=device,
             compile_mode=compile_mode,
             shapes=shapes,
