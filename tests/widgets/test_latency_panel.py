@@ -65,7 +65,7 @@ def test_local_run_updates_log_table_and_plot(qtbot: Any, panel: Any, tmp_path: 
     assert headers == list(COLUMNS)
     rows = [[panel.table.item(r, c).text() for c in range(panel.table.columnCount())] for r in range(2)]
     assert {r[0] for r in rows} == {"tiny"}
-    assert {r[1] for r in rows} == {"onnxruntime-cpu+iob"} and {r[2] for r in rows} == {"fp32"}
+    assert {r[1] for r in rows} == {"onnxruntime-cpu"} and {r[2] for r in rows} == {"fp32"}
     assert sorted(r[3] for r in rows) == ["1", "2"]
     for r in rows:
         assert float(r[5]) > 0 and float(r[6]) >= float(r[5]) and float(r[7]) > 0  # p50, p99, FPS
@@ -73,7 +73,7 @@ def test_local_run_updates_log_table_and_plot(qtbot: Any, panel: Any, tmp_path: 
     # plot: one bar per model/precision/backend/batch, whiskers to p99, the target line at 1000 / 25 ms
     data = panel.plot_data()
     assert [label.splitlines()[0] for label, *_ in data] == ["tiny", "tiny"]
-    assert [label.splitlines()[1:] for label, *_ in data] == [["fp32 b1", "ort-cpu+iob"], ["fp32 b2", "ort-cpu+iob"]]
+    assert [label.splitlines()[1:] for label, *_ in data] == [["fp32 b1", "ort-cpu"], ["fp32 b2", "ort-cpu"]]
     heights = list(panel.bars.opts["height"])
     assert heights == pytest.approx([d[1] for d in data]) and all(h > 0 for h in heights)
     assert panel.target_line.value() == pytest.approx(40.0)

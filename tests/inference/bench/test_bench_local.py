@@ -41,6 +41,9 @@ def test_onnx_cpu_batches_with_and_without_io_binding(tiny_onnx: Path) -> None:
         assert r.options["shapes"] == {"image": [r.batch, 3, 32, 32]}
         assert r.options["io_binding"] == r.backend.endswith("+iob")
     assert any("warm-up: 2 runs" in ln for ln in lines)
+    default = bench_onnx(tiny_onnx, batches=[1], timing=FAST, log_fn=lambda _: None)
+    forced = bench_onnx(tiny_onnx, batches=[1], io_binding=True, timing=FAST, log_fn=lambda _: None)
+    assert default[0].backend == "onnxruntime-cpu" and forced[0].backend == "onnxruntime-cpu+iob"
     assert any(ln.startswith("onnxruntime-cpu+iob") and "batch   4" in ln for ln in lines)
 
 
@@ -136,8 +139,18 @@ def test_load_torch_model_torchscript_and_weights_only(tmp_path: Path, tiny_net:
 
     from inference.bench.torch_runner import bench_torch, load_torch_model
 
+    exported = tmp_path / "tiny.pt2"
+    torch.export.save(torch.export.export(tiny_net, (torch.rand(1, 3, 32, 32),)), str(exported))
+    model = load_torch_model(exported, input_size=32)
+    assert model.meta["loader"] == "torch.export.load" and model.input_shape == (3, 32, 32)
+    lines: list[str] = []
+    results = bench_torch(model, device="cpu", batches=[1, 2], timing=FAST, log_fn=lines.append)
+    assert [(r.model_label, r.batch) for r in results] == [("tiny", 1)]  # traced at batch 1: batch 2 is skipped
+    assert any("b2] skipped: Guard failed" in ln for ln in lines)
+
     scripted = tmp_path / "tiny_ts.pt"
-    torch.jit.script(tiny_net).save(str(scripted))
+    with pytest.warns(FutureWarning):
+        torch.jit.script(tiny_net).save(str(scripted))  # deprecated in torch 2.14, still what older exports are
     model = load_torch_model(scripted, input_size=32)
     assert model.meta["loader"] == "torch.jit.load" and model.input_shape == (3, 32, 32)
     results = bench_torch(model, device="cpu", batches=[2], timing=FAST, log_fn=lambda _: None)
@@ -226,7 +239,7 @@ def test_bench_command_links_the_export_record(tmp_path: Path, tiny_onnx: Path, 
         row = s.scalars(select(LatencyResult)).one()
         exp = s.scalars(select(Export)).one()
         assert row.export_id == exp.id and row.precision == "fp16" and row.model_label == "tiny (onnx single)"
-        assert row.backend == "onnxruntime-cpu+iob"
+        assert row.backend == "onnxruntime-cpu"  # IO binding is off by default on the CPU provider
 
 
 def test_bench_command_errors_are_one_line(tmp_path: Path, tiny_onnx: Path, capsys: pytest.CaptureFixture[str],
@@ -241,3 +254,24 @@ def test_bench_command_errors_are_one_line(tmp_path: Path, tiny_onnx: Path, caps
     assert "no model file" in capsys.readouterr().err
     assert main(["bench", str(tiny_onnx), "--iters", "2", "--warmup", "1"]) == 0
     assert "not stored: no --project given" in capsys.readouterr().out
+
+
+def test_bench_command_on_a_checkpoint(tmp_path: Path, tiny_net: TinySegNet, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    ckpt = tmp_path / "tiny.pt2"
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(tiny_net, (torch.rand(2, 3, 32, 32),), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(program, str(ckpt))
+    proj = tmp_path / "proj"
+    Project.create(proj).close()
+    rc = main(["bench", str(ckpt), "--project", str(proj), "--mode", "eager", "--precision", "fp32,bf16",
+               "--device", "cpu", "--input-size", "32", "--batch", "2", "--iters", "3", "--warmup", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "loaded with torch.export.load" in out
+    with Project.open(proj) as p, p.db.session() as s:
+        rows = s.scalars(select(LatencyResult).order_by(LatencyResult.id)).all()
+        assert [(r.backend, r.precision, r.batch) for r in rows] == [("torch", "fp32", 2), ("torch", "bf16", 2)]
+        assert rows[0].device["run_device"] == "cpu" and "torch" in rows[0].device["libraries"]
+        assert rows[0].device["options"]["input_shapes"] == [[2, 3, 32, 32]]
