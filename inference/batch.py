@@ -49,8 +49,8 @@ class PredictReport:
         i, n = self.shard
         shard = f" (shard {i}/{n})" if n > 1 else ""
         line = (f"{self.kind} '{self.model_name}'{shard}: {self.predicted} predicted, {self.already} already done, "
-                f"{len(self.failed)} failed, {self.encoded} encoded ({self.predicted - self.encoded if self.predicted >= self.encoded else 0} from cache), "
-                f"prompts: {self.prompt_source}")
+                f"{len(self.failed)} failed; {self.encoded} images encoded, {max(0, self.predicted - self.encoded)} "
+                f"embeddings from the cache; prompts: {self.prompt_source}")
         return line
 
 

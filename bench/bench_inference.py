@@ -1,0 +1,149 @@
+"""CPU latency of the interactive split: encoder ms per image and decoder ms per click with a cached embedding.
+
+Models: the teacher with SAM 2.1 hiera-small's architecture (random weights: latency does not depend on the
+values) at 1024, and the seed-001 student at 512 and 1024. Every number goes through the same `Segmenter` calls the
+workbench uses (`embed`, `decode`: transforms and the resize back to the crop included), on a real magnetic-tile
+crop. Encoder runs are interleaved model by model, so a machine that gets busier during the run slows all models
+alike and the student/teacher ratio stays fair.
+
+Targets (issue 3): decoder p95 <= 50 ms per click on CPU for both; student encoder >= 10x faster than SAM 2 small's.
+
+    .venv/bin/python bench/bench_inference.py [--repeats 5] [--clicks 40] [--threads N] [--onnx] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _crop(path: str | None) -> tuple[np.ndarray, str]:
+    from store.images import load_image
+
+    if path:
+        return load_image(path), path
+    root = Path(os.environ.get("MASKBENCH_MAGNETIC_TILE", REPO.parent / "shared" / "datasets" / "magnetic-tile"))
+    files = sorted((root / "MT_Blowhole").glob("*.jpg")) if root.is_dir() else []
+    if files:
+        return load_image(files[0]), str(files[0])
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (300, 250, 3), dtype=np.uint8), "synthetic 300x250"
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5, help="timed encoder runs per model (after 1 warm-up)")
+    ap.add_argument("--clicks", type=int, default=40, help="timed decoder clicks per model (after 3 warm-up)")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--image", default=None, help="crop to use (default: first MT_Blowhole crop)")
+    ap.add_argument("--teacher-config", default="sam2.1_hiera_s")
+    ap.add_argument("--sizes", default="512,1024", help="student input sizes")
+    ap.add_argument("--onnx", action="store_true", help="also time the student's ONNX pair on ONNX Runtime CPU")
+    ap.add_argument("--json", default=None, help="write the results here")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from inference.student import StudentConfig, StudentModel, model_summary
+    from inference.teacher import Sam2Segmenter, build_model
+    from inference.torch_backend import StudentTorchSegmenter
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    image, image_name = _crop(args.image)
+    h, w = image.shape[:2]
+
+    models: dict[str, object] = {}
+    params: dict[str, int] = {}
+    teacher_model = build_model(args.teacher_config, image_size=1024)
+    params["teacher"] = sum(p.numel() for p in teacher_model.parameters())
+    models["teacher@1024"] = Sam2Segmenter(teacher_model, name="teacher")
+    for size in (int(s) for s in args.sizes.split(",")):
+        m = StudentModel(StudentConfig(input_size=size)).eval()
+        params["student"] = model_summary(m)["params"]
+        models[f"student@{size}"] = StudentTorchSegmenter(m, name=f"student{size}")
+        if args.onnx:
+            import tempfile
+
+            from inference.onnx_export import export_student
+            from inference.ort_backend import OrtStudentSegmenter
+
+            out = export_student(m, Path(tempfile.mkdtemp(prefix="bench_onnx_")), stem=f"student{size}")
+            models[f"student-ort@{size}"] = OrtStudentSegmenter(out["encoder"], out["decoder"], providers=["cpu"])
+
+    # encoder: one warm-up each, then interleaved timed runs
+    enc: dict[str, list[float]] = {k: [] for k in models}
+    embs = {k: m.embed(image) for k, m in models.items()}
+    for _ in range(args.repeats):
+        for k, m in models.items():
+            t0 = time.perf_counter()
+            embs[k] = m.embed(image)
+            enc[k].append((time.perf_counter() - t0) * 1000)
+
+    # decoder: random single clicks on the crop, embedding already computed (the interactive case)
+    rng = np.random.default_rng(1)
+    clicks = np.stack([rng.uniform(0, w, args.clicks + 3), rng.uniform(0, h, args.clicks + 3)], axis=1).astype(np.float32)
+    dec: dict[str, list[float]] = {k: [] for k in models}
+    for k, m in models.items():
+        for i, c in enumerate(clicks):
+            t0 = time.perf_counter()
+            m.decode(embs[k], c[None], np.ones(1, np.int32))
+            if i >= 3:
+                dec[k].append((time.perf_counter() - t0) * 1000)
+
+    rows = {}
+    for k in models:
+        rows[k] = {
+            "encoder_ms_median": statistics.median(enc[k]),
+            "encoder_ms_min": min(enc[k]),
+            "decoder_ms_p50": _pct(dec[k], 50),
+            "decoder_ms_p95": _pct(dec[k], 95),
+        }
+    t_enc = rows["teacher@1024"]["encoder_ms_median"]
+    ratios = {k: t_enc / r["encoder_ms_median"] for k, r in rows.items() if k.startswith("student")}
+    result = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+        "image": f"{image_name} ({w}x{h})",
+        "teacher": {"config": args.teacher_config, "params": params["teacher"], "input": 1024},
+        "student": {"params": params["student"], "fp32_mb": params["student"] * 4 / 1e6,
+                    "int8_mb": params["student"] / 1e6},
+        "rows": rows,
+        "teacher_over_student_encoder": ratios,
+        "targets": {
+            "decoder_p95_le_50ms": {k: r["decoder_ms_p95"] <= 50.0 for k, r in rows.items()},
+            "student_encoder_ge_10x_vs_teacher@1024": {k: v >= 10.0 for k, v in ratios.items()},
+        },
+    }
+    print(f"CPU: {result['machine']}  crop: {result['image']}")
+    print(f"teacher {args.teacher_config}: {params['teacher'] / 1e6:.1f}M params; student: "
+          f"{params['student'] / 1e6:.2f}M params, {params['student'] * 4 / 1e6:.1f} MB fp32, ~{params['student'] / 1e6:.1f} MB int8")
+    print(f"{'model':<20} {'encoder ms/img':>15} {'decoder p50 ms':>15} {'decoder p95 ms':>15} {'teacher/student':>16}")
+    for k, r in rows.items():
+        ratio = f"{ratios[k]:.1f}x" if k in ratios else "-"
+        print(f"{k:<20} {r['encoder_ms_median']:>15.1f} {r['decoder_ms_p50']:>15.2f} {r['decoder_ms_p95']:>15.2f} {ratio:>16}")
+    print("targets:", json.dumps(result["targets"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
