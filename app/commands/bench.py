@@ -163,6 +163,7 @@ def bench_remote(
     from inference.bench.remote import RemoteRunOptions, run_remote
     from inference.bench.stats import target_fps_from_config
     from inference.bench.targets import get_target
+    from inference.bench.trtexec import profile_from_command
 
     with _open_project(project, required=True) as proj:
         tgt = get_target(proj.db, target)
@@ -185,6 +186,7 @@ def bench_remote(
             connect_timeout_s=connect_timeout,
             save_engine=save_engine,
             label=label or refs.get("label"),
+            profile=profile_from_command(card.get("trtexec") if isinstance(card.get("trtexec"), str) else None),
         )
         result = run_remote(tgt, model, opts, log_fn=_echo)
         _report([result], target_fps_from_config(proj.config))

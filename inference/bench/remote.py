@@ -16,6 +16,7 @@ from inference.bench.ssh import Remote
 from inference.bench.stats import LatencyStats
 from inference.bench.targets import Target
 from inference.bench.trtexec import (
+    BUILD_MODE,
     PRECISIONS,
     TrtexecOptions,
     build_command,
@@ -24,6 +25,7 @@ from inference.bench.trtexec import (
     parse_report,
     parse_shapes,
     require_summary,
+    shapes_from_profile,
 )
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -46,6 +48,7 @@ class RemoteRunOptions:
     connect_timeout_s: float = 15.0
     save_engine: bool = False
     label: str | None = None
+    profile: dict[str, str] | None = None  # the export's --minShapes/--optShapes/--maxShapes (from its card)
 
 
 def onnx_dynamic_inputs(path: Path) -> list[tuple[str, tuple[int | None, ...]]]:
@@ -106,12 +109,9 @@ def shapes_for(path: Path, shapes: str | None, batch: int, input_size: int | Non
     return format_shapes(resolved)
 
 
-def normalize_precision(precision: str | None, log_fn: LogFn) -> str:
+def normalize_precision(precision: str | None) -> str:
     p = (precision or "fp16").lower()
-    if p == "int8_weight":
-        log_fn("note: weight-only INT8 has no trtexec mode; building the engine with --fp16")
-        return "fp16"
-    if p not in PRECISIONS:
+    if p not in BUILD_MODE:
         raise BenchError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     return p
 
@@ -165,11 +165,15 @@ def run_remote(
     if not path.is_file():
         raise ModelLoadError(f"no model file at {path}")
     is_engine = path.suffix.lower() in ENGINE_SUFFIXES
-    precision = normalize_precision(opts.precision, out) if not (is_engine and opts.precision is None) else "engine"
-    shapes = shapes_for(path, opts.shapes, opts.batch, opts.input_size)
+    precision = normalize_precision(opts.precision) if not (is_engine and opts.precision is None) else "engine"
+    profile = dict(opts.profile or {}) if not is_engine else {}
+    if opts.shapes or not profile:
+        shapes = shapes_for(path, opts.shapes, opts.batch, opts.input_size)
+    else:
+        shapes = shapes_from_profile(profile, opts.batch)
     if opts.calib is not None and not Path(opts.calib).is_file():
         raise ModelLoadError(f"no calibration cache at {opts.calib}")
-    if precision == "int8" and opts.calib is None and not is_engine:
+    if precision == "int8" and opts.calib is None and not is_engine:  # an int8_weight export has its Q/DQ scales
         out("note: INT8 without a calibration cache: TensorRT uses placeholder scales unless the ONNX file holds "
             "Q/DQ nodes; the latency is right, the accuracy is not")
     out(f"connecting to {target.name} ({target.address})")
@@ -192,7 +196,7 @@ def run_remote(
         remote_model = remote.upload(path, target.remote_dir, progress=progress)
         remote_calib = remote.upload(Path(opts.calib), target.remote_dir) if opts.calib else None
         topts = TrtexecOptions(
-            precision=precision if precision != "engine" else "fp32",
+            precision=BUILD_MODE.get(precision, "fp32"),
             shapes=shapes,
             calib=remote_calib,
             warmup_ms=opts.warmup_ms,
@@ -200,11 +204,23 @@ def run_remote(
             percentiles=opts.percentiles,
             use_cuda_graph=opts.use_cuda_graph,
             save_engine=(posixpath.splitext(remote_model)[0] + f"-{precision}.engine") if opts.save_engine else None,
+            extra=[f"--{flag}={profile[flag]}" for flag in ("minShapes", "optShapes", "maxShapes") if flag in profile],
         )
         cmd = build_command(trtexec, remote_model, topts, is_engine=is_engine)
         line = command_line(cmd)
         out(f"running: {line}")
-        status, text = remote.timed(line, timeout=opts.timeout_s, on_line=out, what="trtexec", cwd=target.remote_dir)
+        trace = [0]
+
+        def stream(ln: str) -> None:
+            # trtexec prints one "Average on 10 runs" line per 10 queries (thousands): they stay in the raw report
+            if "] Average on " in ln and "GPU latency" in ln:
+                trace[0] += 1
+                return
+            out(ln)
+
+        status, text = remote.timed(line, timeout=opts.timeout_s, on_line=stream, what="trtexec", cwd=target.remote_dir)
+        if trace[0]:
+            out(f"({trace[0]} trace lines 'Average on N runs' kept in the stored report, not shown)")
     report = parse_report(text)
     require_summary(report, text, status, target.name)
     assert report.latency is not None

@@ -246,5 +246,12 @@ class Remote:
             pass
         tmp = remote + ".part"
         self.sftp.put(str(local), tmp, callback=progress)
-        self.sftp.posix_rename(tmp, remote)
+        try:
+            self.sftp.posix_rename(tmp, remote)
+        except OSError:  # servers without the posix-rename extension
+            try:
+                self.sftp.remove(remote)
+            except OSError:
+                pass
+            self.sftp.rename(tmp, remote)
         return remote

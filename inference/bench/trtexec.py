@@ -189,6 +189,10 @@ def require_summary(report: TrtexecReport, text: str, exit_status: int | None, w
 # --- the command -------------------------------------------------------------------------------------------------
 
 PRECISIONS = ("fp32", "fp16", "int8", "best")
+# Export precisions (store.schema.Export.precision) -> the trtexec build mode. Weight-only INT8 exports carry
+# Q/DQ weights, which TensorRT runs with --int8 (layers left in float in FP16), like the export's own card does.
+BUILD_MODE = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "int8_weight": "int8", "best": "best"}
+PROFILE_FLAGS = ("minShapes", "optShapes", "maxShapes")
 
 
 @dataclass
@@ -266,3 +270,40 @@ def parse_shapes(spec: str | None) -> dict[str, tuple[int, ...]]:
 
 def format_shapes(shapes: dict[str, tuple[int, ...]]) -> str:
     return ",".join(f"{name}:{'x'.join(str(d) for d in dims)}" for name, dims in shapes.items())
+
+
+def profile_from_command(command: str | None) -> dict[str, str]:
+    """The optimisation profile (--minShapes/--optShapes/--maxShapes) of a trtexec command line, e.g. the one an
+    export's card records for building its engine."""
+    out: dict[str, str] = {}
+    if not command:
+        return out
+    try:
+        parts = shlex.split(command)
+    except ValueError:
+        return out
+    for part in parts:
+        for flag in PROFILE_FLAGS:
+            prefix = f"--{flag}="
+            if part.startswith(prefix):
+                out[flag] = part[len(prefix):]
+    return out
+
+
+def shapes_from_profile(profile: dict[str, str], batch: int) -> str | None:
+    """--shapes for a run: the profile's opt shapes with the batch dimension set to `batch` (kept inside the
+    profile's min..max batch)."""
+    opt = parse_shapes(profile.get("optShapes"))
+    if not opt:
+        return None
+    lo = parse_shapes(profile.get("minShapes"))
+    hi = parse_shapes(profile.get("maxShapes"))
+    out: dict[str, tuple[int, ...]] = {}
+    for name, dims in opt.items():
+        b = batch
+        if name in lo and lo[name]:
+            b = max(b, lo[name][0])
+        if name in hi and hi[name]:
+            b = min(b, hi[name][0])
+        out[name] = (b, *dims[1:]) if dims else dims
+    return format_shapes(out)

@@ -276,6 +276,35 @@ def test_bench_remote_command_stores_the_result(sshd: SshServer, tiny_model: Pat
         assert s.scalars(select(SshTarget)).one().known_hosts == str(sshd.known_hosts.resolve())
 
 
+def test_bench_remote_uses_the_export_precision_and_profile(sshd: SshServer, tiny_model: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from store.schema import Export
+
+    proj = tmp_path / "proj"
+    card_cmd = ("trtexec --onnx=tiny.onnx --saveEngine=tiny.int8_weight.engine --int8 --fp16 "
+                "--minShapes=image:1x3x32x32 --optShapes=image:2x3x32x32 --maxShapes=image:8x3x32x32 "
+                "--memPoolSize=workspace:1024 --skipInference")
+    with Project.create(proj) as p:
+        add_target(p.db, "orin", "127.0.0.1", sshd.user, sshd.client_key, sshd.known_hosts, port=sshd.port,
+                   remote_dir=str(sshd.remote_dir))
+        with p.db.session() as s:
+            s.add(Export(fmt="onnx", variant="single", precision="int8_weight", path=str(tiny_model),
+                         size_bytes=tiny_model.stat().st_size, status="ok", card={"trtexec": card_cmd}))
+    rc = main(["bench-remote", str(tiny_model), "--target", "orin", "--project", str(proj), "--batch", "4"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    args = _args(sshd)
+    assert "--int8" in args and "--fp16" in args
+    assert "--shapes=image:4x3x32x32" in args and "--maxShapes=image:8x3x32x32" in args
+    assert "--minShapes=image:1x3x32x32" in args and "--optShapes=image:2x3x32x32" in args
+    assert "trace lines 'Average on N runs' kept in the stored report" in out
+    with Project.open(proj) as p, p.db.session() as s:
+        row = s.scalars(select(LatencyResult)).one()
+        exp = s.scalars(select(Export)).one()
+        assert row.export_id == exp.id and row.precision == "int8_weight" and row.batch == 4
+        assert row.model_label == "tiny (onnx single)"
+
+
 def test_changed_host_key_is_refused_and_nothing_is_accepted(sshd: SshServer, tiny_model: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     with Remote.connect(sshd.target()) as r:  # the known key works

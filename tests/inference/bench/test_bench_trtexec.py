@@ -15,7 +15,9 @@ from inference.bench.trtexec import (
     format_shapes,
     parse_report,
     parse_shapes,
+    profile_from_command,
     require_summary,
+    shapes_from_profile,
 )
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "trtexec"
@@ -165,3 +167,16 @@ def test_shapes_round_trip() -> None:
         parse_shapes("image=1x3")
     with pytest.raises(ValueError):
         parse_shapes("image:1xAx3")
+
+
+def test_profile_of_an_export_card_command() -> None:
+    card_cmd = ("trtexec --onnx=student.int8.onnx --saveEngine=student.int8.int8.engine --int8 --fp16 "
+                "--minShapes=image:1x3x512x512,point_coords:1x1x2,point_labels:1x1 "
+                "--optShapes=image:1x3x512x512,point_coords:1x1x2,point_labels:1x1 "
+                "--maxShapes=image:8x3x512x512,point_coords:8x8x2,point_labels:8x8 "
+                "--memPoolSize=workspace:1024 --skipInference")
+    profile = profile_from_command(card_cmd)
+    assert profile["maxShapes"] == "image:8x3x512x512,point_coords:8x8x2,point_labels:8x8"
+    assert shapes_from_profile(profile, 4) == "image:4x3x512x512,point_coords:4x1x2,point_labels:4x1"
+    assert shapes_from_profile(profile, 32).startswith("image:8x3x512x512")  # clamped to the profile
+    assert profile_from_command(None) == {} and shapes_from_profile({}, 1) is None
