@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 import threading
@@ -262,7 +263,8 @@ class CorrectionController(QObject):
             self._actions.append(("stroke", (self._painted.copy(), self._erased.copy())))
         target, other = (self._painted, self._erased) if paint else (self._erased, self._painted)
         r = max(1, int(self.brush_radius))
-        p0, p1 = (int(round(x0)), int(round(y0))), (int(round(x1)), int(round(y1)))
+        # the pixel under the cursor (scene x in [i, i+1) is pixel i), as for point prompts
+        p0, p1 = (math.floor(x0), math.floor(y0)), (math.floor(x1), math.floor(y1))
         stroke = np.zeros((h, w), np.uint8)
         cv2.line(stroke, p0, p1, 1, thickness=2 * r, lineType=cv2.LINE_8)
         cv2.circle(stroke, p0, r, 1, -1)

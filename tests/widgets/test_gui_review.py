@@ -21,11 +21,11 @@ def _key(qtbot: Any, win: Any, key: Qt.Key, mod: Qt.KeyboardModifier = Qt.Keyboa
 
 
 def _wait_shown(qtbot: Any, rv: Any, sample_id: int) -> None:
-    qtbot.waitUntil(lambda: rv.current is not None and rv.current.sample_id == sample_id, timeout=10_000)
+    qtbot.waitUntil(lambda: rv.current is not None and rv.current.sample_id == sample_id, timeout=30_000)
 
 
 def _wait_writes(qtbot: Any, rv: Any) -> None:
-    qtbot.waitUntil(lambda: rv.writes_pending == 0, timeout=10_000)
+    qtbot.waitUntil(lambda: rv.writes_pending == 0, timeout=30_000)
 
 
 def _human_rows(root: Path) -> list[tuple[int, str, int | None]]:
@@ -110,16 +110,16 @@ def test_point_prompts_give_a_live_mask_and_save_a_correction(qtbot: Any, window
     h, w = rv.current.image.shape[:2]
     view = rv.view
     qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=_view_pos(view, w // 2, h // 2))
-    qtbot.waitUntil(lambda: rv.correction.current_mask() is not None and not rv.correction.decoding(), timeout=10_000)
+    qtbot.waitUntil(lambda: rv.correction.current_mask() is not None and not rv.correction.decoding(), timeout=30_000)
     first = rv.correction.current_mask()
     assert first.shape == (h, w)
     assert rv.view.masks["corrected"] is not None and rv.view.layer_shown("corrected")
     qtbot.mouseClick(view.viewport(), Qt.MouseButton.RightButton, pos=_view_pos(view, 3, 3))
-    qtbot.waitUntil(lambda: len(rv.correction.points) == 2 and not rv.correction.decoding(), timeout=10_000)
+    qtbot.waitUntil(lambda: len(rv.correction.points) == 2 and not rv.correction.decoding(), timeout=30_000)
     assert rv.correction.labels == [1, 0]
     assert len(view.point_items) == 2
     _key(qtbot, window, Qt.Key.Key_Backspace)
-    qtbot.waitUntil(lambda: not rv.correction.decoding(), timeout=10_000)
+    qtbot.waitUntil(lambda: not rv.correction.decoding(), timeout=30_000)
     assert rv.correction.points == [(float(w // 2), float(h // 2))]
     assert np.array_equal(rv.correction.current_mask(), first)  # same single point, same mask
 
@@ -161,7 +161,7 @@ def test_escape_clears_points_and_enter_without_edits_saves_nothing(qtbot: Any, 
     sid = rv.current_id
     qtbot.waitUntil(lambda: rv.correction.has_embedding(sid), timeout=60_000)
     qtbot.mouseClick(rv.view.viewport(), Qt.MouseButton.LeftButton, pos=_view_pos(rv.view, 20, 20))
-    qtbot.waitUntil(lambda: rv.correction.current_mask() is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: rv.correction.current_mask() is not None, timeout=30_000)
     _key(qtbot, window, Qt.Key.Key_Escape)
     assert rv.correction.points == [] and rv.correction.current_mask() is None
     assert rv.view.point_items == []
@@ -298,9 +298,10 @@ def test_prefetch_loads_next_crops_and_embedding(qtbot: Any, window: Any, tile_p
     root, _ids = tile_project
     rv = window.review
     nxt = rv.queue.upcoming(3)
-    qtbot.waitUntil(lambda: all(s in rv.cache for s in nxt), timeout=20_000)
+    qtbot.waitUntil(lambda: all(s in rv.cache for s in nxt), timeout=60_000)
     qtbot.waitUntil(lambda: rv.correction.has_embedding(nxt[0]), timeout=60_000)
     # the embeddings went through the project's on-disk cache (shared with batch predict)
     assert len(list((root / "cache" / "embeddings").rglob("*.npz"))) >= 2
     _key(qtbot, window, Qt.Key.Key_J)
     assert rv.current is not None and rv.current.sample_id == nxt[0]  # shown synchronously from the cache
+
