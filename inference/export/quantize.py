@@ -45,11 +45,28 @@ def output_heads(path: Path, ops: Sequence[str] = ("Conv", "ConvTranspose", "Mat
     return out
 
 
-def int8_constants(model: Any, min_bytes: int = 16384) -> int:
-    """Float initializers left in an INT8 graph (tables the exporter folded: attention-bias lookups) stored as INT8
-    with a per-tensor scale and a DequantizeLinear: a quarter of the bytes. Returns how many were converted."""
+def _codebook(arr: Any) -> tuple[Any, Any] | None:
+    """Lossless compression of a lookup table T (H, ...) = B[:, C[...]] whose H-vectors along axis 0 take at most
+    256 distinct values (attention biases gathered by relative offset): (codes uint8 of shape T.shape[1:],
+    book float32 (H, U)); None when the table is not of that form."""
     import numpy as np
-    from onnx import helper, numpy_helper
+
+    if arr.ndim < 2:
+        return None
+    cols = arr.reshape(arr.shape[0], -1).T
+    uniq, inv = np.unique(cols, axis=0, return_inverse=True)
+    if len(uniq) > 256:
+        return None
+    return inv.reshape(arr.shape[1:]).astype(np.uint8), np.ascontiguousarray(uniq.T.astype(np.float32))
+
+
+def int8_constants(model: Any, min_bytes: int = 16384) -> int:
+    """Float initializers left in an INT8 graph (tables the exporter folded: attention-bias lookups) stored in a
+    quarter of the bytes or less: losslessly as uint8 codes into a small codebook (Cast + Gather) when the table is
+    a lookup of at most 256 distinct vectors, otherwise as INT8 with a per-tensor scale (DequantizeLinear).
+    Returns how many were converted."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
 
     g = model.graph
     dq_inputs = {n.input[0] for n in g.node if n.op_type == "DequantizeLinear"}
@@ -64,12 +81,20 @@ def int8_constants(model: Any, min_bytes: int = 16384) -> int:
         if arr.nbytes < min_bytes:
             keep.append(t)
             continue
-        amax = float(np.abs(arr).max()) or 1.0
-        scale = np.float32(amax / 127.0)
-        q = np.clip(np.round(arr / scale), -127, 127).astype(np.int8)
-        keep += [numpy_helper.from_array(q, t.name + "_q8"), numpy_helper.from_array(np.array(scale), t.name + "_s"),
-                 numpy_helper.from_array(np.array(0, np.int8), t.name + "_z")]
-        new_nodes.append(helper.make_node("DequantizeLinear", [t.name + "_q8", t.name + "_s", t.name + "_z"], [t.name]))
+        cb = _codebook(arr)
+        n = t.name
+        if cb is not None:
+            codes, book = cb
+            keep += [numpy_helper.from_array(codes, n + "_codes"), numpy_helper.from_array(book, n + "_book")]
+            new_nodes.append(helper.make_node("Cast", [n + "_codes"], [n + "_ci"], to=TensorProto.INT32))
+            new_nodes.append(helper.make_node("Gather", [n + "_book", n + "_ci"], [n], axis=1))
+        else:
+            amax = float(np.abs(arr).max()) or 1.0
+            scale = np.float32(amax / 127.0)
+            q = np.clip(np.round(arr / scale), -127, 127).astype(np.int8)
+            keep += [numpy_helper.from_array(q, n + "_q8"), numpy_helper.from_array(np.array(scale), n + "_s"),
+                     numpy_helper.from_array(np.array(0, np.int8), n + "_z")]
+            new_nodes.append(helper.make_node("DequantizeLinear", [n + "_q8", n + "_s", n + "_z"], [n]))
         converted += 1
     if converted:
         del g.initializer[:]
