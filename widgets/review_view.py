@@ -21,14 +21,12 @@ from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
-    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QRadioButton,
-    QSizePolicy,
     QSlider,
     QSpinBox,
     QSplitter,
@@ -292,9 +290,6 @@ class ReviewWidget(QWidget):
         v.addWidget(self.session_label)
         v.addWidget(help_label)
         v.addStretch(1)
-        line = QFrame()
-        line.setFrameShape(QFrame.Shape.NoFrame)
-        line.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
         return side
 
     def _build_actions(self) -> None:
@@ -585,7 +580,8 @@ class ReviewWidget(QWidget):
         return self._writes_pending
 
     def give_verdict(self, kind: str) -> None:
-        if self.project is None or self.current_id is None:
+        if self.project is None or self.current is None or self.current.sample_id != self.current_id:
+            self.message.emit("wait for the crop to show before judging it")
             return
         sid = self.current_id
         db = self.project.db
