@@ -299,7 +299,8 @@ def test_prefetch_loads_next_crops_and_embedding(qtbot: Any, window: Any, tile_p
     rv = window.review
     nxt = rv.queue.upcoming(3)
     qtbot.waitUntil(lambda: all(s in rv.cache for s in nxt), timeout=60_000)
-    qtbot.waitUntil(lambda: rv.correction.has_embedding(nxt[0]), timeout=60_000)
+    cur = rv.current_id
+    qtbot.waitUntil(lambda: rv.correction.has_embedding(nxt[0]) and rv.correction.has_embedding(cur), timeout=60_000)
     # the embeddings went through the project's on-disk cache (shared with batch predict)
     assert len(list((root / "cache" / "embeddings").rglob("*.npz"))) >= 2
     _key(qtbot, window, Qt.Key.Key_J)
