@@ -59,3 +59,16 @@ def window(qtbot: Any, tile_project: tuple[Path, dict[str, list[int]]]) -> Itera
     qtbot.waitUntil(lambda: rv.queue.model.rowCount() == 15 and rv.current is not None, timeout=20_000)
     yield win
     win.close()
+
+
+@pytest.fixture(scope="session")
+def teacher_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real SAM 2.1 tiny (the teacher architecture) with random weights, at input 256 (CPU-sized)."""
+    import torch
+
+    from inference.teacher import build_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "sam2.1_hiera_t-random.pt"
+    torch.save({"model": build_model("sam2.1_hiera_t", image_size=256).state_dict()}, path)
+    return path

@@ -306,3 +306,53 @@ def test_prefetch_loads_next_crops_and_embedding(qtbot: Any, window: Any, tile_p
     _key(qtbot, window, Qt.Key.Key_J)
     assert rv.current is not None and rv.current.sample_id == nxt[0]  # shown synchronously from the cache
 
+
+
+def test_teacher_points_after_switching_model(qtbot: Any, window: Any, tile_project: Any,
+                                              teacher_checkpoint: Path) -> None:
+    """M switches the point model to the teacher (SAM 2, through the registry); clicks decode with it."""
+    from inference.registry import add_model
+
+    root, ids = tile_project
+    with Project.open(root) as p:
+        add_model(p, "teacher", teacher_checkpoint, config="sam2.1_hiera_t", image_size=256, name="sam2-random")
+    rv = window.review
+    sid = ids["plain"][1]
+    rv.queue.select_sample(sid)
+    _wait_shown(qtbot, rv, sid)
+    _key(qtbot, window, Qt.Key.Key_M)
+    assert rv.correction.kind == "teacher" and rv.model_box.currentData() == "teacher"
+    qtbot.waitUntil(lambda: rv.correction.has_embedding(sid, "teacher"), timeout=60_000)
+    h, w = rv.current.image.shape[:2]
+    qtbot.mouseClick(rv.view.viewport(), Qt.MouseButton.LeftButton, pos=_view_pos(rv.view, w // 3, h // 3))
+    qtbot.waitUntil(lambda: rv.correction.current_mask() is not None and not rv.correction.decoding(), timeout=30_000)
+    mask = rv.correction.current_mask().copy()
+    _key(qtbot, window, Qt.Key.Key_Enter)
+    _wait_writes(qtbot, rv)
+    with Project.open(root) as p, p.db.session() as s:
+        v = s.scalars(select(Verdict).where(Verdict.sample_id == sid)).one()
+        assert v.verdict == VerdictKind.CORRECTED
+        assert np.array_equal(rle.decode(s.get(Mask, v.corrected_mask_id).rle), mask)
+    assert window.settings.get("review/model") == "teacher"
+
+
+def test_wheel_zooms_under_the_cursor_and_middle_button_pans(qtbot: Any, window: Any) -> None:
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    view = window.review.view
+    vp = view.viewport()
+    z0 = view.zoom()
+    centre = vp.rect().center()
+    for _ in range(6):
+        ev = QWheelEvent(QPointF(centre), QPointF(vp.mapToGlobal(centre)), QPoint(0, 0), QPoint(0, 120),
+                         Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+        QApplication.sendEvent(vp, ev)
+    assert view.zoom() == pytest.approx(z0 * 1.25 ** 6, rel=1e-3)
+    h0, v0 = view.horizontalScrollBar().value(), view.verticalScrollBar().value()
+    qtbot.mousePress(vp, Qt.MouseButton.MiddleButton, pos=centre)
+    qtbot.mouseMove(vp, centre + QPoint(40, 30))
+    qtbot.mouseRelease(vp, Qt.MouseButton.MiddleButton, pos=centre + QPoint(40, 30))
+    assert (view.horizontalScrollBar().value(), view.verticalScrollBar().value()) != (h0, v0)
+    assert window.review.correction.points == []  # panning adds no point
