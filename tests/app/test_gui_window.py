@@ -157,8 +157,10 @@ def test_add_panel_gives_the_project_to_panels(qtbot: Any, tmp_path: Path) -> No
     assert win.tabs.tabText(idx) == "Training" and win.panels["Training"] is panel
     win.open_project(root)
     assert panel.projects and panel.projects[-1].root == root.resolve()
+    tabs = [win.tabs.tabText(i) for i in range(win.tabs.count())]
+    assert tabs[:2] == ["Review", "Judge"] and "Training" in tabs and "Export" in tabs  # Export: built per project
     late = Panel()
-    win.add_panel("Export", late)
+    win.add_panel("Notes", late)
     assert late.projects[-1].root == root.resolve()
 
 
