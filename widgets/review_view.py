@@ -114,6 +114,7 @@ class ReviewWidget(QWidget):
         self._writes_pending = 0
         self._loading: set[int] = set()
         self._save_when_decoded = False
+        self._stroking = False
         self.session = SessionStats()
         self.last_show_ms: float | None = None
         self._nav_t: float | None = None
@@ -670,7 +671,7 @@ class ReviewWidget(QWidget):
     def _brush_stroke(self, x0: float, y0: float, x1: float, y1: float, paint: bool) -> None:
         if self.current is None:
             return
-        new = x0 == x1 and y0 == y1 and not getattr(self, "_stroking", False)
+        new = x0 == x1 and y0 == y1 and not self._stroking
         self._stroking = True
         self.correction.brush(x0, y0, x1, y1, paint, new_stroke=new)
 
