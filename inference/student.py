@@ -34,6 +34,8 @@ ARCHITECTURE = "tinyvit5m_pointdec"
 CHECKPOINT_FORMAT = "maskbench.student"
 CHECKPOINT_VERSION = 1
 BASE_WINDOWS = (7, 7, 14, 7)  # tiny_vit_5m_224's window sizes per stage
+# project.yaml (seed 001's template) names the backbone "tinyvit_5m"; timm calls it tiny_vit_5m_224
+BACKBONE_ALIASES = {"tinyvit_5m": "tiny_vit_5m_224", "tiny_vit_5m": "tiny_vit_5m_224", "tinyvit-5m": "tiny_vit_5m_224"}
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
@@ -66,6 +68,7 @@ class StudentConfig:
     def __post_init__(self) -> None:
         if self.input_size % 32:
             raise ValueError(f"student input_size must be a multiple of 32, got {self.input_size}")
+        self.backbone = BACKBONE_ALIASES.get(self.backbone, self.backbone)
         self.window_sizes = tuple(int(w) for w in self.window_sizes) or adapted_windows(self.input_size)
 
     @property

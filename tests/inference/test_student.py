@@ -92,8 +92,8 @@ def test_broken_and_foreign_student_files(tmp_path: Path, student_ckpt: Path, te
 
 
 def test_training_contract() -> None:
-    model, meta = build_student_for_training({"input_size": 128, "backbone": "tiny_vit_5m_224", "quantization": "x"})
-    assert meta["input_size"] == 128
+    model, meta = build_student_for_training({"input_size": 128, "backbone": "tinyvit_5m", "quantization": "x"})
+    assert meta["input_size"] == 128 and meta["config"]["backbone"] == "tiny_vit_5m_224"  # project.yaml's name
     images01 = torch.rand(2, 3, 128, 128)
     emb, logits = model(images01, torch.rand(2, 1, 2) * 128, torch.ones(2, 1))
     assert emb.shape == (2, 256, 8, 8) and logits.shape == (2, 1, 16, 16)
