@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,9 @@ from widgets.palette import LAYER_TITLES
 from widgets.review_view import ReviewWidget
 from widgets.workers import bridge
 
+_T0 = time.perf_counter()
 log = logging.getLogger("maskbench.gui")
+FIRST_RUN_DISMISSED = "firstrun/dismissed"
 
 # Optional panels of other areas: "module:factory", factory(window) -> (name, widget) or a widget; or
 # "module:WidgetClass", built with no arguments (the project arrives through set_project).
@@ -90,7 +94,8 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: Settings | None = None, *, dialogs: bool = True,
                  provider_factory: Callable[[Project], Callable[[str], Any]] | None = None,
-                 embedder_factory: Callable[[Project], Any] | None = None, load_panels: bool = True) -> None:
+                 embedder_factory: Callable[[Project], Any] | None = None, load_panels: bool = True,
+                 first_run: bool = False) -> None:
         super().__init__()
         bridge()  # the cross-thread callback object must live in the GUI thread
         self.settings = settings or Settings()
@@ -98,6 +103,8 @@ class MainWindow(QMainWindow):
         self.provider_factory = provider_factory or segmenter_provider
         self.embedder_factory = embedder_factory or embedder_for
         self.project: Project | None = None
+        self.first_run = first_run  # show the first-run dialog when there is no last project (run_gui does)
+        self.first_run_dialog: Any = None
         self.jobs = JobManager(self)
         self.setWindowTitle("maskbench")
         self.resize(1500, 900)
@@ -179,6 +186,10 @@ class MainWindow(QMainWindow):
     def _build_status(self) -> None:
         sb = self.statusBar()
         self.counts_label = QLabel("no project")
+        self.demo_label = QLabel("")
+        self.demo_label.setStyleSheet("color: #D55E00;")
+        self.demo_label.hide()
+        sb.addWidget(self.demo_label)
         self.session_label = QLabel("")
         self.job_label = QLabel("")
         self.job_bar = QProgressBar()
@@ -222,6 +233,8 @@ class MainWindow(QMainWindow):
         self._action(m, "Open &demo project", self.open_demo)
         m.addSeparator()
         self._action(m, "&Ingest data set…", self.ingest_dialog)
+        self._action(m, "Import &teacher model…", lambda: self.import_model_dialog("teacher"))
+        self._action(m, "Import &student model…", lambda: self.import_model_dialog("student"))
         m.addSeparator()
         self._action(m, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         v = self.menuBar().addMenu("&View")
@@ -259,7 +272,76 @@ class MainWindow(QMainWindow):
         if last and (Path(last) / CONFIG_NAME).exists():
             if self.open_project(last):
                 return
+        # a fresh machine: the demo opens at once (built in a worker); the first-run dialog offers the other starts
         self.open_demo()
+        if self.first_run and not self.settings.get_bool(FIRST_RUN_DISMISSED, False):
+            self.show_first_run()
+
+    # first run ----------------------------------------------------------------------------------------------------
+    def show_first_run(self) -> Any:
+        """The first-run dialog (non-modal to the event loop: opened, never exec'd); returns it."""
+        from widgets.first_run import FirstRunDialog
+
+        dlg = FirstRunDialog(self)
+        dlg.finished.connect(lambda _r: self._first_run_done(dlg))
+        self.first_run_dialog = dlg
+        dlg.open()
+        return dlg
+
+    def _first_run_done(self, dlg: Any) -> None:
+        if dlg.dont_show.isChecked():
+            self.settings.set(FIRST_RUN_DISMISSED, True)
+        self.first_run_dialog = None
+        if dlg.choice == "demo":
+            from app.demo import default_demo_dir
+
+            if self.project is None or self.project.root != default_demo_dir().resolve():
+                if not any(j.name == "building demo project" for j in self.jobs.running()):
+                    self.open_demo()
+        elif dlg.choice == "folder" and dlg.path:
+            self.open_crops_folder(dlg.path)
+        elif dlg.choice == "model" and dlg.path:
+            self.open_demo(then=lambda: self.import_model(dlg.kind, dlg.path))
+        elif not dlg.choice:
+            bad = [c for c in dlg.checks if c.level == "error" and c.name == "data folder"]
+            if bad:
+                self.show_error(bad[0].text)
+
+    def open_crops_folder(self, folder: str | Path) -> None:
+        """A new project for a folder of crops (under the user data folder), then ingest in a worker."""
+        from app.paths import data_dir
+        from widgets.first_run import unique_project_dir
+
+        folder = Path(folder)
+        if not folder.exists():
+            self.show_error(f"folder not found: {folder}")
+            return
+        root = unique_project_dir(data_dir() / "projects", folder.name or "crops")
+        if self.open_project(root, create=True):
+            self.ingest(folder)
+
+    def import_model(self, kind: str, path: str | Path) -> None:
+        """Verify and import a checkpoint into the open project, in a worker (SAM 2 loads take seconds)."""
+        from inference.registry import add_model
+
+        if self.project is None:
+            self.show_error("open or create a project first")
+            return
+        path = Path(path)
+        decoder = None
+        if kind == "student" and path.suffix.lower() == ".onnx":
+            guess = path.with_name(path.name.replace("encoder", "decoder"))
+            decoder = guess if guess != path and guess.is_file() else None
+        project = self.project
+        self.jobs.submit(f"importing {kind} {path.name}", add_model, project, kind, path, decoder=decoder,
+                         on_result=lambda res: self._model_imported(res))
+
+    def _model_imported(self, res: Any) -> None:
+        info, existed = res
+        self.statusBar().showMessage(f"{info.kind} '{info.name}' {'reactivated' if existed else 'imported'}; "
+                                     "run predict to get its masks", 10000)
+        if self.project is not None:
+            self._set_project(self.project)
 
     def open_project(self, path: str | Path, create: bool = False) -> bool:
         try:
@@ -272,6 +354,21 @@ class MainWindow(QMainWindow):
         self._set_project(project)
         return True
 
+    def _demo_banner(self, project: Project | None) -> None:
+        """State plainly that the demo models are not SA-1B-pretrained SAM 2 while they are in use."""
+        text = ""
+        if project is not None:
+            try:
+                from inference.registry import list_models
+
+                if any(m.active and "not SA-1B" in m.name for m in list_models(project)):
+                    text = ("Demo models: trained on synthetic crops only, NOT SA-1B-pretrained SAM 2. "
+                            "Import an official checkpoint with File → Import model… or 'maskbench models download'.")
+            except Exception:  # noqa: BLE001
+                log.exception("could not list the project's models")
+        self.demo_label.setText(text)
+        self.demo_label.setVisible(bool(text))
+
     def _set_project(self, project: Project | None) -> None:
         old = self.project
         if old is not None:
@@ -280,6 +377,7 @@ class MainWindow(QMainWindow):
         provider = self.provider_factory(project) if project is not None else None
         embedder = self.embedder_factory(project) if project is not None else None
         self.review.set_project(project, provider, embedder)
+        self._demo_banner(project)
         self._project_panels(project)
         for name, w in list(self.panels.items()):
             setter = getattr(w, "set_project", None)
@@ -298,20 +396,22 @@ class MainWindow(QMainWindow):
         if old is not None and old is not project:
             old.close()
 
-    def open_demo(self) -> None:
+    def open_demo(self, then: Callable[[], Any] | None = None) -> None:
         from app.demo import build_demo_project, default_demo_dir
 
         root = default_demo_dir()
         if (root / CONFIG_NAME).exists() and (root / "maskbench.sqlite").exists():
-            self.open_project(root)
+            if self.open_project(root) and then is not None:
+                then()
             return
-        self.statusBar().showMessage("building the demo project (synthetic crops, offline)…")
+        self.statusBar().showMessage("building the demo project (synthetic crops, demo models, offline)…")
         self.jobs.submit("building demo project", build_demo_project, root,
-                         on_result=lambda summary: self._demo_built(root, summary))
+                         on_result=lambda summary: self._demo_built(root, summary, then))
 
-    def _demo_built(self, root: Path, summary: str) -> None:
+    def _demo_built(self, root: Path, summary: str, then: Callable[[], Any] | None = None) -> None:
         log.info("%s", summary)
-        self.open_project(root)
+        if self.open_project(root) and then is not None:
+            then()
         self.statusBar().showMessage(summary, 8000)
 
     def new_project_dialog(self) -> None:
@@ -331,6 +431,15 @@ class MainWindow(QMainWindow):
         path = QFileDialog.getExistingDirectory(self, "Ingest: data set folder (or cancel and drop a COCO json)")
         if path:
             self.ingest(path)
+
+    def import_model_dialog(self, kind: str) -> None:
+        if self.project is None:
+            self.show_error("open or create a project first")
+            return
+        path = QFileDialog.getOpenFileName(self, f"{kind.capitalize()} checkpoint", "",
+                                           "Models (*.pt *.pth *.onnx);;All files (*)")[0]
+        if path:
+            self.import_model(kind, path)
 
     def ingest(self, dataset: str | Path) -> None:
         from store.ingest import ingest
@@ -392,7 +501,23 @@ def run_gui(project: str | None) -> int:
         app = QApplication(sys.argv[:1])
     app.setApplicationName("maskbench")
     app.setOrganizationName("maskbench")
-    win = MainWindow()
+    try:
+        import assets
+        from PySide6.QtGui import QIcon
+
+        app.setWindowIcon(QIcon(str(Path(assets.__file__).resolve().parent / "icons" / "maskbench.png")))
+    except Exception:  # noqa: BLE001 - an icon is never worth failing start-up for
+        log.debug("no window icon", exc_info=True)
+    win = MainWindow(first_run=True)
     win.show()
+    if os.environ.get("MASKBENCH_EXIT_AFTER_FIRST_WINDOW"):
+        # start-up timing (tests, bundle checks): quit once the first window has been shown and painted
+        def _quit() -> None:
+            print(f"first window shown: {time.perf_counter() - _T0:.2f} s after import", flush=True)
+            win.close()
+            app.quit()
+
+        QTimer.singleShot(0, _quit)
+        return int(app.exec())
     QTimer.singleShot(0, lambda: win.startup(project))
     return int(app.exec())

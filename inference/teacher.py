@@ -33,6 +33,10 @@ TEACHER_CONFIGS = {
     "sam2_hiera_b+": "configs/sam2/sam2_hiera_b+.yaml",
     "sam2_hiera_l": "configs/sam2/sam2_hiera_l.yaml",
 }
+# reduced configs (the demo teacher): the package config + overrides, see inference.sam2_configs
+from inference.sam2_configs import REDUCED_CONFIGS as _REDUCED  # noqa: E402
+
+TEACHER_CONFIGS.update({k: v[0] for k, v in _REDUCED.items()})
 _ALIASES = {"tiny": "t", "small": "s", "base_plus": "b+", "base+": "b+", "large": "l"}
 # Hiera trunk (embed_dim, number of blocks) -> size letter; how a mismatched checkpoint is recognised.
 _TRUNKS = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
@@ -77,7 +81,10 @@ def build_model(config: str, image_size: int = 1024, device: str | torch.device 
     if not GlobalHydra.instance().is_initialized():
         initialize_config_module("sam2", version_base="1.2")
     _, cfg_path = resolve_config(config)
+    from inference.sam2_configs import hydra_config
+
     overrides = [] if int(image_size) == 1024 else [f"++model.image_size={int(image_size)}"]
+    overrides = hydra_config(resolve_config(config)[0])[1] + overrides
     return build_sam2(cfg_path, None, device=str(device), mode="eval", hydra_overrides_extra=overrides)
 
 

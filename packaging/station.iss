@@ -1,6 +1,7 @@
 ; Inno Setup script for the Windows inspection-station installer.
 ; Build the folder first on Windows:  pyinstaller --noconfirm packaging\station.spec
-; then compile this script with Inno Setup 6 (iscc packaging\station.iss). Not buildable on Linux.
+; then compile this script with Inno Setup 6 (iscc packaging\station.iss). Not buildable on Linux; see docs/station.md.
+; The folder carries the demo models (assets\demo_models), icons and judge prompt templates.
 #define AppName "maskbench station"
 #define AppVersion "0.1.0"
 
@@ -16,6 +17,8 @@ SolidCompression=yes
 ArchitecturesInstallIn64BitMode=x64compatible
 ; User data (projects, logs, settings) lives in %LOCALAPPDATA%\maskbench, never in the install folder.
 PrivilegesRequiredOverridesAllowed=dialog
+SetupIconFile=..\assets\icons\maskbench.ico
+UninstallDisplayIcon={app}\maskbench-station.exe
 
 [Files]
 Source: "..\dist\maskbench-station\*"; DestDir: "{app}"; Flags: recursesubdirs ignoreversion

@@ -12,8 +12,13 @@ from store.project import Project
 
 
 def load_active_segmenter(project: Project, kind: str) -> Segmenter:
-    from inference.registry import load_segmenter
+    from inference.errors import ModelError
+    from inference.registry import active_model, load_segmenter
 
+    info = active_model(project, kind)
+    if info.backend == "precomputed":  # the demo teacher on a station install (app.demo_models)
+        raise ModelError(f"the {kind} '{info.name}' has precomputed masks only on this install (no torch); point "
+                         "prompts need the full install or an ONNX model ('maskbench models add')")
     return load_segmenter(project, kind)
 
 

@@ -122,7 +122,10 @@ def build_teacher(config: str = "configs/sam2.1/sam2.1_hiera_t.yaml", checkpoint
     """A SAM2Base on CPU; random weights when no checkpoint is given (tests, graph checks)."""
     from sam2.build_sam import build_sam2
 
-    extra = [f"++model.image_size={int(image_size)}"] if image_size else []
+    from inference.sam2_configs import hydra_config
+
+    config, reduced = hydra_config(config)
+    extra = reduced + ([f"++model.image_size={int(image_size)}"] if image_size else [])
     return build_sam2(config, ckpt_path=checkpoint, device="cpu", mode="eval", hydra_overrides_extra=extra)
 
 

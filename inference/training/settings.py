@@ -25,6 +25,8 @@ TEACHER_CONFIGS = {
     "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
     "sam2.1_hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
     "sam2.1_hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    # reduced configs (inference.sam2_configs) keep their name; build_sam2_model expands them
+    "sam2.1_hiera_demo": "sam2.1_hiera_demo.yaml",
 }
 
 EXTRA_DEFAULTS: dict[str, Any] = {

@@ -27,7 +27,10 @@ def build_sam2_model(config_name: str, checkpoint: str | Path | None, image_size
 
     if not GlobalHydra.instance().is_initialized():  # sam2/__init__ does this; be robust if someone cleared it
         initialize_config_module("sam2", version_base="1.2")
-    overrides = [f"++model.image_size={int(image_size)}"]
+    from inference.sam2_configs import hydra_config
+
+    config_name, reduced = hydra_config(config_name)
+    overrides = reduced + [f"++model.image_size={int(image_size)}"]
     ckpt = None
     if checkpoint:
         ckpt = Path(checkpoint).expanduser()
