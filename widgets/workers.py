@@ -12,6 +12,7 @@ import heapq
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -184,3 +185,9 @@ class TaskPool:
                 task["fut"].cancel()
             self._heap.clear()
             self._cv.notify_all()
+        # let a task already running (an ONNX Runtime / torch call) finish: a daemon thread still inside native code
+        # when the interpreter exits aborts the process ("terminate called without an active exception")
+        deadline = time.monotonic() + 30.0
+        for t in getattr(self, "_threads", []):
+            if t is not threading.current_thread() and t.is_alive():
+                t.join(max(0.0, deadline - time.monotonic()))
