@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     log.info("maskbench %s", " ".join(args))
     try:
-        app(args=args, standalone_mode=False, prog_name="maskbench")
+        rv = app(args=args, standalone_mode=False, prog_name="maskbench")
+        if isinstance(rv, int) and not isinstance(rv, bool):  # click returns typer.Exit's code in this mode
+            return rv
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except UserError as exc:
