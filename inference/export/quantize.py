@@ -203,13 +203,12 @@ def _pre_process(src: Path, tmpdir: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = tmpdir / "pre.onnx"
-    for symbolic in (True, False):
-        try:
-            quant_pre_process(str(src), str(out), skip_symbolic_shape=not symbolic)
-            break
-        except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation, not a requirement
-            log.info("quantisation pre-processing (symbolic=%s) failed: %s", symbolic, exc)
-    else:
+    try:
+        # Symbolic shape inference is skipped: it does not complete on these graphs, and when it fails ONNX Runtime
+        # dumps sym_shape_infer_temp.onnx plus its external data into the *current folder* (a user's repo or home).
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+    except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation, not a requirement
+        log.info("quantisation pre-processing failed: %s", exc)
         out = src
     return fold_identities(out, tmpdir / "folded.onnx")
 
