@@ -62,7 +62,7 @@ def export_labels(
 ) -> None:
     """Write verified masks as COCO JSON (RLE) or the verdicts as CSV."""
     from store.errors import UserError
-    from store.labels import export_coco, export_verdicts_csv
+    from review.labels import export_coco, export_verdicts_csv
     from store.project import Project
 
     if fmt not in ("coco", "csv"):

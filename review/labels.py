@@ -16,21 +16,9 @@ from pycocotools import mask as mu
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from review.verdicts import latest_verdicts
 from store.db import Database
 from store.schema import Mask, MaskSource, Prediction, Sample, Verdict, VerdictAuthorKind, VerdictKind
-
-
-def effective_human_verdicts(session: Session) -> dict[int, Verdict]:
-    """Latest human verdict per sample that no later undo row has superseded."""
-    rows = session.scalars(
-        select(Verdict).where(Verdict.author_kind == VerdictAuthorKind.HUMAN).order_by(Verdict.id)
-    ).all()
-    undone = {v.supersedes_id for v in rows if v.verdict == VerdictKind.UNDO}
-    out: dict[int, Verdict] = {}
-    for v in rows:
-        if v.verdict != VerdictKind.UNDO and v.id not in undone:
-            out[v.sample_id] = v
-    return out
 
 
 def _approved_mask_id(session: Session, verdict: Verdict) -> int | None:
@@ -56,7 +44,7 @@ def export_coco(db: Database, out: Path) -> int:
     with db.session() as s:
         samples = s.scalars(select(Sample).order_by(Sample.id)).all()
         gt = {m.sample_id: m for m in s.scalars(select(Mask).where(Mask.source == MaskSource.GROUND_TRUTH))}
-        human = effective_human_verdicts(s)
+        human = latest_verdicts(s, VerdictAuthorKind.HUMAN)
         classes = sorted({x.defect_class for x in samples})
         cat_ids = {c: i + 1 for i, c in enumerate(classes)}
         images, anns = [], []
