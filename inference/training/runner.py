@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from inference.training import data as data_mod
 from inference.training.losses import SegmentationDistillationLoss, match_spatial, supervised_mask_loss
 from inference.training.sample_weights import review_weights
-from inference.training.settings import config_hash, resolve, teacher_config_name
+from inference.training.settings import config_hash, resolve, teacher_config_name, teacher_from_store
 from store.errors import UserError
 
 MODE_NAMES = {("distill", False): "distill", ("distill", True): "distill_naive", ("finetune-teacher", False): "finetune_teacher"}
@@ -349,6 +349,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             dist_cfg = resolve(project.config, opts.config_file)
             if opts.overrides:
                 dist_cfg = deep_merge({"d": dist_cfg}, {"d": opts.overrides})["d"]
+            teacher_from_store(project, dist_cfg)
             mode_name = MODE_NAMES[(opts.mode, bool(opts.no_feature_loss))]
         tcfg = dist_cfg["training"]
         finetune = mode_name == "finetune_teacher"

@@ -95,3 +95,25 @@ def teacher_config_name(dist: dict[str, Any]) -> str:
 
 def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def teacher_from_store(project: Any, dist: dict[str, Any]) -> bool:
+    """Use the project's active teacher model (`maskbench models add teacher ...`) when project.yaml names no teacher
+    checkpoint, so adding a teacher is all a user does before distilling. Returns whether the store's teacher was
+    taken. ONNX teachers cannot be trained against (no gradients needed, but no torch graph either) and are skipped."""
+    t = dist["teacher"]
+    if t.get("checkpoint"):
+        return False
+    try:
+        from inference.registry import active_model
+
+        info = active_model(project, "teacher")
+    except UserError:
+        return False
+    if info.backend != "torch":
+        return False
+    t["checkpoint"] = str(info.resolve(project))
+    t["config"] = info.architecture
+    if info.input_size:
+        t["image_size"] = int(info.input_size)
+    return True

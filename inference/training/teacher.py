@@ -30,6 +30,15 @@ def build_sam2_model(config_name: str, checkpoint: str | Path | None, image_size
     from inference.sam2_configs import hydra_config
 
     config_name, reduced = hydra_config(config_name)
+    if not reduced and not config_name.endswith(".yaml"):
+        # a short name as `models add --config` takes it (sam2.1_hiera_s): one resolver for every entry point
+        from inference.errors import ModelError
+        from inference.teacher import resolve_config
+
+        try:
+            config_name = resolve_config(config_name)[1]
+        except ModelError as exc:
+            raise TrainConfigError(str(exc)) from None
     overrides = reduced + [f"++model.image_size={int(image_size)}"]
     ckpt = None
     if checkpoint:

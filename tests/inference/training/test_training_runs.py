@@ -147,3 +147,35 @@ def test_two_gloo_workers_train_through_ddp(training_project: Path) -> None:
     assert [e["step"] for e in _of(events, "step")] == [1, 2]
     end = _of(events, "end")[0]
     assert end["status"] == "finished" and _row(training_project, end["run_id"]).config["world_size"] == 2
+
+
+def test_distill_uses_the_projects_active_teacher_when_yaml_names_none(
+        tmp_path: Path, magnetic_tile_pairs: list) -> None:
+    """`models add teacher` is all a user does before distilling: the registered checkpoint, config short name and
+    input size are used, and the random-teacher warning is not raised."""
+    import shutil
+
+    from inference.registry import add_model
+    from inference.teacher import build_model
+    from store.ingest import ingest
+
+    data = tmp_path / "crops" / "MT_Break"
+    data.mkdir(parents=True)
+    for img, mask, _ in [x for x in magnetic_tile_pairs if x[2] == "MT_Break"][:8]:
+        shutil.copy(img, data)
+        shutil.copy(mask, data)
+    overrides = {"distillation": {"student": {"input_size": 128}, "training": {
+        "batch_size": 4, "num_workers": 0, "log_every": 1, "augment": None}}}
+    with Project.create(tmp_path / "project", overrides=overrides) as p:
+        ingest(p.db, tmp_path / "crops")
+    project = tmp_path / "project"
+    ckpt = tmp_path / "teacher.pt"
+    torch.manual_seed(1)
+    torch.save({"model": build_model("sam2.1_hiera_t", image_size=256).state_dict()}, ckpt)
+    with Project.open(project) as p:
+        info, _ = add_model(p, "teacher", ckpt, config="sam2.1_hiera_t", image_size=256)
+        stored = str(info.resolve(p))
+    summary, events = _run(project, name="store-teacher", max_steps=1, epochs=1)
+    assert not [e for e in _of(events, "warning") if "RANDOM" in e["message"]]
+    teacher = json.loads(json.dumps(_row(project, summary["run_id"]).config))["distillation"]["teacher"]
+    assert teacher["checkpoint"] == stored and teacher["config"] == "sam2.1_hiera_t" and teacher["image_size"] == 256
