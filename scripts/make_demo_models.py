@@ -25,6 +25,7 @@ import json
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -52,13 +53,61 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def run(cmd: list[str], log: list[str]) -> None:
+def run(cmd: list[str], log: list[str], jsonl: Path | None = None, time_limit: float | None = None) -> dict:
+    """Runs one maskbench command; its JSON lines go to `jsonl` and every tenth epoch is echoed. With a time limit
+    the command gets SIGTERM at the deadline (train then stops after the step, keeping best.pt), so a build on a
+    leased GPU ends in time with the best model so far. Returns the last JSON event it printed."""
     shown = "maskbench " + " ".join(shlex.quote(c) for c in cmd)
     print(f"$ {shown}", flush=True)
     log.append(shown)
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "app.cli", *cmd], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    last: dict = {}
+    epochs = 1
+    out = open(jsonl, "w", encoding="utf-8") if jsonl else None  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", *cmd], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    timer = None
+    if time_limit:
+        import threading
+
+        timer = threading.Timer(time_limit, lambda: proc.poll() is None and proc.send_signal(signal.SIGTERM))
+        timer.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if out:
+                out.write(line)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            last = event
+            if event.get("event") == "start":
+                epochs = max(1, int(event.get("epochs") or 1))
+            if event.get("event") == "epoch":
+                if event["epoch"] % max(1, epochs // 10) == 0 or event["epoch"] == epochs:
+                    iou = event.get("val_iou_gt")
+                    print(f"  epoch {event['epoch']}/{epochs}  loss {event.get('loss', float('nan')):.4f}  "
+                          f"val IoU vs GT {iou if iou is None else round(iou, 4)}  "
+                          f"{event.get('images_per_s', 0):.0f} img/s  ({time.time() - t0:.0f} s)", flush=True)
+        rc = proc.wait()
+    finally:
+        if timer:
+            timer.cancel()
+        if out:
+            out.close()
+    if rc != 0:
+        raise subprocess.CalledProcessError(rc, shown)
+    if last.get("status") == "stopped":
+        print(f"  stopped at the {time_limit:.0f} s limit (step {last.get('step')})", flush=True)
+        log[-1] += f"   # stopped after {time_limit:.0f} s at step {last.get('step')}"
     print(f"  ({time.time() - t0:.0f} s)", flush=True)
+    return last
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 4)
 
 
 def fp16_checkpoint(src: Path, dst: Path) -> int:
@@ -83,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=DEMO_COUNT, help="Demo crops (the demo project uses 60).")
     ap.add_argument("--seed", type=int, default=DEMO_SEED)
     ap.add_argument("--max-steps", type=int, default=None, help="Cap optimiser steps per run (toy runs).")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers (training.num_workers).")
+    ap.add_argument("--checkpoint-every", type=int, default=25, help="Epochs between epoch checkpoints.")
+    ap.add_argument("--time-limit-teacher", type=float, default=None,
+                    help="Seconds after which teacher training stops (keeping its best checkpoint).")
+    ap.add_argument("--time-limit-student", type=float, default=None,
+                    help="Seconds after which student training stops (keeping its best checkpoint).")
     args = ap.parse_args(argv)
 
     from store.ingest import ingest
@@ -104,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             dist = p.config["distillation"]
             dist["teacher"].update({"model": TEACHER_CONFIG, "image_size": args.teacher_size, "checkpoint": None})
             dist["student"]["input_size"] = args.student_size
-            dist["training"].update({"num_workers": 0, "batch_size": args.batch_size, "log_every": 50,
-                                     "amp": args.device != "cpu"})
+            dist["training"].update({"num_workers": args.workers, "batch_size": args.batch_size, "log_every": 50,
+                                     "amp": args.device != "cpu", "checkpoint_every": args.checkpoint_every})
             dist.setdefault("finetune_teacher", {}).update({"lr": 3e-4, "batch_size": args.batch_size})
             p.config["hardware"]["calibration_samples"] = min(64, args.count)
             p.save_config()
@@ -113,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         common = ["--project", str(proj), "--device", args.device, "--no-progress", *steps]
 
         # 2. teacher: SAM 2.1 architecture at a reduced size, trained from random weights on the demo crops
-        run(["train", *common, "--mode", "finetune-teacher", "--epochs", str(args.epochs_teacher),
-             "--name", "demo-teacher"], commands)
+        logs = work / "logs"
+        logs.mkdir(exist_ok=True)
+        teacher_end = run(["train", *common, "--mode", "finetune-teacher", "--epochs", str(args.epochs_teacher),
+                           "--name", "demo-teacher"], commands, logs / "teacher.jsonl", args.time_limit_teacher)
         teacher_pt = proj / "runs" / "demo-teacher" / "teacher.pt"
         if not teacher_pt.is_file():
             teacher_pt = proj / "runs" / "demo-teacher" / "checkpoints" / "best.pt"
@@ -123,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             p.save_config()
 
         # 3. student distilled from it
-        run(["train", *common, "--mode", "distill", "--epochs", str(args.epochs_student), "--name", "demo-student"],
-            commands)
+        student_end = run(["train", *common, "--mode", "distill", "--epochs", str(args.epochs_student),
+                           "--name", "demo-student"], commands, logs / "student.jsonl", args.time_limit_student)
         ckpt_dir = proj / "runs" / "demo-student" / "checkpoints"
         student_ckpt = ckpt_dir / "best.pt" if (ckpt_dir / "best.pt").is_file() else ckpt_dir / "last.pt"
 
@@ -141,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         params = fp16_checkpoint(teacher_pt, out / TEACHER_FILE)
 
         # 5. predictions of the shipped files on the demo crops (what app.demo_models installs)
-        preds, parity = make_predictions(proj, data, out, args.teacher_size, enc32, dec32)
+        preds, parity, quality = make_predictions(proj, data, out, args.teacher_size, enc32, dec32)
         (out / PREDICTIONS_FILE).write_text(json.dumps(preds, separators=(",", ":")), encoding="utf-8")
 
         # 6. manifest + model card
@@ -153,10 +210,15 @@ def main(argv: list[str] | None = None) -> int:
             "note": "demo models trained only on the synthetic demo crops; NOT SA-1B-pretrained SAM 2",
             "data": {"generator": "store.synthetic.write_dataset", "count": args.count, "seed": args.seed},
             "teacher": {"file": TEACHER_FILE, "config": TEACHER_CONFIG, "image_size": args.teacher_size,
-                        "params": params, "epochs": args.epochs_teacher, "precision": "fp16 weights"},
+                        "params": params, "epochs": args.epochs_teacher, "precision": "fp16 weights",
+                        "steps": teacher_end.get("step"), "status": teacher_end.get("status"),
+                        "best_val_iou": _round(teacher_end.get("best_val_iou"))},
             "student": {"encoder": ENCODER_FILE, "decoder": DECODER_FILE, "input_size": args.student_size,
                         "epochs": args.epochs_student, "precision": "int8 weight-only",
+                        "steps": student_end.get("step"), "status": student_end.get("status"),
+                        "best_val_iou": _round(student_end.get("best_val_iou")),
                         "int8_vs_fp32_pair_iou": parity},
+            "quality": quality,
             "predictions": {"file": PREDICTIONS_FILE, "prompt_source": "ground_truth", "points": 1,
                             "crops": len(preds["crops"])},
             "device": args.device, "max_steps": args.max_steps,
@@ -179,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def make_predictions(proj: Path, data: Path, out: Path, teacher_size: int, enc32: Path,
-                     dec32: Path) -> tuple[dict, float]:
-    """Teacher (torch) and student (the shipped INT8 pair) predictions, keyed by data-set-relative file name."""
+                     dec32: Path) -> tuple[dict, float, dict]:
+    """Teacher (torch) and student (the shipped INT8 pair) predictions, keyed by data-set-relative file name;
+    the INT8-vs-FP32 pair IoU; and how good the shipped predictions are (quality())."""
     import numpy as np
     from sqlalchemy import select
 
@@ -223,13 +286,49 @@ def make_predictions(proj: Path, data: Path, out: Path, teacher_size: int, enc32
             a, b = s8.predict([img], [pr])[0].mask, s32.predict([img], [pr])[0].mask
             union = np.logical_or(a, b).sum()
             ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
-    return result, round(float(np.mean(ious)) if ious else 1.0, 4)
+        quality_figures = quality(p, result)
+    return result, round(float(np.mean(ious)) if ious else 1.0, 4), quality_figures
+
+
+def quality(project, preds: dict) -> dict:  # noqa: ANN001 - store.project.Project
+    """Mean IoU vs ground truth of the shipped teacher and student masks per split, and how many crops the demo
+    flags (teacher/student IoU below 1 - disagreement threshold): the model card states them, so nobody takes the
+    demo models for more than they are."""
+    import numpy as np
+    from sqlalchemy import select
+
+    from review.metrics import iou
+    from store import rle as rle_mod
+    from store.schema import Mask, MaskSource, Sample
+
+    threshold = float(project.config["distillation"].get("disagreement_threshold", 0.15))
+    with project.db.session() as s:
+        gt = {sha: (split, rle) for sha, split, rle in s.execute(
+            select(Sample.sha256, Sample.split, Mask.rle).join(Mask, Mask.sample_id == Sample.id)
+            .where(Mask.source == MaskSource.GROUND_TRUTH))}
+    per_split: dict[str, dict[str, list[float]]] = {}
+    flagged = 0
+    for entry in preds["crops"].values():
+        split, gt_rle = gt[entry["sha256"]]
+        g = rle_mod.decode(gt_rle).astype(bool)
+        t = rle_mod.decode(entry["teacher"]["rle"]).astype(bool)
+        st = rle_mod.decode(entry["student"]["rle"]).astype(bool)
+        row = per_split.setdefault(split, {"teacher": [], "student": []})
+        row["teacher"].append(iou(t, g))
+        row["student"].append(iou(st, g))
+        flagged += iou(t, st) < 1.0 - threshold
+    out = {split: {"crops": len(v["teacher"]), "teacher_iou_gt": round(float(np.mean(v["teacher"])), 4),
+                   "student_iou_gt": round(float(np.mean(v["student"])), 4)} for split, v in sorted(per_split.items())}
+    return {"per_split": out, "flagged": flagged, "crops": len(preds["crops"]), "threshold": threshold}
 
 
 def model_card(m: dict, argv: list[str]) -> str:
     f = m["files"]
     rows = "\n".join(f"| `{k}` | {v['bytes'] / 1e6:.2f} MB | `{v['sha256'][:16]}…` |" for k, v in f.items())
     cmds = "\n".join(m["commands"])
+    q = m["quality"]
+    quality_rows = "\n".join(f"| {k} | {v['crops']} | {v['teacher_iou_gt']:.3f} | {v['student_iou_gt']:.3f} |"
+                             for k, v in q["per_split"].items())
     return f"""# maskbench demo models
 
 **These are NOT SA-1B-pretrained SAM 2 models.** They were trained from random weights on the 60 synthetic crops
@@ -266,6 +365,20 @@ Commands (`maskbench` = `python -m app.cli`):
 {cmds}
 ```
 {f"(capped at --max-steps {m['max_steps']}: a toy-scale build)" if m['max_steps'] else ""}
+
+## How good they are
+
+Mean IoU of the shipped masks against the ground truth, one ground-truth point per crop (train crops were seen in
+training; val/test were not):
+
+| split | crops | teacher | student (INT8) |
+|---|---|---|---|
+{quality_rows}
+
+{q['flagged']} of {q['crops']} crops are flagged (teacher/student IoU below {1 - q['threshold']:.2f}).
+Training: teacher {m['teacher'].get('steps')} steps ({m['teacher'].get('status')}), best validation IoU
+{m['teacher'].get('best_val_iou')}; student {m['student'].get('steps')} steps ({m['student'].get('status')}), best
+validation IoU {m['student'].get('best_val_iou')}.
 
 ## Files ({m['total_bytes'] / 1e6:.2f} MB in all; budget 25 MB)
 

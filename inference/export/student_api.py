@@ -93,9 +93,14 @@ def load_checkpoint(path: Path | str) -> tuple[Any, dict[str, Any]]:
     import torch
 
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint is data; a pickled nn.Module (arbitrary code on load) is refused below
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-        raise StudentLoadError(f"{path}: not a loadable checkpoint ({exc.__class__.__name__})") from None
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise StudentLoadError(f"{path}: holds pickled Python objects (a whole nn.Module?), which maskbench "
+                                   "does not load; save {'model': state_dict, 'meta': {...}} instead") from None
+        raise StudentLoadError(f"{path}: not a loadable checkpoint ({first[:160]})") from None
     if isinstance(obj, dict) and obj.get("format") == "maskbench.student":
         from inference.student import load_checkpoint as load_student_checkpoint
 
@@ -106,8 +111,6 @@ def load_checkpoint(path: Path | str) -> tuple[Any, dict[str, Any]]:
             raise
         except Exception as exc:  # noqa: BLE001
             raise StudentLoadError(f"{path}: not a loadable student checkpoint ({exc})") from None
-    if isinstance(obj, torch.nn.Module):
-        return obj.eval(), {}
     if not isinstance(obj, dict) or "model" not in obj:
         raise StudentLoadError(f"{path}: not a student checkpoint (expected {{'model': ..., 'meta': ...}})")
     from inference.training.student import load_student

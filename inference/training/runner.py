@@ -340,7 +340,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             last = run_dir / "checkpoints" / "last.pt"
             if not last.is_file():
                 raise UserError(f"--resume {run_dir}: no checkpoints/last.pt there")
-            resume_state = torch.load(last, map_location="cpu", weights_only=False)
+            resume_state = torch.load(last, map_location="cpu", weights_only=True)  # plain containers + tensors
             dist_cfg = resume_state["config"]
             mode_name = resume_state["mode"]
             if opts.overrides:
@@ -369,6 +369,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         prompt_seed = int(tcfg.get("prompt_seed", 0))
         n_points = int(tcfg.get("points_per_sample", 1))
         log_every = max(1, int(tcfg.get("log_every", 10)))
+        checkpoint_every = max(1, int(tcfg.get("checkpoint_every", 1)))
         if epochs < 1 or batch_size < 1:
             raise UserError("epochs and batch size must be at least 1")
 
@@ -574,11 +575,15 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                     task.save_best(model, Path(best_ckpt), extra)
                     if finetune:
                         task.save_best(model, run_dir / "teacher.pt", extra)
-                if epoch_done:
+                # every N epochs (and the last): tiny data sets run hundreds of one-second epochs, and a
+                # checkpoint plus the full optimiser state each time would cost more than the training
+                on_interval = (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs
+                if epoch_done and on_interval:
                     _atomic_save({"model": _unwrap(model).state_dict(), "meta": task.meta, "step": step,
                                   "epoch": epoch + 1, **val},
                                  run_dir / "checkpoints" / f"epoch_{epoch + 1:03d}.pt")
-                save_last(epoch)
+                if on_interval or stop or not epoch_done:
+                    save_last(epoch)
                 record["best_val_iou"] = best_iou
                 emit(record)
                 _store_update(project, run_id, epochs_done=step // steps_per_epoch, best_val_iou=best_iou,

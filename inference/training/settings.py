@@ -2,7 +2,7 @@
 
 Keys this package adds to the template (all optional in project.yaml, defaults here):
   distillation.teacher.config / .checkpoint / .image_size : SAM 2 Hydra config, weights, input size of the teacher
-  distillation.training.amp / .num_workers / .log_every / .seed / .prompt_seed / .augment / .min_lr
+  distillation.training.amp / .num_workers / .log_every / .checkpoint_every / .seed / .prompt_seed / .augment / .min_lr
   distillation.finetune_teacher.{lr, epochs, batch_size, train_image_encoder}
 """
 
@@ -36,6 +36,7 @@ EXTRA_DEFAULTS: dict[str, Any] = {
             "amp": True,
             "num_workers": 2,
             "log_every": 10,
+            "checkpoint_every": 1,  # epochs between epoch_NNN.pt / last.pt (a stop always writes last.pt)
             "seed": 0,
             "prompt_seed": 0,
             "min_lr": 0.0,

@@ -86,10 +86,22 @@ def test_distill_losses_fall_checkpoints_resume_and_run_is_recorded(training_pro
     for e in _of(ev2, "step"):  # the resumed steps see the same batches, weights and learning rate
         for k in ("loss", "loss_feat", "loss_soft", "loss_dice", "lr"):
             assert e[k] == pytest.approx(straight_steps[e["step"]][k], rel=1e-3, abs=1e-6), (e["step"], k)
-    ref = torch.load(run_dir / "checkpoints" / "epoch_002.pt", weights_only=False)["model"]
-    got = torch.load(Path(res["run_dir"]) / "checkpoints" / "last.pt", weights_only=False)["model"]
+    ref = torch.load(run_dir / "checkpoints" / "epoch_002.pt", weights_only=True)["model"]
+    got = torch.load(Path(res["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["model"]
     for k in ref:  # float noise only (Adam turns near-zero gradients of attention key biases into lr-sized steps)
         assert torch.allclose(ref[k].float(), got[k].float(), atol=1e-3), k
+
+
+def test_checkpoint_interval_keeps_every_nth_epoch_and_the_last(training_project: Path) -> None:
+    summary, events = _run(training_project, name="sparse", overrides={"training": {"checkpoint_every": 3}})
+    assert len(_of(events, "epoch")) == 4
+    ckpts = Path(summary["run_dir"]) / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("epoch_*.pt")) == ["epoch_003.pt", "epoch_004.pt"]
+    last = torch.load(ckpts / "last.pt", weights_only=True)
+    assert last["step"] == summary["step"] and last["epoch"] == 3  # the final epoch (0-based) wrote it
+    # a stop between intervals still writes last.pt at the step it stopped
+    part, _ = _run(training_project, name="sparse-stop", max_steps=5, overrides={"training": {"checkpoint_every": 3}})
+    assert torch.load(Path(part["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["step"] == 5
 
 
 def test_per_sample_weights_change_the_loss(training_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
