@@ -43,6 +43,7 @@ TEACHER_FILE = "teacher_sam2.1_hiera_demo_fp16.pt"
 ENCODER_FILE = "student_encoder_int8w.onnx"
 DECODER_FILE = "student_decoder_int8w.onnx"
 PREDICTIONS_FILE = "demo_predictions.json"
+EPOCHS_FILE = "training_epochs.json"
 
 
 def sha256(path: Path) -> str:
@@ -104,6 +105,14 @@ def run(cmd: list[str], log: list[str], jsonl: Path | None = None, time_limit: f
         log[-1] += f"   # stopped after {time_limit:.0f} s at step {last.get('step')}"
     print(f"  ({time.time() - t0:.0f} s)", flush=True)
     return last
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
 
 
 def _round(x: float | None) -> float | None:
@@ -201,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         preds, parity, quality = make_predictions(proj, data, out, args.teacher_size, enc32, dec32)
         (out / PREDICTIONS_FILE).write_text(json.dumps(preds, separators=(",", ":")), encoding="utf-8")
 
-        # 6. manifest + model card
+        # 6. training log, manifest + model card
+        write_epoch_log(logs, out / EPOCHS_FILE)
         files = [TEACHER_FILE, ENCODER_FILE, DECODER_FILE, PREDICTIONS_FILE]
         manifest = {
             "format": "maskbench.demo_models/1",
@@ -221,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             "quality": quality,
             "predictions": {"file": PREDICTIONS_FILE, "prompt_source": "ground_truth", "points": 1,
                             "crops": len(preds["crops"])},
-            "device": args.device, "max_steps": args.max_steps,
+            "python": platform.python_version(),
+            "device": args.device, "device_name": _device_name(args.device), "max_steps": args.max_steps,
             "commands": commands,
             "files": {f: {"sha256": sha256(out / f), "bytes": (out / f).stat().st_size} for f in files},
         }
@@ -290,6 +301,25 @@ def make_predictions(proj: Path, data: Path, out: Path, teacher_size: int, enc32
     return result, round(float(np.mean(ious)) if ious else 1.0, 4), quality_figures
 
 
+def write_epoch_log(logs: Path, dst: Path) -> None:
+    """The epoch events of both training runs (losses, validation IoU, throughput), rounded: the evidence behind
+    the model card's table, small enough to ship beside it."""
+    runs = {}
+    for name in ("teacher", "student"):
+        src = logs / f"{name}.jsonl"
+        events = []
+        for line in src.read_text(encoding="utf-8").splitlines() if src.is_file() else []:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(e, dict) and e.get("event") == "epoch":
+                events.append({k: (round(v, 5) if isinstance(v, float) else v) for k, v in e.items()
+                               if k != "event"})
+        runs[name] = events
+    dst.write_text(json.dumps(runs, separators=(",", ":")) + "\n", encoding="utf-8")
+
+
 def quality(project, preds: dict) -> dict:  # noqa: ANN001 - store.project.Project
     """Mean IoU vs ground truth of the shipped teacher and student masks per split, and how many crops the demo
     flags (teacher/student IoU below 1 - disagreement threshold): the model card states them, so nobody takes the
@@ -340,17 +370,17 @@ sam2.1_hiera_small.pt --project P`).
 ## How they were made
 
 `python scripts/make_demo_models.py {' '.join(shlex.quote(a) for a in argv)}` on {m['device']}
-({platform.python_version()}, {m['made']}), which ran:
+({m.get('device_name') or '?'}, Python {m.get('python') or platform.python_version()}, {m['made']}), which ran:
 
 1. data: `store.synthetic.write_dataset(data, {m['data']['count']}, seed={m['data']['seed']})` (the demo project's
    generator; ingested with the default 80/10/10 split)
 2. teacher: SAM 2.1 architecture through the `sam2` package, config `{m['teacher']['config']}`
    (`inference/sam2_configs.py`: sam2.1_hiera_t with a 32-channel, 5-block Hiera trunk and one memory-attention
    layer), input {m['teacher']['image_size']} px, {m['teacher']['params']:,} parameters, random initialisation,
-   {m['teacher']['epochs']} epochs of `train --mode finetune-teacher` on the ground-truth masks; weights stored in
+   up to {m['teacher']['epochs']} epochs of `train --mode finetune-teacher` on the ground-truth masks; weights stored in
    FP16 (loaded into FP32)
 3. student: `train --mode distill` from that teacher, input {m['student']['input_size']} px,
-   {m['student']['epochs']} epochs (loss weights of the project template: 0.4 feature / 0.3 soft BCE / 0.3 Dice)
+   up to {m['student']['epochs']} epochs (loss weights of the project template: 0.4 feature / 0.3 soft BCE / 0.3 Dice)
 4. export: `export --precision int8-weight --split-pair`; the FP32 encoder/decoder pair then quantised to INT8
    weight-only (`inference.export.quantize.to_int8_weight`); mean IoU of the INT8 pair vs the FP32 pair on 16
    demo crops: {m['student']['int8_vs_fp32_pair_iou']}
@@ -375,10 +405,17 @@ training; val/test were not):
 |---|---|---|---|
 {quality_rows}
 
-{q['flagged']} of {q['crops']} crops are flagged (teacher/student IoU below {1 - q['threshold']:.2f}).
-Training: teacher {m['teacher'].get('steps')} steps ({m['teacher'].get('status')}), best validation IoU
-{m['teacher'].get('best_val_iou')}; student {m['student'].get('steps')} steps ({m['student'].get('status')}), best
-validation IoU {m['student'].get('best_val_iou')}.
+{q['flagged']} of {q['crops']} crops are flagged (teacher/student IoU below {1 - q['threshold']:.2f}), so the
+demo queue has real disagreements to review.
+
+| run | optimiser steps | ended | best validation IoU vs GT (checkpoint shipped) |
+|---|---|---|---|
+| teacher | {m['teacher'].get('steps')} | {m['teacher'].get('status')} | {m['teacher'].get('best_val_iou')} |
+| student | {m['student'].get('steps')} | {m['student'].get('status')} | {m['student'].get('best_val_iou')} |
+
+A run that "stopped" hit its `--time-limit-*` before its last epoch (its cosine schedule had not finished);
+the shipped checkpoint is its best validation epoch. `{EPOCHS_FILE}` beside this card has the build's
+per-epoch losses and validation IoU.
 
 ## Files ({m['total_bytes'] / 1e6:.2f} MB in all; budget 25 MB)
 

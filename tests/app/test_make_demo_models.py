@@ -39,6 +39,13 @@ def test_make_demo_models_toy_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert manifest["total_bytes"] < 25 * 1024 * 1024
     card = (out / "MODEL_CARD.md").read_text()
     assert "NOT SA-1B-pretrained" in card and "maskbench train" in card
+    # the card says how good the shipped masks are, from the predictions it ships, and the epochs behind them
+    q = manifest["quality"]
+    assert q["crops"] == 10 and sum(v["crops"] for v in q["per_split"].values()) == 10 and 0 <= q["flagged"] <= 10
+    assert "How good they are" in card and f"{q['flagged']} of 10 crops are flagged" in card
+    epochs = json.loads((out / "training_epochs.json").read_text())
+    assert epochs["teacher"] and epochs["student"] and "val_iou_gt" in epochs["teacher"][0]
+    assert manifest["teacher"]["steps"] == 1 and manifest["student"]["status"] in ("finished", "stopped")
 
     import onnxruntime as ort
 
