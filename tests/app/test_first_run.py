@@ -20,14 +20,18 @@ def test_checks_are_plain_and_gpu_is_informative(tmp_path: Path, monkeypatch: py
     if gpu.level == fr.INFO:
         assert "CPU" in gpu.text
     assert fr.check_data_dir(tmp_path / "d").level == fr.OK
+    # a data folder that cannot be created: under a regular file (fails for root too, unlike permissions)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    c = fr.check_data_dir(blocker / "maskbench")
+    assert c.level == fr.ERROR and "MASKBENCH_DATA_DIR" in c.text and "cannot write" in c.text
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        if os.access(ro, os.W_OK):  # root ignores permissions
-            pytest.skip("running as root: cannot make an unwritable folder")
-        c = fr.check_data_dir(ro / "sub")
-        assert c.level == fr.ERROR and "MASKBENCH_DATA_DIR" in c.text
+        if not os.access(ro, os.W_OK):  # root ignores permissions; everyone else must get the error
+            c = fr.check_data_dir(ro / "sub")
+            assert c.level == fr.ERROR and "MASKBENCH_DATA_DIR" in c.text
     finally:
         ro.chmod(0o700)
     monkeypatch.setenv("MASKBENCH_DEMO_MODELS", str(tmp_path / "none"))
