@@ -8,9 +8,12 @@
   4. the student exported:           maskbench export (the split encoder/decoder pair, then INT8 weight-only)
   5. the demo's predictions (teacher and student, one ground-truth point per crop) stored as data, keyed by the
      crop's file name in the synthetic data set (and its sha256), so a station without torch shows both masks
-  6. MODEL_CARD.md and manifest.json (files, sha256, sizes)
+  6. MODEL_CARD.md (how the models were made and how good they are), manifest.json (files, sha256, sizes) and
+     training_epochs.json (the per-epoch losses and validation IoU)
 
-Full scale (GPU):  .venv/bin/python scripts/make_demo_models.py --device cuda
+Full scale (GPU; the shipped build, about 9 minutes on one H200):
+    python scripts/make_demo_models.py --device cuda --epochs-teacher 300 --epochs-student 250 --workers 4 \
+        --time-limit-teacher 260 --time-limit-student 190
 Toy scale (CPU):   .venv/bin/python scripts/make_demo_models.py --epochs-teacher 1 --epochs-student 1 \
                        --teacher-size 128 --student-size 128 --out /tmp/demo_models
 The demo models are NOT SA-1B-pretrained SAM 2: they learned from 48 synthetic crops only.
@@ -29,6 +32,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,8 +72,6 @@ def run(cmd: list[str], log: list[str], jsonl: Path | None = None, time_limit: f
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", *cmd], cwd=REPO, stdout=subprocess.PIPE, text=True)
     timer = None
     if time_limit:
-        import threading
-
         timer = threading.Timer(time_limit, lambda: proc.poll() is None and proc.send_signal(signal.SIGTERM))
         timer.start()
     try:
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         params = fp16_checkpoint(teacher_pt, out / TEACHER_FILE)
 
         # 5. predictions of the shipped files on the demo crops (what app.demo_models installs)
-        preds, parity, quality = make_predictions(proj, data, out, args.teacher_size, enc32, dec32)
+        preds, parity, quality_figures = make_predictions(proj, data, out, args.teacher_size, enc32, dec32)
         (out / PREDICTIONS_FILE).write_text(json.dumps(preds, separators=(",", ":")), encoding="utf-8")
 
         # 6. training log, manifest + model card
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                         "steps": student_end.get("step"), "status": student_end.get("status"),
                         "best_val_iou": _round(student_end.get("best_val_iou")),
                         "int8_vs_fp32_pair_iou": parity},
-            "quality": quality,
+            "quality": quality_figures,
             "predictions": {"file": PREDICTIONS_FILE, "prompt_source": "ground_truth", "points": 1,
                             "crops": len(preds["crops"])},
             "python": platform.python_version(),
