@@ -114,9 +114,9 @@ def _window(tmp: Path, facts: dict[str, Any]) -> None:
 
 
 def _judge(tmp: Path, facts: dict[str, Any]) -> None:
-    import litellm  # noqa: F401 - the VLM judge's client
+    import review.judge  # noqa: F401 - first: it keeps LiteLLM on its bundled cost map (no fetch at import)
 
-    import review.judge  # noqa: F401
+    import litellm  # the VLM judge's client
 
     facts["litellm"] = getattr(litellm, "__version__", None) or _dist_version("litellm")
 

@@ -24,5 +24,16 @@ if [ ! -f assets/demo_models/manifest.json ]; then
 fi
 rm -rf dist/maskbench-station
 "$VENV/bin/pyinstaller" --noconfirm --clean --log-level WARN --distpath dist --workpath build/station packaging/station.spec
+# Drop debug information (DWARF only; symbols stay): about 50 MB of the bundle, most of it in libpython and the
+# extension modules. Libraries that auditwheel grafted into *.libs folders are left exactly as their wheels ship
+# them. The bundle's --selftest (tests/test_station_bundle.py) loads the stripped libraries.
+if command -v strip >/dev/null 2>&1; then
+  before=$(du -sb dist/maskbench-station | cut -f1)
+  find dist/maskbench-station -type f -name '*.so*' -not -path '*.libs/*' -print0 | xargs -0 -r strip --strip-debug
+  after=$(du -sb dist/maskbench-station | cut -f1)
+  echo "strip --strip-debug: $(( (before - after) / 1000000 )) MB less"
+else
+  echo "warning: no strip on PATH (binutils): the bundle keeps its debug information (about 50 MB)" >&2
+fi
 tar -C dist -czf "dist/maskbench-station-linux-$(uname -m).tar.gz" maskbench-station
 du -sh dist/maskbench-station "dist/maskbench-station-linux-$(uname -m).tar.gz"
