@@ -103,8 +103,9 @@ def run(cmd: list[str], log: list[str], jsonl: Path | None = None, time_limit: f
     if rc != 0:
         raise subprocess.CalledProcessError(rc, shown)
     if last.get("status") == "stopped":
-        print(f"  stopped at the {time_limit:.0f} s limit (step {last.get('step')})", flush=True)
-        log[-1] += f"   # stopped after {time_limit:.0f} s at step {last.get('step')}"
+        why = f"after {time_limit:.0f} s" if time_limit else "by a signal"
+        print(f"  stopped {why} (step {last.get('step')})", flush=True)
+        log[-1] += f"   # stopped {why} at step {last.get('step')}"
     print(f"  ({time.time() - t0:.0f} s)", flush=True)
     return last
 
@@ -329,7 +330,7 @@ def quality(project, preds: dict) -> dict:  # noqa: ANN001 - store.project.Proje
     import numpy as np
     from sqlalchemy import select
 
-    from review.metrics import iou
+    from review.metrics import iou, is_flagged
     from store import rle as rle_mod
     from store.schema import Mask, MaskSource, Sample
 
@@ -348,7 +349,7 @@ def quality(project, preds: dict) -> dict:  # noqa: ANN001 - store.project.Proje
         row = per_split.setdefault(split, {"teacher": [], "student": []})
         row["teacher"].append(iou(t, g))
         row["student"].append(iou(st, g))
-        flagged += iou(t, st) < 1.0 - threshold
+        flagged += is_flagged(iou(t, st), threshold)
     out = {split: {"crops": len(v["teacher"]), "teacher_iou_gt": round(float(np.mean(v["teacher"])), 4),
                    "student_iou_gt": round(float(np.mean(v["student"])), 4)} for split, v in sorted(per_split.items())}
     return {"per_split": out, "flagged": flagged, "crops": len(preds["crops"]), "threshold": threshold}
