@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session, aliased
 
 from store import rle as rle_mod
 from store.db import Database
 from store.errors import UserError
-from store.schema import Disagreement, Mask, MaskSource, Sample, Verdict, VerdictAuthorKind, VerdictKind
+from store.schema import Disagreement, Mask, MaskSource, Prediction, Sample, Verdict, VerdictAuthorKind, VerdictKind
 
 HUMAN_KINDS = frozenset({VerdictKind.TEACHER_BETTER, VerdictKind.STUDENT_BETTER, VerdictKind.BOTH_GOOD,
                          VerdictKind.BOTH_BAD, VerdictKind.CORRECTED})
@@ -211,6 +211,45 @@ def ground_truth_masks(session: Session, sample_ids: Iterable[int] | None = None
     return out
 
 
+# A human verdict approving one model's mask: verdict -> (Dice target kind, which side of the reviewed pair).
+APPROVED_SIDE = {
+    VerdictKind.TEACHER_BETTER: ("approved_teacher", "teacher"),
+    VerdictKind.BOTH_GOOD: ("approved_teacher", "teacher"),
+    VerdictKind.STUDENT_BETTER: ("approved_student", "student"),
+}
+
+
+def approved_masks(session: Session, sample_ids: Iterable[int] | None = None) -> dict[int, tuple[int, str]]:
+    """sample_id -> (mask id, "approved_teacher" | "approved_student") for samples whose effective human verdict
+    (latest, not undone) approves a model mask: teacher better / both good -> the teacher's mask, student better ->
+    the student's. The mask is the one the reviewer saw: of the pair the sample's latest disagreement record made
+    before the verdict points at (a re-prediction after the review is not approved). VLM verdicts never approve.
+    One query."""
+    sub = _latest_ids(VerdictAuthorKind.HUMAN)
+    reviewed = (
+        select(Verdict.sample_id.label("sample_id"), Verdict.verdict.label("verdict"),
+               func.max(Disagreement.id).label("did"))
+        .join(sub, sub.c.vid == Verdict.id)
+        .join(Disagreement, and_(Disagreement.sample_id == Verdict.sample_id,
+                                 Disagreement.created_at <= Verdict.created_at))
+        .where(Verdict.verdict.in_(list(APPROVED_SIDE)))
+        .group_by(Verdict.id, Verdict.sample_id, Verdict.verdict)
+    )
+    if sample_ids is not None:
+        reviewed = reviewed.where(Verdict.sample_id.in_(list(sample_ids)))
+    r = reviewed.subquery()
+    d, tp, sp = aliased(Disagreement), aliased(Prediction), aliased(Prediction)
+    q = (select(r.c.sample_id, r.c.verdict, tp.mask_id, sp.mask_id)
+         .join(d, d.id == r.c.did)
+         .join(tp, tp.id == d.teacher_prediction_id)
+         .join(sp, sp.id == d.student_prediction_id))
+    out = {}
+    for sid, kind, t_mask, s_mask in session.execute(q):
+        target, side = APPROVED_SIDE[VerdictKind(kind)]
+        out[sid] = (t_mask if side == "teacher" else s_mask, target)
+    return out
+
+
 def latest_disagreements_subquery() -> Any:
     """Subquery (sample_id, did): each sample's latest disagreement record."""
     return (select(Disagreement.sample_id.label("sample_id"), func.max(Disagreement.id).label("did"))
@@ -235,6 +274,8 @@ class QueueRow:
     human_verdict: str | None  # None: not reviewed by a human yet
     human_author: str | None
     human_at: dt.datetime | None
+    teacher_score: float | None = None  # Prediction.score of the teacher prediction the disagreement compared
+    student_score: float | None = None  # and of the student prediction
 
     @property
     def human_status(self) -> str:
@@ -249,15 +290,19 @@ def _queue_select(defect_class: str | None, status: str, flagged_only: bool, vlm
     vlm_ids = _latest_ids(VerdictAuthorKind.VLM)
     human_ids = _latest_ids(VerdictAuthorKind.HUMAN)
     vv, hv = aliased(Verdict), aliased(Verdict)
+    tp, sp = aliased(Prediction), aliased(Prediction)
     q = (
         select(
             Sample.id, Sample.path, Sample.defect_class, Sample.split, Disagreement.id, Disagreement.iou_ts,
             Disagreement.dice_ts, Disagreement.boundary_f, Disagreement.iou_teacher_gt, Disagreement.iou_student_gt,
-            Disagreement.flagged, vv.verdict, vv.confidence, hv.verdict, hv.author, hv.created_at,
+            Disagreement.flagged, vv.verdict, vv.confidence, hv.verdict, hv.author, hv.created_at, tp.score,
+            sp.score,
         )
         .select_from(latest_d)
         .join(Disagreement, Disagreement.id == latest_d.c.did)
         .join(Sample, Sample.id == latest_d.c.sample_id)
+        .outerjoin(tp, tp.id == Disagreement.teacher_prediction_id)
+        .outerjoin(sp, sp.id == Disagreement.student_prediction_id)
         .outerjoin(vlm_ids, vlm_ids.c.sample_id == Sample.id)
         .outerjoin(vv, vv.id == vlm_ids.c.vid)
         .outerjoin(human_ids, human_ids.c.sample_id == Sample.id)
@@ -313,6 +358,7 @@ def review_queue(
             dice_ts=r[6], boundary_f=r[7], iou_teacher_gt=r[8], iou_student_gt=r[9], flagged=bool(r[10]),
             vlm_verdict=r[11].value if r[11] is not None else None, vlm_confidence=r[12],
             human_verdict=r[13].value if r[13] is not None else None, human_author=r[14], human_at=r[15],
+            teacher_score=r[16], student_score=r[17],
         ))
     return out
 
@@ -338,7 +384,8 @@ def trail(session: Session, sample_id: int) -> list[Verdict]:
 
 
 __all__ = [
-    "QueueRow", "VerdictError", "add_verdict", "corrected_masks", "effective_verdict", "effective_verdicts",
+    "APPROVED_SIDE", "QueueRow", "VerdictError", "add_verdict", "approved_masks", "corrected_masks",
+    "effective_verdict", "effective_verdicts",
     "ground_truth_masks", "latest_verdicts", "next_pending", "queue_count", "record_verdict", "review_queue",
     "trail", "undo_last",
 ]

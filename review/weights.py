@@ -1,9 +1,14 @@
 """Per-sample distillation weights from the review verdicts (policy documented in docs/weights.md).
 
 Three loss terms get their own weight: `feature` (teacher embedding alignment), `soft` (teacher soft-mask BCE) and
-`dice` (supervised Dice against the ground truth). Human verdicts set the policy weights outright and can create
-ground truth (a corrected mask); VLM verdicts only re-weight, scaled by their confidence and a trust factor:
+`dice` (supervised Dice against a verified mask). Human verdicts set the policy weights outright and can create
+ground truth (a corrected mask) or, on a crop without ground truth, promote the model mask they approved to the Dice
+target; VLM verdicts only re-weight, scaled by their confidence and a trust factor:
 w = 1 + trust * confidence * (w_policy - 1). Samples without a verdict keep 1.
+
+Dice target, first that applies: a human-corrected mask ("corrected"), the ingested ground truth ("ground_truth"),
+the teacher's mask a human "teacher better" / "both good" approved ("approved_teacher"), the student's mask a human
+"student better" approved ("approved_student"); else none and dice = 0.
 
 The trainer reads `sample_weights(project)`; `maskbench weights --out weights.csv` writes the same numbers.
 """
@@ -11,6 +16,8 @@ The trainer reads `sample_weights(project)`; `maskbench weights --out weights.cs
 from __future__ import annotations
 
 import csv
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -22,11 +29,15 @@ from store.db import Database
 from store.errors import UserError
 from store.schema import Sample, Verdict, VerdictAuthorKind, VerdictKind
 
-from review.verdicts import corrected_masks, ground_truth_masks, latest_verdicts
+from review.verdicts import approved_masks, ground_truth_masks, latest_verdicts
 
 
 class WeightsError(UserError):
     pass
+
+
+# Dice target kinds, strongest first: a correction or the ingested ground truth always wins over an approved mask.
+DICE_TARGETS = ("corrected", "ground_truth", "approved_teacher", "approved_student")
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,7 @@ class SampleWeights:
     verdict: str | None = None  # the verdict the weights follow
     source: str = "none"  # human | vlm | none
     confidence: float | None = None
-    dice_target: str | None = None  # corrected | ground_truth | None (no Dice target: dice weight 0)
+    dice_target: str | None = None  # one of DICE_TARGETS, or None (no Dice target: dice weight 0)
     dice_mask_id: int | None = None
 
 
@@ -52,15 +63,31 @@ class WeightPolicy:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> WeightPolicy:
-        w = dict((cfg or {}).get("weights") or {})
-        known = {f.name for f in fields(cls)}
-        try:
-            policy = cls(**{k: float(v) for k, v in w.items() if k in known})
-        except (TypeError, ValueError) as exc:
-            raise WeightsError(f"project.yaml weights: {exc}") from None
+        """The policy of project.yaml's `weights:` section (missing keys take the defaults). Raises WeightsError,
+        one line, on an unknown key (naming the closest valid one), a value that is not a number, a negative value
+        or vlm_trust above 1."""
+        w = (cfg or {}).get("weights")
+        if w is None:
+            w = {}
+        if not isinstance(w, dict):
+            raise WeightsError(f"project.yaml weights must be a mapping of names to numbers, "
+                               f"got {type(w).__name__}")
+        known = [f.name for f in fields(cls)]
+        values: dict[str, float] = {}
+        for key, value in w.items():
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(known)}"
+                raise WeightsError(f"project.yaml weights: unknown key {key!r} ({hint})")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise WeightsError(f"project.yaml weights.{key} must be a number (float), "
+                                   f"got {type(value).__name__} {value!r}")
+            values[key] = float(value)
+        policy = cls(**values)
         for f in fields(policy):
-            if getattr(policy, f.name) < 0:
-                raise WeightsError(f"project.yaml weights.{f.name} must be >= 0")
+            v = getattr(policy, f.name)
+            if not v >= 0 or v == float("inf"):  # NaN fails too
+                raise WeightsError(f"project.yaml weights.{f.name} must be a finite number >= 0, got {v}")
         if policy.vlm_trust > 1:
             raise WeightsError("project.yaml weights.vlm_trust must be within 0..1")
         return policy
@@ -101,13 +128,22 @@ def weights_for(policy: WeightPolicy, human: Verdict | None, vlm: Verdict | None
     return SampleWeights(round(f, 6), round(s, 6), round(d, 6), hard, verdict, src, conf, target_kind, target_id)
 
 
+def dice_targets(session: Session, sample_ids: Iterable[int] | None = None) -> dict[int, tuple[int, str]]:
+    """sample_id -> (mask id, kind in DICE_TARGETS): a human-corrected mask, else the ingested ground truth, else the
+    model mask the effective human verdict approved (docs/weights.md, "Dice target")."""
+    ids = None if sample_ids is None else list(sample_ids)
+    out = approved_masks(session, ids)
+    out.update(ground_truth_masks(session, ids))  # ingested ground truth and corrections win over approvals
+    return out
+
+
 def compute_weights(session: Session, policy: WeightPolicy) -> dict[int, SampleWeights]:
     ids = list(session.scalars(select(Sample.id).order_by(Sample.id)))
     human = latest_verdicts(session, VerdictAuthorKind.HUMAN)
     vlm = latest_verdicts(session, VerdictAuthorKind.VLM)
-    corrected = corrected_masks(session)
-    gt = ground_truth_masks(session)
-    return {sid: weights_for(policy, human.get(sid), vlm.get(sid), sid in corrected, gt.get(sid)) for sid in ids}
+    targets = dice_targets(session)
+    return {sid: weights_for(policy, human.get(sid), vlm.get(sid), targets.get(sid, (None, ""))[1] == "corrected",
+                             targets.get(sid)) for sid in ids}
 
 
 def sample_weights(project: Any = None, *, db: Database | None = None,

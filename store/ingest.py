@@ -5,7 +5,12 @@ Layouts, tried in this order:
   * images/ + masks/ folders: pairs matched by relative path stem; class from a sub-folder of images/.
   * side by side: X.jpg with X.png (or X_mask.png) in the same folder; class from the folder (MT_Crack -> crack).
 
-Each good sample is written with its ground-truth mask in the same transaction, in batches, so a killed ingest
+An image without a mask (a folder of images only, or an image with no file under masks/) is stored as an
+unlabelled sample with no ground-truth mask (a COCO image without annotations is different: it is stored with an
+empty ground-truth mask, class "free"): that is how unlabelled crops arrive for distillation (feature and soft
+terms; the Dice term only where a verified mask exists). The report counts them per class in `without_mask`.
+
+Each good sample is written with its ground-truth mask (if any) in the same transaction, in batches, so a killed ingest
 leaves only whole samples. `strict=True` writes everything in one transaction that is rolled back on any bad file.
 """
 
@@ -50,6 +55,7 @@ class Candidate:
 class IngestReport:
     layout: str
     added: Counter[str] = field(default_factory=Counter)
+    without_mask: Counter[str] = field(default_factory=Counter)  # per class: added samples with no mask (unlabelled)
     skipped_existing: int = 0
     bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     total_candidates: int = 0
@@ -57,6 +63,10 @@ class IngestReport:
     @property
     def added_total(self) -> int:
         return sum(self.added.values())
+
+    @property
+    def without_mask_total(self) -> int:
+        return sum(self.without_mask.values())
 
 
 def class_from_folder(name: str) -> str:
@@ -282,6 +292,8 @@ def ingest(
                 known.add(res.sha)
                 pending.append(res)
                 report.added[cand.defect_class] += 1
+                if res.mask is None:
+                    report.without_mask[cand.defect_class] += 1
                 yield
             if progress:
                 progress(done, len(cands))
@@ -296,6 +308,7 @@ def ingest(
             pass
         if report.bad:
             report.added.clear()
+            report.without_mask.clear()
             path, reason = report.bad[0]
             raise IngestError(f"--strict: {len(report.bad)} bad file(s), nothing stored; first: {path}: {reason}")
         with db.session() as s:

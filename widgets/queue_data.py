@@ -2,8 +2,8 @@
 
 The table model never asks the database per row: `load_queue` reads every sample's queue fields in one pass
 (review.verdicts.review_queue: samples joined with their latest disagreement, latest VLM and standing human
-verdict), and filters are boolean masks over these arrays, so 100,000 rows filter in a
-few milliseconds.
+verdict, plus review.queue_order.hardness of each compared crop), and filters are boolean masks over these arrays,
+so 100,000 rows filter in a few milliseconds.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sqlalchemy import select
 
+from review.queue_order import hardness
 from review.verdicts import latest_verdicts, review_queue
 from store.db import Database
 from store.schema import Sample, VerdictAuthorKind
@@ -42,9 +43,13 @@ class QueueColumns:
     vlm: np.ndarray  # int8 code into VERDICTS, -1 none
     vlm_conf: np.ndarray  # float32, NaN none
     human: np.ndarray  # int8 code into VERDICTS, -1 none
+    # float64 expected gain of a verdict (review.queue_order.hardness), NaN without a disagreement record
+    hardness: np.ndarray | None = None
     row_of: dict[int, int] = field(default_factory=dict)  # sample id -> row
 
     def __post_init__(self) -> None:
+        if self.hardness is None:
+            self.hardness = np.full(len(self.sample_id), np.nan, np.float64)
         if not self.row_of:
             self.row_of = {int(s): i for i, s in enumerate(self.sample_id)}
 
@@ -142,4 +147,16 @@ def load_queue(db: Database) -> QueueColumns:
                           np.float32),
         human=np.array([VERDICT_CODE.get(r.human_verdict or "", -1) for r in rows]
                        + [VERDICT_CODE.get(rest_human_v.get(r[0], ""), -1) for r in rest], np.int8),
+        hardness=np.concatenate([_hardness(rows), np.full(k, nan, np.float64)]),
     )
+
+
+def _hardness(rows: list) -> np.ndarray:
+    """review.queue_order.hardness over the compared rows, computed as the domain's ordering does (float64)."""
+    def arr(vals: list[float | None]) -> np.ndarray:
+        return np.array([np.nan if v is None else v for v in vals], np.float64)
+
+    if not rows:
+        return np.zeros(0, np.float64)
+    return hardness(arr([r.iou_ts for r in rows]), arr([r.teacher_score for r in rows]),
+                    arr([r.student_score for r in rows]))

@@ -21,8 +21,10 @@ from widgets.workers import TaskPool
 
 THUMB = 44
 
-COLUMNS = ("", "id", "class", "IoU T/S", "VLM verdict", "VLM conf", "human")
-COL_THUMB, COL_ID, COL_CLASS, COL_IOU, COL_VLM, COL_CONF, COL_HUMAN = range(len(COLUMNS))
+COLUMNS = ("", "id", "class", "IoU T/S", "hardness", "VLM verdict", "VLM conf", "human")
+COL_THUMB, COL_ID, COL_CLASS, COL_IOU, COL_HARD, COL_VLM, COL_CONF, COL_HUMAN = range(len(COLUMNS))
+HARDNESS_TIP = ("Expected gain of a verdict (review/queue_order.py): (1 - IoU T/S) x (1 - teacher score) / "
+                "(1 - teacher score x student score). Sort descending to review where a verdict changes training most.")
 
 _STATUS_BRUSH = {
     0: None,
@@ -135,6 +137,8 @@ class QueueModel(QAbstractTableModel):
         elif col in (COL_IOU, COL_CONF):
             vals = q.iou if col == COL_IOU else q.vlm_conf
             key = np.where(np.isnan(vals), np.inf, vals)
+        elif col == COL_HARD:
+            return self._hardness_order(order)
         elif col == COL_VLM:
             key = q.vlm
         elif col == COL_HUMAN:
@@ -143,6 +147,18 @@ class QueueModel(QAbstractTableModel):
             return q.default_order()
         idx = np.argsort(key, kind="stable")
         return idx[::-1].copy() if order == Qt.SortOrder.DescendingOrder else idx
+
+    def _hardness_order(self, order: Qt.SortOrder) -> np.ndarray:
+        """By hardness (descending: review.queue_order's "hardness" order, ties to the lower IoU, then the lower
+        sample id); crops without a comparison last in both directions."""
+        q = self.q
+        h = q.hardness
+        missing = np.isnan(h)
+        key = np.where(missing, 0.0, h)
+        iou = np.where(np.isnan(q.iou), 2.0, q.iou.astype(np.float64))
+        if order == Qt.SortOrder.DescendingOrder:
+            return np.lexsort((q.sample_id, iou, -key, missing)).astype(np.int64)
+        return np.lexsort((q.sample_id, -iou, key, missing)).astype(np.int64)
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
         self.layoutAboutToBeChanged.emit()
@@ -202,6 +218,8 @@ class QueueModel(QAbstractTableModel):
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole and section == COL_HARD:
+            return HARDNESS_TIP
         return None
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -218,6 +236,9 @@ class QueueModel(QAbstractTableModel):
             if col == COL_IOU:
                 v = q.iou[r]
                 return "—" if np.isnan(v) else (f"{v:.2f} ⚑" if q.flagged[r] else f"{v:.2f}")
+            if col == COL_HARD:
+                v = q.hardness[r]
+                return "" if np.isnan(v) else f"{v:.3f}"
             if col == COL_VLM:
                 return VERDICT_LABEL[VERDICTS[q.vlm[r]]] if q.vlm[r] >= 0 else ""
             if col == COL_CONF:
@@ -234,7 +255,7 @@ class QueueModel(QAbstractTableModel):
             return _STATUS_BRUSH[int(self._status[r])]
         if role == Qt.ItemDataRole.ToolTipRole:
             return str(q.path[r])
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_ID, COL_IOU, COL_CONF):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_ID, COL_IOU, COL_HARD, COL_CONF):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.UserRole:
             return int(q.sample_id[r])

@@ -1,4 +1,5 @@
-"""The review queue: a filter bar over a table of crops (flagged first, most disagreement first)."""
+"""The review queue: a filter bar over a table of crops (flagged first, most disagreement first; a click on the
+"hardness" header sorts by the expected gain of a verdict, review.queue_order)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,18 @@ from PySide6.QtWidgets import (
 )
 
 from widgets.queue_data import VERDICT_LABEL, VERDICTS, QueueColumns, QueueFilter
-from widgets.queue_model import COL_CLASS, COL_CONF, COL_HUMAN, COL_ID, COL_IOU, COL_THUMB, COL_VLM, THUMB, QueueModel
+from widgets.queue_model import (
+    COL_CLASS,
+    COL_CONF,
+    COL_HARD,
+    COL_HUMAN,
+    COL_ID,
+    COL_IOU,
+    COL_THUMB,
+    COL_VLM,
+    THUMB,
+    QueueModel,
+)
 
 STATUS_CHOICES = [
     ("all statuses", None),
@@ -99,8 +111,8 @@ class QueueWidget(QWidget):
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hh.setStretchLastSection(True)
-        for col, w in ((COL_THUMB, THUMB + 8), (COL_ID, 44), (COL_CLASS, 72), (COL_IOU, 62), (COL_VLM, 100),
-                       (COL_CONF, 52), (COL_HUMAN, 96)):
+        for col, w in ((COL_THUMB, THUMB + 8), (COL_ID, 44), (COL_CLASS, 72), (COL_IOU, 62), (COL_HARD, 62),
+                       (COL_VLM, 100), (COL_CONF, 52), (COL_HUMAN, 96)):
             self.table.setColumnWidth(col, w)
         hh.setSortIndicatorShown(True)
         hh.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)

@@ -2,6 +2,10 @@
 every loss term and the validation IoU live, browse past runs, and make a run's best checkpoint the project's
 student.
 
+Above the run settings, the training set as the next run will see it (review.training_set on the train split:
+labelled, unlabelled, corrected, approved and verdict-weighted crops), counted in a worker thread whenever the tab
+is shown, a project is opened or a run ends; an invalid `weights:` section shows its error there.
+
 The run is a separate process (QProcess running `python -m app.cli train ...`), so the window stays responsive
 and a crash in training (or CUDA running out of memory) cannot take the workbench down. The panel only parses the
 JSON lines the trainer prints on stdout.
@@ -37,6 +41,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from widgets.workers import TaskPool
+
 log = logging.getLogger("maskbench.training_panel")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +54,18 @@ MODES = [  # label, --mode, --no-feature-loss
 CURVE_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcbd22"]
 RUN_COLUMNS = ["id", "name", "mode", "status", "epochs", "best IoU", "started"]
 STOP_GRACE_MS = 20_000
+COUNT_SPLITS = ("train",)
+
+
+def training_set_line(project: Any, splits: tuple[str, ...] = COUNT_SPLITS) -> str:
+    """The next run's training set in one line (review.training_set.counts); runs off the GUI thread."""
+    from review.training_set import counts, training_samples
+
+    return counts(training_samples(project, splits)).line()
 
 
 class TrainingPanel(QWidget):
+    counts_ready = Signal(str)  # the training-set line now shown (or the error that replaced it)
     run_started = Signal(str)  # run folder
     run_finished = Signal(str)  # final status: finished | stopped | failed
     event_received = Signal(dict)
@@ -70,6 +85,8 @@ class TrainingPanel(QWidget):
         self._kill_timer = QTimer(self)
         self._kill_timer.setSingleShot(True)
         self._kill_timer.timeout.connect(self._kill)
+        self._counts_pool = TaskPool("training-counts", workers=1)
+        self._counts_seq = 0
         self._build()
         self.set_project(project)
 
@@ -112,8 +129,16 @@ class TrainingPanel(QWidget):
             buttons.addWidget(b)
         self.status_label = QLabel("idle")
         self.status_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.counts_label = QLabel("training set: -")
+        self.counts_label.setWordWrap(True)
+        self.counts_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.counts_label.setToolTip(
+            "Crops of the train split the next run trains on: labelled (a Dice target: corrected, ingested ground "
+            "truth or a mask a human approved), unlabelled (feature and soft terms only, prompted from the teacher's "
+            "prediction), and how many carry a review verdict. docs/weights.md")
         settings = QGroupBox("Run")
         sl = QVBoxLayout(settings)
+        sl.addWidget(self.counts_label)
         sl.addLayout(form)
         sl.addLayout(buttons)
         sl.addWidget(self.status_label)
@@ -177,6 +202,33 @@ class TrainingPanel(QWidget):
             w.setEnabled(enabled and not self.running)
         self.load_settings()
         self.refresh_runs()
+        self.refresh_counts()
+
+    # ------------------------------------------------------------------------------------------ training set
+    def refresh_counts(self) -> None:
+        """Count the train split's labelled / unlabelled / corrected / approved / verdict-weighted crops in a worker;
+        the label shows the line when it arrives (a newer request supersedes an older one)."""
+        self._counts_seq += 1
+        seq = self._counts_seq
+        if self.project is None:
+            self._show_counts(seq, "training set: no project open")
+            return
+        if not self.counts_label.text().endswith("(counting…)"):
+            self.counts_label.setText(self.counts_label.text() + " (counting…)")
+        self._counts_pool.submit(
+            training_set_line, self.project, key="counts", owner=self,
+            on_result=lambda line, n=seq: self._show_counts(n, f"training set (train split): {line}"),
+            on_error=lambda exc, n=seq: self._show_counts(n, f"training set: {exc}"))
+
+    def _show_counts(self, seq: int, text: str) -> None:
+        if seq != self._counts_seq:
+            return  # an older request's answer
+        self.counts_label.setText(text)
+        self.counts_ready.emit(text)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        self.refresh_counts()  # reviews given in another tab since the last look
 
     def _dist(self) -> dict[str, Any]:
         return self.project.config.setdefault("distillation", {}) if self.project is not None else {}
@@ -318,6 +370,7 @@ class TrainingPanel(QWidget):
         self.last_status = status
         self._set_running(False)
         self.refresh_runs()
+        self.refresh_counts()
         self.run_finished.emit(status)
 
     def _error(self, err: Any) -> None:
@@ -439,6 +492,7 @@ class TrainingPanel(QWidget):
 
     def shutdown(self) -> None:
         """Stop a running training process (window closing)."""
+        self._counts_pool.close()
         if self.running:
             self.process.terminate()
             if not self.process.waitForFinished(STOP_GRACE_MS):

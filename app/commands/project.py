@@ -34,7 +34,8 @@ def ingest(
     strict: bool = typer.Option(False, help="Abort with nothing stored if any file is bad."),
     workers: int = typer.Option(4, help="Decoding threads."),
 ) -> None:
-    """Add image/mask pairs to a project; files already stored (same content) are skipped."""
+    """Add image/mask pairs to a project; files already stored (same content) are skipped. Images without a mask
+    are stored as unlabelled crops (distillation trains on them with the teacher's outputs)."""
     from store.ingest import ingest as run_ingest
     from store.project import Project
 
@@ -48,7 +49,8 @@ def ingest(
     typer.echo(f"layout: {report.layout}; candidates: {report.total_candidates}")
     for cls, n in sorted(report.added.items()):
         typer.echo(f"  {cls:<16} {n:>6}")
-    typer.echo(f"added {report.added_total}, already present {report.skipped_existing}, bad {len(report.bad)}")
+    typer.echo(f"added {report.added_total}, without a mask (unlabelled) {report.without_mask_total}, "
+               f"already present {report.skipped_existing}, bad {len(report.bad)}")
     if report.bad:
         typer.echo("bad files:")
         for path, reason in report.bad:

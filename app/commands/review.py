@@ -162,20 +162,29 @@ def queue(
     status: str = typer.Option("pending", help="pending | reviewed | all"),
     defect_class: Optional[str] = typer.Option(None, "--class", help="Only this defect class."),
     limit: int = typer.Option(20, help="Rows to show."),
+    order: str = typer.Option(
+        "disagreement", help="disagreement (lowest teacher/student IoU first) | hardness (expected gain of a "
+        "verdict first: disagreement x teacher/student confidence, see review/queue_order.py) | random (seeded)."),
+    seed: int = typer.Option(0, help="Seed of --order random."),
 ) -> None:
-    """List flagged samples, most disagreeing first, with the VLM verdict and the human status."""
-    from review.verdicts import queue_count, review_queue
+    """List flagged samples (most disagreeing first, or --order hardness | random) with the VLM verdict, the human
+    status and the hardness score."""
+    from review.queue_order import ORDERS, ordered_queue, row_hardness
+    from review.verdicts import queue_count
+    from store.errors import UserError
     from store.project import Project
 
+    if order not in ORDERS:
+        raise UserError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
     with Project.open(project) as p, p.db.session() as s:
         total = queue_count(s, status=status, defect_class=defect_class)
-        rows = review_queue(s, status=status, defect_class=defect_class, limit=limit)
-    typer.echo(f"{total} flagged sample(s) ({status})")
-    typer.echo(f"  {'sample':>7} {'class':<12} {'iou':>5} {'vlm':<15} {'conf':>5} {'human':<15}")
+        rows = ordered_queue(s, order, seed=seed, status=status, defect_class=defect_class, limit=limit)
+    typer.echo(f"{total} flagged sample(s) ({status}), order: {order}")
+    typer.echo(f"  {'sample':>7} {'class':<12} {'iou':>5} {'hard':>5} {'vlm':<15} {'conf':>5} {'human':<15}")
     for r in rows:
         conf = "" if r.vlm_confidence is None else f"{r.vlm_confidence:.2f}"
-        typer.echo(f"  {r.sample_id:>7} {r.defect_class:<12} {r.iou_ts:>5.2f} {r.vlm_verdict or '-':<15} "
-                   f"{conf:>5} {r.human_verdict or 'pending':<15}")
+        typer.echo(f"  {r.sample_id:>7} {r.defect_class:<12} {r.iou_ts:>5.2f} {row_hardness(r):>5.2f} "
+                   f"{r.vlm_verdict or '-':<15} {conf:>5} {r.human_verdict or 'pending':<15}")
 
 
 def weights(

@@ -54,9 +54,17 @@ def test_ingest_cli_prints_per_class_counts(tmp_path: Path, magnetic_tile_pairs:
         shutil.copy(mask, data / cls)
     assert main(["ingest", str(data), "--project", str(tmp_path / "p")]) == 0
     out = capsys.readouterr().out
-    assert f"added {len(magnetic_tile_pairs[::25])}," in out and "crack" in out
+    assert f"added {len(magnetic_tile_pairs[::25])}, without a mask (unlabelled) 0," in out and "crack" in out
     assert main(["ingest", str(data), "--project", str(tmp_path / "p")]) == 0
     assert "added 0," in capsys.readouterr().out
+    # a folder of images without masks: stored as unlabelled crops, and the summary says how many
+    bare = tmp_path / "bare" / "MT_Crack"
+    bare.mkdir(parents=True)
+    for img, _mask, _cls in [p for p in magnetic_tile_pairs if p[2] == "MT_Crack"][1:4]:
+        shutil.copy(img, bare)
+    assert main(["ingest", str(bare.parent), "--project", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "added 3, without a mask (unlabelled) 3, already present 0, bad 0" in out
 
 
 def test_export_labels_coco_and_csv(tmp_path: Path, magnetic_tile_pairs: list) -> None:

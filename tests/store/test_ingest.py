@@ -151,3 +151,48 @@ def test_coco_json_with_rle_and_polygons(tmp_path: Path, magnetic_tile_pairs: li
             exp = expected[Path(smp.path).name]
             iou = (got & exp).sum() / max((got | exp).sum(), 1)
             assert iou > 0.9
+
+
+def test_images_without_masks_are_stored_unlabelled(tmp_path: Path, magnetic_tile_pairs: list) -> None:
+    """A folder of images only: every image is a sample with no ground-truth mask, counted as such; mixed with
+    labelled pairs, only the images without a mask are; re-ingesting adds nothing."""
+    data = tmp_path / "unlabelled"
+    picks = [p for p in magnetic_tile_pairs if p[2] == "MT_Crack"][:4] + \
+        [p for p in magnetic_tile_pairs if p[2] == "MT_Fray"][:3]
+    for img, _mask, cls in picks:
+        (data / cls).mkdir(parents=True, exist_ok=True)
+        shutil.copy(img, data / cls)  # the image only
+    labelled = [p for p in magnetic_tile_pairs if p[2] == "MT_Break"][:2]
+    for img, mask, cls in labelled:
+        (data / cls).mkdir(parents=True, exist_ok=True)
+        shutil.copy(img, data / cls)
+        shutil.copy(mask, data / cls)
+    project = Project.create(tmp_path / "p")
+    report = ingest(project.db, data)
+    assert report.layout == "side-by-side" and report.bad == []
+    assert dict(report.added) == {"crack": 4, "fray": 3, "break": 2}
+    assert dict(report.without_mask) == {"crack": 4, "fray": 3} and report.without_mask_total == 7
+    assert _counts(project) == (9, 2)
+    with project.db.session() as s:
+        rows = s.execute(select(Sample.defect_class, Sample.origin, Sample.split, func.count(Mask.id))
+                         .outerjoin(Mask, Mask.sample_id == Sample.id).group_by(Sample.id)).all()
+    for cls, origin, split, n_masks in rows:
+        assert split is not None
+        assert (n_masks, origin is None) == ((1, False) if cls == "break" else (0, True))
+    again = ingest(project.db, data)
+    assert again.added_total == 0 and again.without_mask_total == 0 and again.skipped_existing == 9
+    project.close()
+
+    # images/ + masks/ with one mask missing: that image is stored unlabelled, not reported bad
+    root = tmp_path / "ds"
+    for i, (img, mask, cls) in enumerate(labelled + picks[:1]):
+        (root / "images" / cls).mkdir(parents=True, exist_ok=True)
+        shutil.copy(img, root / "images" / cls / img.name)
+        if i < 2:
+            (root / "masks" / cls).mkdir(parents=True, exist_ok=True)
+            shutil.copy(mask, root / "masks" / cls / mask.name)
+    p2 = Project.create(tmp_path / "p2")
+    report = ingest(p2.db, root)
+    assert report.layout == "images+masks" and report.bad == [] and report.added_total == 3
+    assert dict(report.without_mask) == {"crack": 1} and _counts(p2) == (3, 2)
+    p2.close()

@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt
 
 from store.project import Project
 from widgets.queue_data import STATUSES, VERDICT_CODE, VERDICTS, QueueColumns, QueueFilter, load_queue
-from widgets.queue_model import COL_IOU, COL_THUMB, QueueModel
+from widgets.queue_model import COL_HARD, COL_HUMAN, COL_IOU, COL_THUMB, QueueModel
 from widgets.queue_view import QueueWidget
 
 
@@ -117,10 +117,10 @@ def test_human_verdict_updates_row_in_place(qtbot: Any) -> None:
     m.set_columns(q)
     sid = m.sample_id_at(0)
     m.set_human(sid, "corrected")
-    assert m.data(m.index(0, 6)) == "corrected"
+    assert m.data(m.index(0, COL_HUMAN)) == "corrected"
     assert m.counts()["reviewed"] == int((q.human >= 0).sum())
     m.set_human(sid, None)
-    assert m.data(m.index(0, 6)) in STATUSES
+    assert m.data(m.index(0, COL_HUMAN)) in STATUSES
 
 
 def test_thumbnails_load_lazily_in_a_worker(qtbot: Any, magnetic_tile_pairs: list[tuple[Path, Path, str]]) -> None:
@@ -152,3 +152,49 @@ def test_load_queue_reads_every_sample_from_the_store(tile_project: Any) -> None
     assert q.vlm[rows[ids["vlm"][1]]] == VERDICT_CODE["both_bad"]
     assert abs(float(q.vlm_conf[rows[ids["vlm"][0]]]) - 0.8) < 1e-6
     assert (q.human == -1).all()
+
+
+def test_sorting_by_hardness_follows_the_domain_order(qtbot: Any, tmp_path: Path,
+                                                      magnetic_tile_pairs: list[tuple[Path, Path, str]]) -> None:
+    """A real store (10 compared crops with spread prediction scores, 5 plain ones): clicking the hardness header
+    (descending) shows the compared crops in review.queue_order's "hardness" order, the plain crops after them;
+    the column shows review.queue_order.hardness of each row."""
+    from sqlalchemy import select
+
+    from gui_helpers import build_tile_project
+    from review.queue_order import hardness, ordered_queue, ordered_sample_ids
+    from store.schema import Prediction
+
+    root = tmp_path / "project"
+    ids = build_tile_project(root, magnetic_tile_pairs)
+    rng = np.random.default_rng(5)
+    with Project.open(root) as p:
+        with p.db.session() as s:
+            for pred in s.scalars(select(Prediction).order_by(Prediction.id)):
+                pred.score = float(rng.uniform(0.05, 1.0))
+        q = load_queue(p.db)
+        with p.db.session() as s:
+            expected = ordered_sample_ids(s, "hardness", flagged_only=False)
+            rows = {r.sample_id: r for r in ordered_queue(s, "hardness", flagged_only=False)}
+            disagreement = ordered_sample_ids(s, "disagreement", flagged_only=False)
+    assert sorted(expected) == ids["predicted"] and expected != disagreement
+
+    w = QueueWidget(thumbnails=False)
+    qtbot.addWidget(w)
+    w.set_columns(q)
+    assert w.model.headerData(COL_HARD, Qt.Orientation.Horizontal) == "hardness"
+    w.table.horizontalHeader().setSortIndicator(COL_HARD, Qt.SortOrder.DescendingOrder)
+    shown = [int(x) for x in w.model.shown_sample_ids()]
+    assert shown[:len(expected)] == expected
+    assert sorted(shown[len(expected):]) == ids["plain"]  # never compared: last
+    for row, sid in enumerate(expected):
+        r = rows[sid]
+        h = hardness(r.iou_ts, r.teacher_score, r.student_score)
+        assert w.model.data(w.model.index(row, COL_HARD)) == f"{h:.3f}"
+    assert w.model.data(w.model.index(len(expected), COL_HARD)) == ""
+    # ascending: the reverse for the compared crops, plain crops still last
+    w.table.horizontalHeader().setSortIndicator(COL_HARD, Qt.SortOrder.AscendingOrder)
+    shown = [int(x) for x in w.model.shown_sample_ids()]
+    h = [rows[sid] for sid in shown[:len(expected)]]
+    vals = [hardness(r.iou_ts, r.teacher_score, r.student_score) for r in h]
+    assert vals == sorted(vals) and sorted(shown[len(expected):]) == ids["plain"]

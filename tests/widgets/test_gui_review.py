@@ -14,6 +14,7 @@ from review.verdicts import latest_verdicts
 from store import rle
 from store.project import Project
 from store.schema import Mask, MaskSource, Verdict, VerdictAuthorKind, VerdictKind
+from widgets.queue_model import COL_HUMAN
 
 
 def _key(qtbot: Any, win: Any, key: Qt.Key, mod: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier) -> None:
@@ -95,7 +96,7 @@ def test_keys_navigate_give_every_verdict_and_undo(qtbot: Any, window: Any, tile
         standing = {sid: v.verdict.value for sid, v in latest_verdicts(s, VerdictAuthorKind.HUMAN).items()}
     assert standing == {order[0]: "teacher_better", order[1]: "student_better", order[2]: "both_good"}
     assert rv.session.count == 3
-    assert rv.queue.model.data(rv.queue.model.index(3, 6)) in ("pending", "judged")
+    assert rv.queue.model.data(rv.queue.model.index(3, COL_HUMAN)) in ("pending", "judged")
     assert "3" in rv.session_label.text()
     assert "3 reviewed" in window.counts_label.text()
 
