@@ -1,4 +1,4 @@
-"""Reproduce seed 001's distillation table on a real defect data set with this project's own commands.
+"""The distillation table on a real defect data set, with this project's own commands (issue 14's recipe).
 
     python bench/distillation_table.py --data ../shared/datasets/magnetic-tile --work /tmp/dt --device cuda
     python bench/distillation_table.py --toy --work /tmp/dt-toy            # CPU, minutes: what CI runs
@@ -6,14 +6,17 @@
 Steps, each a `maskbench` command run as a subprocess (so the table measures what users run):
   init + ingest (stratified, seeded 80/10/10 split stored on the samples)
   teacher: SAM 2 built from the package config with random weights (official SA-1B weights cannot be downloaded
-           here), fine-tuned with `train --mode finetune-teacher`, registered with `models add teacher`
-  students, same schedule and budget: `train --mode distill --no-feature-loss` (naive logit distillation) and
-           `train --mode distill` (feature-aligned), each registered with `models add student`
-  evaluation: `predict --prompts ground_truth` for the teacher and each student on the test split (one positive
-           point sampled inside the ground truth, the same points for every model), IoU per class against the
-           ground truth and IoU against the teacher, computed from the stored masks
-  size and speed: `export` (FP32 merged graph, INT8), `bench` (GPU torch throughput, CPU ONNX Runtime latency)
-Results: WORK/table.md and WORK/table.json. Stages already done are skipped, so a long GPU run can be resumed.
+           here), fine-tuned at native pixel scale with `train --mode finetune-teacher`, registered with
+           `models add teacher --scale`
+  students (same schedule): `train --mode distill --no-feature-loss` (naive), `train --mode distill`
+           (feature-aligned) with the 1/4 mask head, and the feature-aligned student with seed 001's 1/8 head
+  baselines on the same split: `train --mode unet` (a plain supervised U-Net with click maps) and a classical
+           blur-subtract-threshold tuned on the training crops (inference.baselines.classical)
+  evaluation on the test split: `predict --prompts ground_truth` (one positive click inside the ground truth, the
+           same click for every model) -> IoU per class from the stored masks; interactive metrics (mIoU after 1, 3
+           and 5 clicks, NoC@85/90, inference.interactive) for every row
+  training throughput and the per-epoch time split from the runs' JSON lines; export and CPU latency (optional)
+Results: WORK/table.md and WORK/table.json. Stages already done are skipped, so a long run can be resumed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +34,12 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+STUDENTS = {  # label -> (train flags, student overrides)
+    "naive": (["--no-feature-loss"], {"mask_stride": 4}),
+    "feature_aligned": ([], {"mask_stride": 4}),
+    "feature_aligned_1/8": ([], {"mask_stride": 8}),
+}
 
 
 def sh(args: list[str], log: Path, env: dict[str, str] | None = None) -> str:
@@ -76,21 +86,46 @@ def teacher_params(path: Path) -> int:
     return int(sum(v.numel() for v in read_state_dict(path).values() if hasattr(v, "numel")))
 
 
-def last_run_checkpoint(project: Path, name: str, filename: str) -> Path:
-    path = project / "runs" / name / "checkpoints" / filename
+def run_dir(project: Path, name: str) -> Path:
+    return project / "runs" / name.replace("/", "_")
+
+
+def best_of(project: Path, name: str) -> Path:
+    path = run_dir(project, name) / "checkpoints" / "best.pt"
     if not path.is_file():
         raise SystemExit(f"run {name}: {path} missing")
     return path
 
 
-def run_metrics(project: Path, name: str) -> list[dict[str, Any]]:
-    path = project / "runs" / name / "metrics.jsonl"
+def run_report(project: Path, name: str) -> dict[str, Any]:
+    """Epoch curve, throughput and the per-epoch time split of one run, from its JSON lines."""
+    path = run_dir(project, name) / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
-    return [r for r in rows if r.get("event") == "epoch" or "val_iou_gt" in r]
+    epochs = [r for r in rows if r.get("event") == "epoch"]
+    steady = epochs[1:] or epochs  # the first epoch pays for warm-up (allocator, autotuning)
+    split: dict[str, float] = defaultdict(float)
+    for e in steady:
+        for k, v in (e.get("time") or {}).items():
+            split[k] += v / len(steady)
+    epoch_s = statistics.mean(e["epoch_s"] for e in steady) if steady else None
+    start = next((r for r in rows if r.get("event") == "start"), {})
+    cache = next((r for r in rows if r.get("event") == "cache_ready"), None)
+    return {
+        "epochs": [{k: e.get(k) for k in ("epoch", "loss", "val_iou_gt", "val_iou_teacher", "images_per_s")}
+                   for e in epochs],
+        "images_per_s": statistics.median(e["images_per_s"] for e in steady) if steady else None,
+        "time_split_s": dict(split), "epoch_s": epoch_s,
+        "val_and_checkpoint_share": ((split.get("validation_s", 0) + split.get("checkpoint_s", 0)) / epoch_s)
+        if epoch_s else None,
+        "best_val_iou": max((e["val_iou_gt"] for e in epochs if e.get("val_iou_gt") is not None), default=None),
+        "batch_size": start.get("batch_size"), "train_samples": start.get("train_samples"),
+        "teacher_cache_s": cache.get("seconds") if cache else None,
+        "wall_s": sum(e["epoch_s"] for e in epochs),
+    }
 
 
-def evaluate(project: Path, teacher_model: int, student_models: dict[str, int]) -> dict[str, Any]:
-    """Test-split IoU per class vs ground truth, and vs the teacher, from the stored ground-truth-prompted masks."""
+def stored_one_click(project: Path, models: dict[str, int]) -> dict[str, Any]:
+    """Test-split IoU per class vs ground truth (and vs the teacher) from the stored ground-truth-prompted masks."""
     from sqlalchemy import select
 
     from review.metrics import iou
@@ -109,9 +144,9 @@ def evaluate(project: Path, teacher_model: int, student_models: dict[str, int]) 
                 Prediction.sample_id.in_(list(samples))).order_by(Prediction.id)).all()
             return {sid: rle.decode(r) for sid, r in rows}
 
-        teacher = masks_of(teacher_model)
+        teacher = masks_of(models["teacher"])
         out: dict[str, Any] = {}
-        for label, model_id in {"teacher": teacher_model, **student_models}.items():
+        for label, model_id in models.items():
             pred = masks_of(model_id)
             per_class: dict[str, list[float]] = defaultdict(list)
             vs_teacher: list[float] = []
@@ -127,13 +162,30 @@ def evaluate(project: Path, teacher_model: int, student_models: dict[str, int]) 
                     vs_teacher.append(iou(pred[sid], teacher[sid]))
             all_ious = [v for vs in per_class.values() for v in vs]
             out[label] = {
-                "test_iou": sum(all_ious) / max(len(all_ious), 1),
-                "n": len(all_ious),
+                "test_iou": sum(all_ious) / max(len(all_ious), 1), "n": len(all_ious),
                 "per_class": {c: sum(v) / len(v) for c, v in sorted(per_class.items())},
                 "iou_vs_teacher": (sum(vs_teacher) / len(vs_teacher)) if vs_teacher else None,
                 "free_false_positive_area": (sum(free_fp) / len(free_fp)) if free_fp else None,
             }
     return out
+
+
+def split_items(project: Path, split: str) -> list[Any]:
+    """(sample_id, class, image, gt) of a split's crops, for the baselines and the interactive metrics."""
+    from sqlalchemy import select
+
+    from inference.interactive import InteractiveItem
+    from store import rle
+    from store.images import load_image
+    from store.project import Project
+    from store.schema import Mask, MaskSource, Sample
+
+    with Project.open(project) as p, p.db.session() as s:
+        rows = s.execute(select(Sample.id, Sample.defect_class, Sample.path, Mask.rle)
+                         .join(Mask, Mask.sample_id == Sample.id)
+                         .where(Sample.split == split, Mask.source == MaskSource.GROUND_TRUTH)
+                         .order_by(Sample.id)).all()
+    return [InteractiveItem(sid, cls, load_image(path), rle.decode(r).astype(bool)) for sid, cls, path, r in rows]
 
 
 def model_id_of(project: Path, path: Path) -> int:
@@ -168,16 +220,30 @@ def exports_of(project: Path, checkpoint: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def latency_of(project: Path, label: str) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
+def interactive_rows(project: Path, model_ids: dict[str, int], unet_ckpt: Path | None, classical: Any,
+                     device: str, max_clicks: int) -> dict[str, Any]:
+    """mIoU@1/3/5 and NoC@85/90 per row on the test crops (the first click is predict's ground-truth click)."""
+    from inference.interactive import evaluate
+    from inference.registry import get_model, open_segmenter
     from store.project import Project
-    from store.schema import LatencyResult
 
-    with Project.open(project) as p, p.db.session() as s:
-        return [{"backend": r.backend, "precision": r.precision, "batch": r.batch, "p50_ms": r.p50_ms,
-                 "throughput": r.throughput, "device": (r.device or {}).get("gpu") or (r.device or {}).get("cpu")}
-                for r in s.scalars(select(LatencyResult).where(LatencyResult.model_label == label))]
+    items = split_items(project, "test")
+    out: dict[str, Any] = {}
+    with Project.open(project) as p:
+        for label, mid in model_ids.items():
+            seg = open_segmenter(p, get_model(p, mid), device=device)
+            out[label] = evaluate(seg, items, max_clicks=max_clicks).to_json(include_crops=False)
+    if unet_ckpt is not None:
+        from inference.baselines.unet import UNetSegmenter, load_checkpoint
+
+        out["unet"] = evaluate(UNetSegmenter(load_checkpoint(unet_ckpt), device=device), items,
+                               max_clicks=max_clicks).to_json(include_crops=False)
+    if classical is not None:
+        from inference.baselines.classical import ClassicalSegmenter
+
+        out["classical"] = evaluate(ClassicalSegmenter(classical), items, max_clicks=max_clicks).to_json(
+            include_crops=False)
+    return out
 
 
 def main() -> None:
@@ -185,142 +251,204 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "magnetic-tile")
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--teacher-config", default="configs/sam2.1/sam2.1_hiera_t.yaml")
-    ap.add_argument("--teacher-size", type=int, default=512)
+    ap.add_argument("--teacher-config", default="sam2.1_hiera_t")
+    ap.add_argument("--teacher-size", type=int, default=1024)
+    ap.add_argument("--teacher-scale", type=float, default=2.0, help="the teacher looks at crops this much closer")
     ap.add_argument("--student-size", type=int, default=512)
-    ap.add_argument("--teacher-epochs", type=int, default=30)
-    ap.add_argument("--student-epochs", type=int, default=30)
+    ap.add_argument("--teacher-epochs", type=int, default=120)
+    ap.add_argument("--student-epochs", type=int, default=150)
+    ap.add_argument("--unet-epochs", type=int, default=150)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--teacher-batch-size", type=int, default=8)
+    ap.add_argument("--teacher-batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--teacher-lr", type=float, default=4e-4)
+    ap.add_argument("--students", default="naive,feature_aligned,feature_aligned_1/8")
     ap.add_argument("--max-steps", type=int, default=None, help="cap optimiser steps per run (toy runs)")
-    ap.add_argument("--num-workers", type=int, default=4)
+    ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--toy", action="store_true", help="synthetic data, tiny sizes, CPU: the CI smoke run")
+    ap.add_argument("--skip-export", action="store_true")
     ap.add_argument("--skip-bench", action="store_true")
-    ap.add_argument("--stage", choices=["all", "train", "report"], default="all")
     a = ap.parse_args()
 
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     project = work / "project"
     log = work / "commands.log"
+    augment: dict[str, Any] = {}
     if a.toy:
         from store.synthetic import write_dataset
 
         a.data = work / "toy-data"
         if not a.data.exists():
             write_dataset(a.data, 40, seed=11)
-        a.teacher_size, a.student_size = 256, 128
-        a.teacher_epochs = a.student_epochs = 1
-        a.batch_size, a.teacher_batch_size, a.num_workers = 8, 4, 0
-        a.max_steps = a.max_steps or 3
+        a.teacher_size, a.teacher_scale, a.student_size = 128, 0.5, 64
+        a.teacher_epochs = a.student_epochs = a.unet_epochs = 1
+        a.batch_size, a.teacher_batch_size = 4, 2
+        a.max_steps = a.max_steps or 2
+        a.max_clicks = 5
+        a.teacher_config = "sam2.1_hiera_demo"
+        augment = {"dihedral": False}
+    student_scale = a.teacher_scale * a.student_size / a.teacher_size  # both canvases cover the same region
     dev = ["--device", a.device]
     steps = ["--max-steps", str(a.max_steps)] if a.max_steps else []
-    common = [*dev, *steps, "--num-workers", str(a.num_workers), "--no-progress"]
+    common = [*dev, *steps, "--no-progress"]
+    students = [s for s in a.students.split(",") if s]
     t_start = time.time()
+    stage_s: dict[str, float] = {}
 
     print(f"[1/6] project and data ({a.data})", flush=True)
     if not (project / "project.yaml").exists():
         sh(["init", str(project)], log)
     sh(["ingest", str(a.data), "--project", str(project)], log)
+    training = {"batch_size": a.batch_size, "lr": a.lr, **({"augment": augment} if augment else {}),
+                "checkpoint_every": 1000}
+    base = {"student": {"input_size": a.student_size, "scale": student_scale}, "training": training}
 
-    cfg_student = {"student": {"input_size": a.student_size}, "training": {"batch_size": a.batch_size}}
-    print("[2/6] teacher: SAM 2 from random initialisation, fine-tuned on the training split", flush=True)
+    print("[2/6] teacher: SAM 2 from random initialisation, fine-tuned at native scale", flush=True)
+    t0 = time.time()
     teacher_run = "teacher-finetune"
-    if not (project / "runs" / teacher_run / "checkpoints" / "best.pt").exists():
+    if not (run_dir(project, teacher_run) / "checkpoints" / "best.pt").exists():
         init_ckpt = random_teacher(a.teacher_config, a.teacher_size, work / "teacher_random_init.pt")
         cfg = write_yaml(work / "teacher.yaml", {
-            **cfg_student,
-            "teacher": {"config": a.teacher_config, "checkpoint": str(init_ckpt), "image_size": a.teacher_size},
-            "finetune_teacher": {"batch_size": a.teacher_batch_size, "lr": 1e-4},
+            **base,
+            "teacher": {"config": a.teacher_config, "checkpoint": str(init_ckpt), "image_size": a.teacher_size,
+                        "scale": a.teacher_scale},
+            "finetune_teacher": {"batch_size": a.teacher_batch_size, "lr": a.teacher_lr},
         })
         sh(["train", "--project", str(project), "--mode", "finetune-teacher", "--config", str(cfg),
             "--epochs", str(a.teacher_epochs), "--name", teacher_run, *common], log)
-    teacher_ckpt = last_run_checkpoint(project, teacher_run, "best.pt")  # official {"model": ...} format
+    teacher_ckpt = best_of(project, teacher_run)  # official {"model": ...} format
     sh(["models", "add", "teacher", str(teacher_ckpt), "--project", str(project), "--config", a.teacher_config,
-        "--image-size", str(a.teacher_size), "--name", "teacher-finetuned"], log)
+        "--image-size", str(a.teacher_size), "--scale", str(a.teacher_scale), "--name", "teacher-finetuned"], log)
+    stage_s["teacher"] = time.time() - t0
 
-    distill_cfg = write_yaml(work / "distill.yaml", {
-        **cfg_student,
-        "teacher": {"config": a.teacher_config, "checkpoint": str(teacher_ckpt), "image_size": a.teacher_size},
-    })
-    students = {"naive": ["--no-feature-loss"], "feature_aligned": []}
-    for label, extra in students.items():
-        print(f"[3/6] student '{label}': distillation, {a.student_epochs} epochs", flush=True)
-        if not (project / "runs" / label / "checkpoints" / "best.pt").exists():
-            sh(["train", "--project", str(project), "--mode", "distill", *extra, "--config", str(distill_cfg),
-                "--epochs", str(a.student_epochs), "--name", label, *common], log)
-
-    print("[4/6] evaluation on the test split (ground-truth point prompts)", flush=True)
-    sh(["predict", "--project", str(project), "--model", "teacher", "--prompts", "ground_truth", *dev], log)
-    student_ids: dict[str, int] = {}
+    teacher_section = {"config": a.teacher_config, "checkpoint": str(teacher_ckpt), "image_size": a.teacher_size,
+                       "scale": a.teacher_scale}
     for label in students:
-        best = last_run_checkpoint(project, label, "best.pt")
-        sh(["models", "add", "student", str(best), "--project", str(project), "--name", label], log)
-        sh(["predict", "--project", str(project), "--model", "student", "--prompts", "ground_truth", *dev], log)
-        student_ids[label] = model_id_of(project, best)
-    results = evaluate(project, model_id_of(project, teacher_ckpt), student_ids)
+        flags, overrides = STUDENTS[label]
+        print(f"[3/6] student '{label}': distillation, {a.student_epochs} epochs", flush=True)
+        t0 = time.time()
+        if not (run_dir(project, label) / "checkpoints" / "best.pt").exists():
+            cfg = write_yaml(work / f"{label.replace('/', '_')}.yaml", {
+                **base, "student": {**base["student"], **overrides}, "teacher": teacher_section})
+            sh(["train", "--project", str(project), "--mode", "distill", *flags, "--config", str(cfg),
+                "--epochs", str(a.student_epochs), "--name", label.replace("/", "_"), *common], log)
+        stage_s[label] = time.time() - t0
+
+    print(f"[4/6] baselines: plain U-Net ({a.unet_epochs} epochs) and classical (tuned on train)", flush=True)
+    t0 = time.time()
+    if not (run_dir(project, "unet") / "checkpoints" / "best.pt").exists():
+        cfg = write_yaml(work / "unet.yaml", {**base, "student": {"input_size": a.student_size, "scale": 1.0},
+                                             "unet": {"crop_size": min(256, a.student_size)}})
+        sh(["train", "--project", str(project), "--mode", "unet", "--config", str(cfg), "--epochs", str(a.unet_epochs),
+            "--name", "unet", *common], log)
+    from inference.baselines.classical import tune
+
+    classical, classical_train = tune([(it.image, it.gt_mask) for it in split_items(project, "train")
+                                       if it.gt_mask.any()])
+    stage_s["baselines"] = time.time() - t0
+
+    print("[5/6] evaluation on the test split (one click, then interactive)", flush=True)
+    t0 = time.time()
+    sh(["predict", "--project", str(project), "--model", "teacher", "--prompts", "ground_truth", "--split", "test",
+        *dev], log)
+    model_ids: dict[str, int] = {"teacher": model_id_of(project, teacher_ckpt)}
+    for label in students:
+        best = best_of(project, label)
+        sh(["models", "add", "student", str(best), "--project", str(project), "--name", label.replace("/", "_")], log)
+        sh(["predict", "--project", str(project), "--model", "student", "--prompts", "ground_truth", "--split", "test",
+            *dev], log)
+        model_ids[label] = model_id_of(project, best)
+    results: dict[str, Any] = stored_one_click(project, model_ids)
+    inter = interactive_rows(project, model_ids, best_of(project, "unet"), classical,
+                             a.device if a.device != "cpu" else "cpu", a.max_clicks)
+    for label, rep in inter.items():
+        results.setdefault(label, {})["interactive"] = rep
+    for label in ("unet", "classical"):  # their one-click figures come from the same first click
+        rep = inter[label]
+        results[label].update({"test_iou": rep["overall"]["mIoU@1"], "n": rep["overall"]["n"],
+                               "per_class": {c: g["mIoU@1"] for c, g in rep["per_class"].items()}})
+    results["classical"]["params"] = classical.to_json()
+    results["classical"]["train_iou"] = classical_train
     results["teacher"]["params"] = teacher_params(teacher_ckpt)
     results["teacher"]["size_mb"] = teacher_ckpt.stat().st_size / 1e6
+    from inference.baselines.unet import load_checkpoint as load_unet
+    from inference.baselines.unet import param_count
 
-    print("[5/6] export FP32 / INT8 and measure", flush=True)
-    for label in students:
-        best = last_run_checkpoint(project, label, "best.pt")
-        if not exports_of(project, best):
-            precisions = "fp32,int8" if a.toy else "fp32,fp16,int8,int8-weight"
-            sh(["export", "--project", str(project), "--checkpoint", str(best), "--precision", precisions,
-                "--no-split-pair"], log)
-        results[label]["exports"] = exports_of(project, best)
-        results[label]["epochs"] = run_metrics(project, label)
-    results["teacher"]["epochs"] = run_metrics(project, teacher_run)
+    results["unet"]["params"] = param_count(load_unet(best_of(project, "unet")))
+    for label in [teacher_run, *students, "unet"]:
+        key = "teacher" if label == teacher_run else label
+        results[key]["run"] = run_report(project, label.replace("/", "_"))
+    stage_s["evaluation"] = time.time() - t0
 
-    if not a.skip_bench:
-        print("[6/6] latency: torch on the training device, ONNX Runtime on CPU", flush=True)
+    if not a.skip_export:
+        print("[6/6] export FP32 / INT8 and CPU latency", flush=True)
         for label in students:
-            best = last_run_checkpoint(project, label, "best.pt")
-            prec = "fp16" if a.device == "cuda" else "fp32"
-            modes = "eager,cudagraph" if a.device == "cuda" else "eager"
-            sh(["bench", str(best), "--project", str(project), "--provider", "torch", "--device", a.device,
-                "--precision", prec, "--mode", modes, "--batch", "1,32" if not a.toy else "1",
-                "--label", f"{label}-torch", "--iters", "50" if not a.toy else "5",
-                "--warmup", "5" if not a.toy else "1"], log)
-            fp32 = results[label]["exports"].get("fp32", {}).get("path")
-            if fp32:
-                s_ = a.student_size
-                sh(["bench", fp32, "--project", str(project), "--provider", "cpu", "--batch", "1",
-                    "--shapes", f"image:1x3x{s_}x{s_},point_coords:1x1x2,point_labels:1x1",
-                    "--label", f"{label}-onnx-cpu", "--iters", "30" if not a.toy else "3", "--warmup", "3"], log)
-            results[label]["latency"] = latency_of(project, f"{label}-torch") + latency_of(project, f"{label}-onnx-cpu")
+            best = best_of(project, label)
+            if not exports_of(project, best):
+                sh(["export", "--project", str(project), "--checkpoint", str(best), "--precision", "fp32,int8",
+                    "--no-split-pair"], log)
+            results[label]["exports"] = exports_of(project, best)
 
     results["_meta"] = {
         "data": str(a.data), "device": a.device, "teacher_config": a.teacher_config,
-        "teacher_size": a.teacher_size, "student_size": a.student_size, "teacher_epochs": a.teacher_epochs,
-        "student_epochs": a.student_epochs, "batch_size": a.batch_size, "toy": a.toy,
-        "wall_s": round(time.time() - t_start, 1),
-        "teacher_init": "random (no SA-1B weights available offline)",
+        "teacher_size": a.teacher_size, "teacher_scale": a.teacher_scale, "student_size": a.student_size,
+        "student_scale": student_scale, "teacher_epochs": a.teacher_epochs, "student_epochs": a.student_epochs,
+        "unet_epochs": a.unet_epochs, "batch_size": a.batch_size, "toy": a.toy,
+        "wall_s": round(time.time() - t_start, 1), "stage_s": {k: round(v, 1) for k, v in stage_s.items()},
+        "teacher_init": "random (no SA-1B weights available offline)", "gpu": _gpu_name(),
     }
     (work / "table.json").write_text(json.dumps(results, indent=2, default=str))
     (work / "table.md").write_text(render(results))
     print(render(results))
 
 
+def _gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+ROWS = ("teacher", "naive", "feature_aligned", "feature_aligned_1/8", "unet", "classical")
+
+
 def render(r: dict[str, Any]) -> str:
     classes = sorted({c for k, v in r.items() if not k.startswith("_") for c in v.get("per_class", {})})
-    head = "| model | params | FP32 MB | INT8 MB | test IoU vs GT | IoU vs teacher | " + " | ".join(classes) + " |"
-    lines = [head, "|" + "---|" * (6 + len(classes))]
-    for label in ("teacher", "naive", "feature_aligned"):
+    head = ("| model | params | INT8 MB | test IoU, 1 click | IoU vs teacher | mIoU@3 | mIoU@5 | NoC@85 | NoC@90 | "
+            + " | ".join(classes) + " |")
+    lines = [head, "|" + "---|" * (9 + len(classes))]
+    for label in ROWS:
         v = r.get(label)
         if not v:
             continue
         ex = v.get("exports", {})
         params = ex.get("fp32", {}).get("params") or v.get("params")
-        fp32 = ex.get("fp32", {}).get("size_mb") or v.get("size_mb")
         int8 = ex.get("int8", {}).get("size_mb")
         vt = v.get("iou_vs_teacher")
-        cells = [label, f"{params / 1e6:.2f}M" if params else "-", f"{fp32:.1f}" if fp32 else "-",
-                 f"{int8:.2f}" if int8 else "-", f"{v['test_iou']:.3f} (n={v['n']})",
-                 f"{vt:.3f}" if vt is not None else "-"]
-        cells += [f"{v['per_class'].get(c, float('nan')):.3f}" for c in classes]
+        o = (v.get("interactive") or {}).get("overall", {})
+
+        def f(x: Any, d: int = 3) -> str:
+            return "-" if x is None else f"{x:.{d}f}"
+
+        cells = [label, f"{params / 1e6:.2f}M" if isinstance(params, (int, float)) else "-", f(int8, 2),
+                 f"{v['test_iou']:.3f} (n={v['n']})", f(vt), f(o.get("mIoU@3")), f(o.get("mIoU@5")),
+                 f(o.get("NoC@85"), 1), f(o.get("NoC@90"), 1)]
+        cells += [f(v["per_class"].get(c)) for c in classes]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| run | images/s | epoch s | data s | step s | validation s | checkpoint s | val+ckpt share |",
+              "|---|---|---|---|---|---|---|---|"]
+    for label in ROWS:
+        run = (r.get(label) or {}).get("run")
+        if not run:
+            continue
+        t = run["time_split_s"]
+
+        def g(x: Any, d: int = 3) -> str:
+            return "-" if x is None else f"{x:.{d}f}"
+
+        lines.append(f"| {label} | {g(run['images_per_s'], 0)} | {g(run['epoch_s'])} | {g(t.get('data_s'))} | "
+                     f"{g(t.get('step_s'))} | {g(t.get('validation_s'))} | {g(t.get('checkpoint_s'))} | "
+                     f"{g(run['val_and_checkpoint_share'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -110,6 +110,7 @@ def predict_project(
     gt_points: int = 1,
     gt_negative: int = 0,
     limit: int | None = None,
+    split: str | None = None,
 ) -> PredictReport:
     if prompt_source not in BATCH_PROMPT_SOURCES:
         raise ModelError(f"prompt source must be one of {', '.join(BATCH_PROMPT_SOURCES)}, not {prompt_source!r}")
@@ -122,9 +123,10 @@ def predict_project(
     report = PredictReport(kind=kind, model_id=model_id, model_name=segmenter.name, prompt_source=prompt_source,
                            shard=shard)
     with project.db.session() as s:
-        rows = s.execute(
-            select(Sample.id, Sample.path, Sample.sha256).where(Sample.id % n == i).order_by(Sample.id)
-        ).all()
+        q = select(Sample.id, Sample.path, Sample.sha256).where(Sample.id % n == i)
+        if split is not None:
+            q = q.where(Sample.split == split)
+        rows = s.execute(q.order_by(Sample.id)).all()
         done = set(s.scalars(select(Prediction.sample_id).where(
             Prediction.model_id == model_id, Prediction.prompt_source == prompt_source)))
     todo = [r for r in rows if r.id not in done]

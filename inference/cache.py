@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from inference.layout import Layout
 from inference.segmenter import Decoded, Embedding, Prompt
 
 log = logging.getLogger("maskbench.cache")
@@ -61,7 +62,8 @@ class EmbeddingCache:
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = z["__meta__"]
-                feats = {k: z[k].astype(np.float32) for k in z.files if k != "__meta__"}
+                layout = Layout.from_json(z["__layout__"].tolist()) if "__layout__" in z.files else None
+                feats = {k: z[k].astype(np.float32) for k in z.files if not k.startswith("__")}
         except FileNotFoundError:
             self.misses += 1
             return None
@@ -80,7 +82,7 @@ class EmbeddingCache:
             pass
         self.hits += 1
         return Embedding(features=feats, orig_hw=(int(meta[0]), int(meta[1])), input_size=int(meta[2]),
-                         model_sha256=model_sha)
+                         model_sha256=model_sha, layout=layout)
 
     def put(self, embedding: Embedding, image_sha: str) -> Path:
         path = self.path_for(embedding.model_sha256, image_sha, embedding.input_size)
@@ -88,6 +90,8 @@ class EmbeddingCache:
         tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.npz")
         arrays = {k: np.asarray(v).astype(np.float16) for k, v in embedding.features.items()}
         arrays["__meta__"] = np.array([embedding.orig_hw[0], embedding.orig_hw[1], embedding.input_size], np.int64)
+        if embedding.layout is not None:
+            arrays["__layout__"] = np.array(embedding.layout.to_json(), np.float64)
         try:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)

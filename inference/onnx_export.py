@@ -4,10 +4,10 @@ The pair mirrors the interactive split: the encoder runs once per image, the dec
 (what inference.ort_backend feeds them, via inference.preprocess):
 
   encoder  image (B, 3, S, S) float32, resized + ImageNet-normalised
-           -> image_embed (B, 256, S/16, S/16), high_res (B, 64, S/8, S/8)
-  decoder  image_embed (B|1, 256, S/16, S/16), high_res (B|1, 64, S/8, S/8),
+           -> image_embed (B, 256, S/16, S/16), high_res (B, C, S/k, S/k)   (k: the mask stride, 4 or 8)
+  decoder  image_embed (B|1, 256, S/16, S/16), high_res (B|1, C, S/k, S/k),
            point_coords (B, N, 2) float32 x/y in input pixels, point_labels (B, N) float32 (1, 0, -1 = padding)
-           -> masks (B, K, S/8, S/8) logits, scores (B, K)
+           -> masks (B, K, S/k, S/k) logits, scores (B, K)
 
 B and N are dynamic; an image side of batch 1 is broadcast over B prompts. The functions take a model and a path
 and return the path, so quantisation / TensorRT / graph-merging code can reuse them; metadata_props carry the input
@@ -113,7 +113,7 @@ def export_decoder(model: Any, path: Path | str, opset: int = OPSET) -> Path:
     dec = copy.deepcopy(model.decoder).float().eval()
     e = cfg.embed_hw
     emb = torch.randn(2, cfg.embed_dim, e, e)
-    hi = torch.randn(2, cfg.high_res_dim, 2 * e, 2 * e)
+    hi = torch.randn(2, cfg.high_res_dim, cfg.high_res_hw, cfg.high_res_hw)
     pts = torch.rand(2, 3, 2) * cfg.input_size
     lbl = torch.tensor([[1.0, 0.0, -1.0], [1.0, 1.0, 0.0]])
     axes = {

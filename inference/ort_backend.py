@@ -82,6 +82,7 @@ class OrtStudentSegmenter(StudentRuntime):
             raise ModelError(f"{Path(encoder_path).name}: cannot tell the encoder's input size; pass input_size")
         self.input_size = int(size)
         self.config = json.loads(meta.get("maskbench.config", "{}") or "{}")
+        self.set_layout(self.config)
         self.name = name
         self.sha256 = sha256
         self.device = "cuda" if self.providers[0] != "CPUExecutionProvider" else "cpu"

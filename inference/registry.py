@@ -126,24 +126,31 @@ def add_model(
     name: str | None = None,
     image_size: int | None = None,
     decoder: Path | str | None = None,
+    scale: float | None = None,
 ) -> tuple[ModelInfo, bool]:
-    """Verify and import a checkpoint. Returns (record, already_present)."""
+    """Verify and import a checkpoint. Returns (record, already_present). `scale` (teachers): the checkpoint was
+    trained on crops at native pixel scale times `scale` (inference.layout); None: SAM's resize-to-square."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if kind == "student" and (path.suffix.lower() == ".onnx" or decoder is not None):
         return add_onnx_student(project, path, decoder, name=name)
     if kind == "teacher":
-        return _add_teacher(project, path, config or "sam2.1_hiera_s", name, image_size)
+        return _add_teacher(project, path, config or "sam2.1_hiera_s", name, image_size, scale)
+    if scale is not None:
+        raise ModelError("--scale is for teachers; a student checkpoint carries its own layout")
     if kind == "student":
         return _add_student(project, path, name)
     _kind(kind)
     raise AssertionError
 
 
-def _add_teacher(project: Any, path: Path, config: str, name: str | None, image_size: int | None):
+def _add_teacher(project: Any, path: Path, config: str, name: str | None, image_size: int | None,
+                 scale: float | None):
     from inference import teacher as t
 
+    if scale is not None and not scale > 0:
+        raise ModelError(f"--scale must be > 0, not {scale}")
     short, cfg_path = t.resolve_config(config)
     size = int(image_size or 1024)
     model = t.load_model(path, short, image_size=size)  # raises CheckpointError / ModelMismatchError
@@ -154,7 +161,8 @@ def _add_teacher(project: Any, path: Path, config: str, name: str | None, image_
     return _record(project, "teacher", dict(
         name=name or path.stem, architecture=short, backend="torch", checkpoint_path=rel, sha256=sha,
         params=params, size_bytes=path.stat().st_size, input_size=size,
-        meta={"config": cfg_path, "image_size": size, "source": str(path.resolve())},
+        meta={"config": cfg_path, "image_size": size, "source": str(path.resolve()),
+              "layout": "resize" if scale is None else "native", **({} if scale is None else {"scale": float(scale)})},
     ))
 
 
@@ -212,8 +220,10 @@ def open_segmenter(
     if info.kind == "teacher":
         from inference.teacher import load_teacher_segmenter
 
+        scale = info.meta.get("scale") if info.meta.get("layout") == "native" else None
         return load_teacher_segmenter(path, info.architecture, image_size=info.input_size or 1024, name=info.name,
-                                      sha256=info.sha256, device=device, precision=precision)
+                                      sha256=info.sha256, device=device, precision=precision,
+                                      scale=None if scale is None else float(scale))
     from inference.torch_backend import load_student_segmenter
 
     return load_student_segmenter(path, name=info.name, sha256=info.sha256, device=device, precision=precision)

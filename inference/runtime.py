@@ -2,8 +2,13 @@
 
 A backend supplies two raw calls: `_run_encoder((B,3,S,S) float32) -> {"image_embed", "high_res"}` and
 `_run_decoder(image_embed, high_res, coords (B,N,2), labels (B,N)) -> (masks (B,K,h,w), scores (B,K))`. Everything
-around them (resize, normalise, coordinate mapping, padding of prompts, mask choice, resize back) lives here, so the
-PyTorch and the ONNX Runtime students cannot drift apart, and the ONNX path needs no torch.
+around them (canvases or resize, normalise, coordinate mapping, padding of prompts, mask choice, stitching back to
+the crop) lives here, so the PyTorch and the ONNX Runtime students cannot drift apart, and the ONNX path needs no
+torch.
+
+Two layouts, named by the student's config (`layout`): "native" (issue 14: the crop keeps its pixel scale on S x S
+canvases, tiled when larger; inference.layout) and "resize" (students trained before it: the crop is resized to a
+square S x S, SAM's convention).
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from inference import layout as lay
 from inference import preprocess as pp
 from inference.segmenter import Decoded, Embedding, Prompt
 
 STUDENT_FEATURES = ("image_embed", "high_res")
+LAYOUTS = ("native", "resize")
 
 
 class StudentRuntime:
@@ -23,7 +30,10 @@ class StudentRuntime:
     name: str
     sha256: str
     input_size: int
+    layout_mode: str = "resize"  # backends set it (and scale) from the student's config
+    scale: float = 1.0
     decode_chunk = 64  # prompts per decoder call when many prompts share one image (automatic masks)
+    encode_chunk = 16  # canvases per encoder call (tiles of large crops add up)
 
     def __init__(self) -> None:
         self.encoder_images = 0  # images that went through the encoder; tests and benchmarks read it
@@ -37,31 +47,77 @@ class StudentRuntime:
     ) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def set_layout(self, config: dict[str, object]) -> None:
+        """From a student config dict (checkpoint or ONNX metadata); configs older than issue 14 mean "resize"."""
+        mode = str(config.get("layout", "resize"))
+        if mode not in LAYOUTS:
+            raise ValueError(f"unknown student layout {mode!r} (expected one of {', '.join(LAYOUTS)})")
+        self.layout_mode = mode
+        self.scale = float(config.get("scale", 1.0))
+
     # Segmenter interface
     def embed(self, image: np.ndarray) -> Embedding:
         return self.embed_batch([image])[0]
 
+    def _encode(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        parts = [self._run_encoder(batch[i : i + self.encode_chunk]) for i in range(0, len(batch), self.encode_chunk)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in STUDENT_FEATURES}
+
     def embed_batch(self, images: Sequence[np.ndarray]) -> list[Embedding]:
         if not images:
             return []
-        batch = pp.images_to_batch(images, self.input_size)
-        out = self._run_encoder(batch)
+        rgbs = [pp.as_rgb(im) for im in images]
         self.encoder_images += len(images)
-        return [
-            Embedding(
-                features={k: np.asarray(out[k][i], np.float32) for k in STUDENT_FEATURES},
-                orig_hw=(int(im.shape[0]), int(im.shape[1])),
-                input_size=self.input_size,
-                model_sha256=self.sha256,
-            )
-            for i, im in enumerate(images)
-        ]
+        if self.layout_mode == "resize":
+            out = self._encode(pp.images_to_batch(rgbs, self.input_size))
+            return [
+                Embedding(features={k: np.asarray(out[k][i], np.float32) for k in STUDENT_FEATURES},
+                          orig_hw=(int(im.shape[0]), int(im.shape[1])), input_size=self.input_size,
+                          model_sha256=self.sha256)
+                for i, im in enumerate(rgbs)
+            ]
+        layouts = [lay.plan(im.shape[:2], self.input_size, self.scale) for im in rgbs]
+        out = self._encode(np.concatenate([lay.normalised_canvases(im, lo) for im, lo in zip(rgbs, layouts)]))
+        embs, start = [], 0
+        for im, lo in zip(rgbs, layouts):
+            end = start + len(lo.tiles)
+            embs.append(Embedding(features={k: np.asarray(out[k][start:end], np.float32) for k in STUDENT_FEATURES},
+                                  orig_hw=(int(im.shape[0]), int(im.shape[1])), input_size=self.input_size,
+                                  model_sha256=self.sha256, layout=lo))
+            start = end
+        return embs
 
     def decode(self, embedding: Embedding, points: np.ndarray, labels: np.ndarray) -> Decoded:
         return self.decode_prompts(embedding, [(points, labels)])[0]
 
     def decode_prompts(self, embedding: Embedding, prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
         """Several prompts on one image in batched decoder calls (the embedding is broadcast, not copied)."""
+        if embedding.layout is None:
+            return self._decode_resized(embedding, prompts)
+        lo = embedding.layout
+        per_tile: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+        for p, (pts, lbs) in enumerate(prompts):
+            for t, coords, tl in lay.tile_prompts(lo, pts, lbs):
+                per_tile.setdefault(t, []).append((p, coords, tl))
+        pieces: list[list[tuple[int, np.ndarray, float]]] = [[] for _ in prompts]
+        for t, entries in per_tile.items():
+            emb = embedding.features["image_embed"][t : t + 1].astype(np.float32, copy=False)
+            hi = embedding.features["high_res"][t : t + 1].astype(np.float32, copy=False)
+            for start in range(0, len(entries), self.decode_chunk):
+                chunk = entries[start : start + self.decode_chunk]
+                coords, labels = lay.pad_points([(c, lb) for _, c, lb in chunk])
+                masks, scores = self._run_decoder(emb, hi, coords, labels)
+                for j, (p, _, lb) in enumerate(chunk):
+                    idx = pp.choose_mask(masks[j], scores[j], len(lb))
+                    pieces[p].append((t, masks[j, idx], float(scores[j, idx])))
+        return [self._stitched(lo, parts) for parts in pieces]
+
+    @staticmethod
+    def _stitched(lo: lay.Layout, parts: list[tuple[int, np.ndarray, float]]) -> Decoded:
+        logits = lay.stitch(lo, [(t, m) for t, m, _ in parts])
+        return Decoded(logits=logits, score=max((s for _, _, s in parts), default=0.0))
+
+    def _decode_resized(self, embedding: Embedding, prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
         out: list[Decoded] = []
         emb = embedding.features["image_embed"][None].astype(np.float32, copy=False)
         hi = embedding.features["high_res"][None].astype(np.float32, copy=False)
@@ -86,14 +142,27 @@ class StudentRuntime:
         self, embeddings: Sequence[Embedding], prompts: Sequence[tuple[np.ndarray, np.ndarray]]
     ) -> list[Decoded]:
         """One prompt per embedding, in one decoder call (what batch predict uses on a GPU)."""
-        emb = np.stack([e.features["image_embed"] for e in embeddings]).astype(np.float32, copy=False)
-        hi = np.stack([e.features["high_res"] for e in embeddings]).astype(np.float32, copy=False)
-        coords, labels = pp.pad_prompts(prompts, [e.orig_hw for e in embeddings], self.input_size)
-        masks, scores = self._run_decoder(emb, hi, coords, labels)
-        return [
-            self._finish(masks[i], scores[i], len(np.asarray(lb).reshape(-1)), e.orig_hw)
-            for i, (e, (_, lb)) in enumerate(zip(embeddings, prompts))
-        ]
+        if any(e.layout is None for e in embeddings):
+            emb = np.stack([e.features["image_embed"] for e in embeddings]).astype(np.float32, copy=False)
+            hi = np.stack([e.features["high_res"] for e in embeddings]).astype(np.float32, copy=False)
+            coords, labels = pp.pad_prompts(prompts, [e.orig_hw for e in embeddings], self.input_size)
+            masks, scores = self._run_decoder(emb, hi, coords, labels)
+            return [
+                self._finish(masks[i], scores[i], len(np.asarray(lb).reshape(-1)), e.orig_hw)
+                for i, (e, (_, lb)) in enumerate(zip(embeddings, prompts))
+            ]
+        entries = [(i, t, c, lb) for i, (e, (pts, lbs)) in enumerate(zip(embeddings, prompts))
+                   for t, c, lb in lay.tile_prompts(e.layout, pts, lbs)]
+        pieces: list[list[tuple[int, np.ndarray, float]]] = [[] for _ in embeddings]
+        if entries:
+            emb = np.stack([embeddings[i].features["image_embed"][t] for i, t, _, _ in entries]).astype(np.float32)
+            hi = np.stack([embeddings[i].features["high_res"][t] for i, t, _, _ in entries]).astype(np.float32)
+            coords, labels = lay.pad_points([(c, lb) for _, _, c, lb in entries])
+            masks, scores = self._run_decoder(emb, hi, coords, labels)
+            for j, (i, t, _, lb) in enumerate(entries):
+                idx = pp.choose_mask(masks[j], scores[j], len(lb))
+                pieces[i].append((t, masks[j, idx], float(scores[j, idx])))
+        return [self._stitched(e.layout, parts) for e, parts in zip(embeddings, pieces)]  # type: ignore[arg-type]
 
     @staticmethod
     def _finish(masks: np.ndarray, scores: np.ndarray, n_points: int, orig_hw: tuple[int, int]) -> Decoded:

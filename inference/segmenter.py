@@ -12,16 +12,20 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from inference.layout import Layout
+
 
 @dataclass
 class Embedding:
-    """Encoder output for one image. `features` holds float arrays without a batch axis, e.g. "image_embed"
-    (C, H, W) and, for SAM 2, "high_res_0"/"high_res_1"."""
+    """Encoder output for one image. `features` holds float arrays, e.g. "image_embed" and, for SAM 2,
+    "high_res_0"/"high_res_1": (C, H, W) for a crop resized to the square input (`layout` None, SAM's convention),
+    (T, C, H, W) with one entry per tile for a crop at native pixel scale (`layout`, inference.layout)."""
 
     features: dict[str, np.ndarray]
     orig_hw: tuple[int, int]
     input_size: int
     model_sha256: str = ""
+    layout: Layout | None = None
 
 
 @dataclass

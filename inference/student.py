@@ -1,20 +1,24 @@
-"""The edge student of seed 001: TinyViT-5M encoder, point-only prompt encoder, lite mask decoder at 1/8.
+"""The edge student of seed 001: TinyViT-5M encoder, point-only prompt encoder, lite mask decoder.
 
 Why this shape:
-* Encoder: timm's `tiny_vit_5m_224` (random init, never hub weights) as a feature pyramid (1/8, 1/16, 1/32), with
-  window sizes adapted to the input size so every window tiles its feature map exactly (no padded tokens: no wasted
-  compute at 512/1024 and no pad branches in the ONNX graph). A small FPN neck fuses 1/32 into 1/16 and projects to
-  256 channels: the image embedding has SAM 2's channel count, and `align_embedding` resizes it to the teacher's
-  H x W, which is what feature-alignment distillation (the cosine loss of seed 001) compares.
+* Encoder: timm's `tiny_vit_5m_224` (random init, never hub weights) as a feature pyramid, with window sizes
+  adapted to the input size so every window tiles its feature map exactly (no padded tokens: no wasted compute at
+  512/1024 and no pad branches in the ONNX graph). A small FPN neck fuses 1/32 into 1/16 and projects to 256
+  channels: the image embedding has SAM 2's channel count, and `align_embedding` resizes it to the teacher's H x W,
+  which is what feature-alignment distillation (the cosine loss of seed 001) compares.
 * Prompt encoder: points only (industrial crops get point prompts from saliency or clicks; no boxes, no mask
   input), SAM's random-Fourier positional encoding plus a learned embedding per label.
-* Mask decoder: SAM's two-way transformer, narrower (128 channels) and with a single 2x upsampling step, so masks
-  come out at 1/8 of the input, half of SAM's 1/4 decoder resolution (seed 001: "1/4 -> 1/2", ~75% fewer upsampling
-  FLOPs). A 1/8 skip feature from the encoder (part of the cached embedding) restores edges.
+* Mask decoder: SAM's two-way transformer, narrower (128 channels), then one of two heads (`mask_stride`):
+  - 4 (default since issue 14): two 2x upsampling steps to 1/4 of the input, as SAM's own decoder, with a 1/4
+    skip feature that the encoder fuses from TinyViT's first two stages (a light FPN) and Gaussian maps of the
+    clicks at 1/4. A 1/8 head cannot draw a 2 px crack: at 1/8 the crack is a quarter of a logit wide.
+  - 8 (seed 001's "1/4 -> 1/2" reduction): one upsampling step, masks at 1/8, a 1/8 skip from TinyViT's stage 1.
+  The skip feature is part of the cached embedding ("high_res"), so a click runs the decoder only.
 * Size: ~5.9M parameters, most of them TinyViT-5M's; ~6 MB at INT8 weight-only, the seed's budget.
 
 Checkpoints are `{"format": "maskbench.student", "version": 1, "architecture", "config", "state_dict"}`: plain
 containers and tensors, so they load with `torch.load(..., weights_only=True)` (no pickled code runs on load).
+A config without `mask_stride` / `layout` predates issue 14 and means the 1/8 head on crops resized to a square.
 """
 
 from __future__ import annotations
@@ -64,10 +68,20 @@ class StudentConfig:
     decoder_mlp_dim: int = 512
     upscale_dim: int = 32
     num_multimask_outputs: int = 0  # 0: one mask per prompt (defects are rarely ambiguous); 3 mimics SAM
+    mask_stride: int = 4  # 4: two upsampling steps + 1/4 skip and click maps; 8: seed 001's lite head
+    click_sigma: float = 1.5  # Gaussian click maps of the 1/4 head, in mask-grid pixels
+    layout: str = "native"  # native: crops keep their pixel scale on S x S canvases (inference.layout); resize: SAM's
+    scale: float = 1.0  # native layout: model pixels per crop pixel
 
     def __post_init__(self) -> None:
         if self.input_size % 32:
             raise ValueError(f"student input_size must be a multiple of 32, got {self.input_size}")
+        if self.mask_stride not in (4, 8):
+            raise ValueError(f"student mask_stride must be 4 or 8, got {self.mask_stride}")
+        if self.layout not in ("native", "resize"):
+            raise ValueError(f"student layout must be native or resize, got {self.layout!r}")
+        if not self.scale > 0:
+            raise ValueError(f"student scale must be > 0, got {self.scale}")
         self.backbone = BACKBONE_ALIASES.get(self.backbone, self.backbone)
         self.window_sizes = tuple(int(w) for w in self.window_sizes) or adapted_windows(self.input_size)
 
@@ -77,7 +91,12 @@ class StudentConfig:
 
     @property
     def mask_hw(self) -> int:
-        return self.input_size // 8
+        return self.input_size // self.mask_stride
+
+    @property
+    def high_res_hw(self) -> int:
+        """Side of the skip feature ("high_res"): the mask grid."""
+        return self.mask_hw
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -90,7 +109,8 @@ class StudentConfig:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown student config keys: {sorted(unknown)}")
-        return cls(**d)
+        # configs written before issue 14 have neither: 1/8 head, crops resized to the square input
+        return cls(**{"mask_stride": 8, "layout": "resize", **d})
 
     @classmethod
     def from_project(cls, student_cfg: dict[str, Any]) -> StudentConfig:
@@ -132,17 +152,20 @@ class MLP(nn.Module):
 
 
 class StudentEncoder(nn.Module):
-    """Normalised (B, 3, S, S) -> image_embed (B, 256, S/16, S/16), high_res (B, 64, S/8, S/8)."""
+    """Normalised (B, 3, S, S) -> image_embed (B, 256, S/16, S/16), high_res (B, high_res_dim, S/k, S/k) where k is
+    the mask stride (4: TinyViT stages 0 and 1 fused, a light FPN; 8: stage 1 alone)."""
 
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__()
         import timm
 
+        self.stride4 = cfg.mask_stride == 4
         self.backbone = timm.create_model(
-            cfg.backbone, pretrained=False, features_only=True, out_indices=(1, 2, 3),
-            window_sizes=list(cfg.window_sizes),
+            cfg.backbone, pretrained=False, features_only=True,
+            out_indices=(0, 1, 2, 3) if self.stride4 else (1, 2, 3), window_sizes=list(cfg.window_sizes),
         )
-        c8, c16, c32 = self.backbone.feature_info.channels()
+        chans = self.backbone.feature_info.channels()
+        c8, c16, c32 = chans[-3:]
         d = cfg.embed_dim
         self.lat16 = nn.Conv2d(c16, d, 1)
         self.lat32 = nn.Conv2d(c32, d, 1)
@@ -150,14 +173,23 @@ class StudentEncoder(nn.Module):
         self.dw = nn.Conv2d(d, d, 3, padding=1, groups=d)
         self.pw = nn.Conv2d(d, d, 1)
         self.norm2 = LayerNorm2d(d)
-        self.high = nn.Conv2d(c8, cfg.high_res_dim, 1)
+        hd = cfg.high_res_dim
+        self.high = nn.Conv2d(c8, hd, 1)
+        if self.stride4:
+            self.high4 = nn.Conv2d(chans[0], hd, 1)
+            self.high_dw = nn.Conv2d(hd, hd, 3, padding=1, groups=hd)
+            self.high_pw = nn.Conv2d(hd, hd, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f8, f16, f32 = self.backbone(x)
+        feats = self.backbone(x)
+        f8, f16, f32 = feats[-3:]
         y = self.lat16(f16) + F.interpolate(self.lat32(f32), scale_factor=2.0, mode="nearest")
         y = self.norm1(y)
         y = self.norm2(y + self.pw(F.gelu(self.dw(y))))
-        return y, self.high(f8)
+        if not self.stride4:
+            return y, self.high(f8)
+        hi = self.high4(feats[0]) + F.interpolate(self.high(f8), scale_factor=2.0, mode="nearest")
+        return y, hi + self.high_pw(F.gelu(self.high_dw(hi)))
 
 
 class PointPromptEncoder(nn.Module):
@@ -243,8 +275,22 @@ class TwoWayBlock(nn.Module):
         return q, k
 
 
+def click_maps(points: torch.Tensor, labels: torch.Tensor, hw: int, stride: int, sigma: float) -> torch.Tensor:
+    """(B, 2, hw, hw) Gaussian maps of the positive and negative clicks on the mask grid (points in input pixels;
+    padding points, label -1, draw nothing)."""
+    g = (torch.arange(hw, dtype=points.dtype, device=points.device) + 0.5) * stride
+    px = points[..., 0, None, None]
+    py = points[..., 1, None, None]
+    d2 = (g[None, None, None, :] - px) ** 2 + (g[None, None, :, None] - py) ** 2  # (B, N, hw, hw)
+    blob = torch.exp(d2 * (-0.5 / (sigma * stride) ** 2))
+    lab = labels[..., None, None]
+    pos = (blob * (lab == 1).to(blob.dtype)).amax(dim=1)
+    neg = (blob * (lab == 0).to(blob.dtype)).amax(dim=1)
+    return torch.stack([pos, neg], dim=1)
+
+
 class MaskDecoderLite(nn.Module):
-    """Image embedding + 1/8 skip + point prompts -> (masks (B, K, S/8, S/8), scores (B, K) in [0, 1]).
+    """Image embedding + skip feature + point prompts -> (masks (B, K, S/k, S/k), scores (B, K) in [0, 1]).
 
     The image side may have batch 1 while the prompts have batch B (many prompts on one image: automatic masks);
     it is broadcast with `expand`, which costs no memory."""
@@ -264,7 +310,16 @@ class MaskDecoderLite(nn.Module):
         self.final_attn = Attention(d, cfg.decoder_heads, downsample=2)
         self.final_norm = nn.LayerNorm(d)
         u = cfg.upscale_dim
-        self.upscale = nn.ConvTranspose2d(d, u, kernel_size=2, stride=2)  # 1/16 -> 1/8: the only upsampling step
+        self.stride4 = cfg.mask_stride == 4
+        self.mask_stride = cfg.mask_stride
+        self.click_sigma = float(cfg.click_sigma)
+        if self.stride4:  # 1/16 -> 1/8 -> 1/4, as SAM's decoder
+            self.upscale0 = nn.ConvTranspose2d(d, 2 * u, kernel_size=2, stride=2)
+            self.up_norm0 = LayerNorm2d(2 * u)
+            self.upscale = nn.ConvTranspose2d(2 * u, u, kernel_size=2, stride=2)
+            self.clicks = nn.Conv2d(2, u, 1)
+        else:
+            self.upscale = nn.ConvTranspose2d(d, u, kernel_size=2, stride=2)  # 1/16 -> 1/8: the only step
         self.up_norm = LayerNorm2d(u)
         self.skip = nn.Conv2d(cfg.high_res_dim, u, 1)
         self.hyper = nn.ModuleList(MLP(d, d, u, 2) for _ in range(self.num_masks))
@@ -291,7 +346,12 @@ class MaskDecoderLite(nn.Module):
         iou_out = q[:, 0]
         mask_out = q[:, 1 : 1 + self.num_masks]
         img = k.transpose(1, 2).reshape(b, d, h, w)
-        up = F.gelu(self.up_norm(self.upscale(img)) + self.skip(hi))
+        if self.stride4:
+            img = F.gelu(self.up_norm0(self.upscale0(img)))
+            cm = click_maps(points.to(img.dtype), labels, hi.shape[-1], self.mask_stride, self.click_sigma)
+            up = F.gelu(self.up_norm(self.upscale(img)) + self.skip(hi) + self.clicks(cm))
+        else:
+            up = F.gelu(self.up_norm(self.upscale(img)) + self.skip(hi))
         hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in enumerate(self.hyper)], dim=1)  # (B, K, u)
         bu, cu, hu, wu = up.shape
         masks = (hyper @ up.reshape(bu, cu, hu * wu)).reshape(bu, self.num_masks, hu, wu)
@@ -317,7 +377,7 @@ class StudentModel(nn.Module):
         return self.encoder(x)
 
     def forward(self, x: torch.Tensor, points: torch.Tensor, labels: torch.Tensor):
-        """(image_embed, masks (B, K, S/8, S/8), scores (B, K)); points in input pixels."""
+        """(image_embed, masks (B, K, S/k, S/k), scores (B, K)); points in input pixels."""
         emb, hi = self.encoder(x)
         masks, scores = self.decoder(emb, hi, points, labels)
         return emb, masks, scores

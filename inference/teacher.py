@@ -231,11 +231,112 @@ class Sam2Segmenter:
         return [self.decode(e, p.points, p.labels) for e, p in zip(embs, prompts)]
 
 
+class Sam2NativeSegmenter:
+    """SAM 2 on crops at their own pixel scale (inference.layout): the teacher this project trains from scratch.
+
+    SAM's resize-to-square (Sam2Segmenter) suits SA-1B checkpoints; a teacher fine-tuned here learned on canvases
+    of native pixels (optionally at a fixed `scale`), so it must predict on the same canvases. Same rule for the
+    mask choice as SAM (one click: best multimask candidate; more: the single-mask output)."""
+
+    kind = "teacher"
+    decode_chunk = 32
+    encode_chunk = 8
+
+    def __init__(
+        self, model: torch.nn.Module, name: str = "teacher", sha256: str = "", device: str | None = "cpu",
+        precision: str = "fp32", config: str = "", scale: float = 1.0,
+    ) -> None:
+        from inference.sam2_net import Sam2Net
+
+        self.device = resolve_device(device)
+        self.precision = check_precision(precision, self.device)
+        self.net = Sam2Net(model).to(self.device).eval()
+        self.name = name
+        self.sha256 = sha256
+        self.config = config
+        self.scale = float(scale)
+        self.input_size = self.net.image_size
+        self.encoder_images = 0
+
+    def embed(self, image: np.ndarray) -> Embedding:
+        return self.embed_batch([image])[0]
+
+    def embed_batch(self, images: Sequence[np.ndarray]) -> list[Embedding]:
+        from inference import layout as lay
+        from inference.preprocess import as_rgb
+
+        imgs = [as_rgb(im) for im in images]
+        layouts = [lay.plan(im.shape[:2], self.input_size, self.scale) for im in imgs]
+        canv = np.concatenate([lay.normalised_canvases(im, lo) for im, lo in zip(imgs, layouts)]) if imgs else None
+        feats: dict[str, list[np.ndarray]] = {k: [] for k in FEATURE_NAMES}
+        for start in range(0, 0 if canv is None else len(canv), self.encode_chunk):
+            x = torch.from_numpy(canv[start:start + self.encode_chunk]).to(self.device)
+            with autocast(self.device, self.precision):
+                out = self.net.encode_normalised(x)
+            for k in FEATURE_NAMES:
+                feats[k].append(out[k].float().cpu().numpy())
+        self.encoder_images += len(imgs)
+        stacked = {k: np.concatenate(v) for k, v in feats.items()} if imgs else {}
+        embs, start = [], 0
+        for im, lo in zip(imgs, layouts):
+            end = start + len(lo.tiles)
+            embs.append(Embedding(features={k: stacked[k][start:end] for k in FEATURE_NAMES},
+                                  orig_hw=(int(im.shape[0]), int(im.shape[1])), input_size=self.input_size,
+                                  model_sha256=self.sha256, layout=lo))
+            start = end
+        return embs
+
+    def decode(self, embedding: Embedding, points: np.ndarray, labels: np.ndarray) -> Decoded:
+        return self.decode_prompts(embedding, [(points, labels)])[0]
+
+    def decode_prompts(self, embedding: Embedding, prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
+        from inference import layout as lay
+        from inference.sam2_net import choose_output
+
+        lo = embedding.layout
+        if lo is None:
+            raise ModelError("this embedding was not made at native scale; re-embed the crop with this teacher")
+        per_tile: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+        for p, (pts, lbs) in enumerate(prompts):
+            for t, coords, tl in lay.tile_prompts(lo, pts, lbs):
+                per_tile.setdefault(t, []).append((p, coords, tl))
+        pieces: list[list[tuple[int, np.ndarray, float]]] = [[] for _ in prompts]
+        for t, entries in per_tile.items():
+            feats = {k: torch.from_numpy(np.ascontiguousarray(embedding.features[k][t:t + 1], np.float32)).to(self.device)
+                     for k in FEATURE_NAMES}
+            for start in range(0, len(entries), self.decode_chunk):
+                chunk = entries[start:start + self.decode_chunk]
+                coords, labels = lay.pad_points([(c, lb) for _, c, lb in chunk])
+                c_t, l_t = torch.from_numpy(coords).to(self.device), torch.from_numpy(labels).to(self.device)
+                with autocast(self.device, self.precision):
+                    masks, iou = self.net.decode_all(feats, c_t, l_t)
+                    chosen, idx = choose_output(masks, iou, l_t)
+                chosen = chosen[:, 0].float().cpu().numpy()
+                scores = iou.float().gather(1, idx[:, None])[:, 0].cpu().numpy()
+                for j, (p, _, _) in enumerate(chunk):
+                    pieces[p].append((t, chosen[j], float(scores[j])))
+        return [Decoded(logits=lay.stitch(lo, [(t, m) for t, m, _ in parts]),
+                        score=max((s for _, _, s in parts), default=0.0)) for parts in pieces]
+
+    def decode_batch(self, embeddings: Sequence[Embedding], prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
+        return [self.decode(e, p, lb) for e, (p, lb) in zip(embeddings, prompts)]
+
+    def predict(self, images: Sequence[np.ndarray], prompts: Sequence[Prompt]) -> list[Decoded]:
+        if len(images) != len(prompts):
+            raise ValueError("predict needs one prompt per image")
+        embs = self.embed_batch(images)
+        return [self.decode(e, p.points, p.labels) for e, p in zip(embs, prompts)]
+
+
 def load_teacher_segmenter(
     path: Path | str, config: str, image_size: int = 1024, name: str = "teacher", sha256: str = "",
-    device: str | None = "cpu", precision: str = "fp32",
-) -> Sam2Segmenter:
+    device: str | None = "cpu", precision: str = "fp32", scale: float | None = None,
+) -> Sam2Segmenter | Sam2NativeSegmenter:
+    """`scale` None: SAM's resize-to-square predictor (SA-1B checkpoints); a number: native pixel scale."""
     dev = resolve_device(device)
     model = load_model(path, config, image_size=image_size, device=dev)
+    if scale is not None:
+        return Sam2NativeSegmenter(model, name=name, sha256=sha256, device=str(dev), precision=precision,
+                                   config=resolve_config(config)[0], scale=scale)
     return Sam2Segmenter(model, name=name, sha256=sha256, device=str(dev), precision=precision,
                          config=resolve_config(config)[0])

@@ -93,6 +93,7 @@ class StudentTorchSegmenter(StudentRuntime):
         self.name = name
         self.sha256 = sha256
         self.input_size = model.input_size
+        self.set_layout(model.config.to_dict())
 
     def _run_encoder(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         x = torch.from_numpy(batch).to(self.device)

@@ -43,6 +43,9 @@ def add(
     name: Optional[str] = typer.Option(None, help="Display name; defaults to the file name."),
     image_size: Optional[int] = typer.Option(None, help="Teacher input size (default 1024, SAM 2's)."),
     decoder: Optional[Path] = typer.Option(None, help="Decoder .onnx of an ONNX student pair."),
+    scale: Optional[float] = typer.Option(
+        None, help="Teacher trained at native pixel scale (maskbench train --mode finetune-teacher): crops are "
+        "predicted at this scale on image-size canvases. Leave out for SA-1B checkpoints (resize to square)."),
 ) -> None:
     """Verify a checkpoint, copy it into the project and make it the active model of its kind."""
     from inference.errors import ModelError
@@ -54,7 +57,8 @@ def add(
     if kind == "student" and config:
         raise ModelError("--config is for teachers (SAM 2 configs); a student checkpoint carries its own config")
     with Project.open(project) as p:
-        info, existed = add_model(p, kind, path, config=config, name=name, image_size=image_size, decoder=decoder)
+        info, existed = add_model(p, kind, path, config=config, name=name, image_size=image_size, decoder=decoder,
+                                  scale=scale)
     what = "already imported; now active" if existed else "imported and active"
     params = f"{info.params / 1e6:.2f}M params, " if info.params else ""
     typer.echo(f"{kind} #{info.id} '{info.name}' ({info.architecture}, {params}{_human(info.size_bytes)}, "
@@ -115,6 +119,7 @@ def predict(
     prompts: str = typer.Option("saliency", help="Prompt source: saliency or ground_truth."),
     seed: int = typer.Option(0, help="Seed of ground-truth point sampling."),
     limit: Optional[int] = typer.Option(None, help="At most this many new samples (per model)."),
+    split: Optional[str] = typer.Option(None, help="Only samples of this split (train, val or test)."),
 ) -> None:
     """Predict masks for every sample (resumes; skips samples this model already predicted with these prompts)."""
     from inference.batch import parse_shard, predict_project
@@ -141,7 +146,8 @@ def predict(
         for k in kinds:
             with bar(f"predict {k}") as progress:
                 report = predict_project(p, k, device=device, precision=precision, shard=sh, batch_size=batch,
-                                         prompt_source=prompts, progress=progress, seed=seed, limit=limit)
+                                         prompt_source=prompts, progress=progress, seed=seed, limit=limit,
+                                         split=split)
             typer.echo(report.summary())
             for sid, why in report.failed[:10]:
                 typer.echo(f"  sample {sid}: {why}")

@@ -1,12 +1,24 @@
-"""One training run: `distill` (seed 001, optionally without the feature term) or `finetune-teacher` (SAM 2 on
-ground truth with sampled point prompts). Single process or `torchrun --nproc_per_node N` (DDP + DistributedSampler;
-gloo on CPU, NCCL on CUDA). Rank 0 prints JSON lines, draws the progress bar on stderr, writes checkpoints and the
-TrainingRun row.
+"""One training run: `distill` (seed 001's loss, optionally without the feature term), `finetune-teacher` (SAM 2 on
+verified masks) or `unet` (the plain supervised baseline of the distillation table). Single process or
+`torchrun --nproc_per_node N` (DDP; gloo on CPU, NCCL on CUDA). Rank 0 prints JSON lines, draws the progress bar
+on stderr, writes checkpoints and the TrainingRun row.
 
-Run folder: config.yaml, metrics.jsonl (the JSON lines), checkpoints/last.pt (full state, written every epoch and
-on stop), checkpoints/epoch_NNN.pt, checkpoints/best.pt (best validation IoU against ground truth). For
-finetune-teacher, best.pt and teacher.pt hold the official SAM 2 {"model": state_dict} so the file can be
-imported as the teacher (distillation.teacher.checkpoint).
+How a run is fast (issue 14): the crops are decoded once into uint8 tensors on the training device, every batch is
+cut, flipped, rotated and photometrically changed there (inference.training.crops), the teacher's features are
+computed once per run (inference.training.teacher_targets), bf16 autocast and channels-last on CUDA, and the
+per-epoch overhead is small: validation predicts pre-built canvases on the device, the best weights are kept in
+memory and written every `checkpoint_every` epochs and at the end. Each epoch line reports where its time went
+(data, step, validation, checkpoint).
+
+How a run learns from few crops: interactive clicks with follow-ups in its own errors (inference.training.tasks),
+class-balanced sampling, positive-pixel weighting, an EMA of the weights that validation and the checkpoints use,
+AdamW with a one-cycle schedule, and the checkpoint picked by validation IoU (the one-click protocol of the test
+table).
+
+Run folder: config.yaml, metrics.jsonl (the JSON lines), checkpoints/last.pt (full state: every
+`checkpoint_every` epochs and on stop), checkpoints/epoch_NNN.pt, checkpoints/best.pt. For finetune-teacher,
+best.pt and teacher.pt hold the official SAM 2 {"model": state_dict} so the file can be imported as the teacher.
+Randomness of step k depends on (seed, rank, k) only, so a resumed run draws the same batches and clicks.
 """
 
 from __future__ import annotations
@@ -27,21 +39,23 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, DistributedSampler
 
-from inference.training import data as data_mod
-from inference.training.losses import SegmentationDistillationLoss, match_spatial, supervised_mask_loss
-from inference.training.sample_weights import review_weights
+from inference.training import crops as cr
+from inference.training.ema import ModelEMA
 from inference.training.settings import config_hash, resolve, teacher_config_name, teacher_from_store
+from inference.training.tasks import DistillTask, FinetuneTask, Task, TrainStep, UNetTask
+from inference.training.validation import ValSet, predict_views
 from store.errors import UserError
 
-MODE_NAMES = {("distill", False): "distill", ("distill", True): "distill_naive", ("finetune-teacher", False): "finetune_teacher"}
+MODE_NAMES = {("distill", False): "distill", ("distill", True): "distill_naive",
+              ("finetune-teacher", False): "finetune_teacher", ("unet", False): "unet"}
+MODES = ("distill", "finetune-teacher", "unet")
 
 
 @dataclass
 class TrainOptions:
     project: Path
-    mode: str = "distill"  # distill | finetune-teacher
+    mode: str = "distill"  # distill | finetune-teacher | unet
     no_feature_loss: bool = False
     config_file: Path | None = None
     epochs: int | None = None
@@ -50,7 +64,7 @@ class TrainOptions:
     resume: Path | None = None
     max_steps: int | None = None
     log_every: int | None = None
-    num_workers: int | None = None
+    num_workers: int | None = None  # accepted for old command lines; data never leaves the training device
     name: str | None = None
     progress: bool = True
     emit: Callable[[dict[str, Any]], None] | None = None  # default: one JSON line per event on stdout
@@ -141,20 +155,11 @@ def _any_across(di: DistInfo, flag: bool) -> bool:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample IoU of bool masks (B, ...); two empty masks count as 1."""
-    a = a.flatten(1)
-    b = b.flatten(1)
-    inter = (a & b).sum(1).float()
-    union = (a | b).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
+def atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
@@ -205,112 +210,119 @@ def _find_run_id(project: Any, out_dir: Path) -> int | None:
         return s.scalar(select(TrainingRun.id).where(TrainingRun.out_dir == str(out_dir)).order_by(TrainingRun.id.desc()))
 
 
-# ---------------------------------------------------------------------------------------------- the task
+class PhaseClock:
+    """Where an epoch's time goes (data, step, validation, checkpoint), measured without stalling the GPU: CUDA
+    events recorded in the stream and read once at the end of the epoch; wall clock on CPU."""
+
+    def __init__(self, dev: torch.device) -> None:
+        self.cuda = dev.type == "cuda"
+        self.marks: list[tuple[str, Any]] = []
+        self.start()
+
+    def _now(self) -> Any:
+        if self.cuda:
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            return e
+        return time.perf_counter()
+
+    def start(self) -> None:
+        self.marks = [("start", self._now())]
+
+    def mark(self, phase: str) -> None:
+        self.marks.append((phase, self._now()))
+
+    def totals(self) -> dict[str, float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+        out: dict[str, float] = {}
+        for (_, a), (phase, b) in zip(self.marks, self.marks[1:]):
+            dt_s = a.elapsed_time(b) / 1000.0 if self.cuda else b - a
+            out[phase] = out.get(phase, 0.0) + dt_s
+        return out
 
 
-class _Task:
-    """What differs between the modes: model, data, loss, validation, best-checkpoint format."""
-
-    name: str
-    log_keys: tuple[str, ...]
-
-    def model(self) -> nn.Module: ...
-    def train_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
-    def validate(self, model: nn.Module, loader: DataLoader, dev: torch.device) -> dict[str, float | None]: ...
-    def save_best(self, model: nn.Module, path: Path, extra: dict[str, Any]) -> None: ...
+def _generators(seed: int, rank: int, step: int, dev: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """The randomness of one step, from (seed, rank, step) alone (resume draws the same batches and clicks)."""
+    key = (seed * 1_000_003 + rank) * 10_000_019 + step
+    g_cpu = torch.Generator().manual_seed(key)
+    g_dev = torch.Generator(device=dev).manual_seed(key + 7)
+    return g_cpu, g_dev
 
 
-class _DistillTask(_Task):
-    def __init__(self, dist_cfg: dict[str, Any], no_feature_loss: bool) -> None:
-        from inference.training.student import build_student
-
-        loss_cfg = dist_cfg["loss"]
-        self.criterion = SegmentationDistillationLoss(
-            feat_weight=0.0 if no_feature_loss else float(loss_cfg["feature_weight"]),
-            soft_weight=float(loss_cfg["soft_bce_weight"]),
-            dice_weight=float(loss_cfg["dice_weight"]),
-            temperature=float(loss_cfg["temperature"]),
-        )
-        self._student, self.meta = build_student(dist_cfg["student"])
-        self.size = int(dist_cfg["student"].get("input_size", 512))
-
-    def model(self) -> nn.Module:
-        return self._student
-
-    def train_loss(self, model, batch):
-        emb, logits = model(batch["image"], batch["points"] * self.size, batch["labels"])
-        return self.criterion(emb, batch["teacher_emb"], logits, batch["teacher_logits"], batch["gt"], batch["weights"])
-
-    @torch.no_grad()
-    def validate(self, model, loader, dev):
-        model.eval()
-        iou_gt, iou_t = [], []
-        for batch in loader:
-            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-            _, logits = model(batch["image"], batch["points"] * self.size, batch["labels"])
-            pred = match_spatial(logits.float(), batch["gt"].shape[-2:]) > 0
-            teach = match_spatial(batch["teacher_logits"].float(), batch["gt"].shape[-2:]) > 0
-            iou_gt.append(_iou(pred, batch["gt"] > 0.5))
-            iou_t.append(_iou(pred, teach))
-        model.train()
-        if not iou_gt:
-            return {"val_iou_gt": None, "val_iou_teacher": None}
-        return {"val_iou_gt": float(torch.cat(iou_gt).mean()), "val_iou_teacher": float(torch.cat(iou_t).mean())}
-
-    def save_best(self, model, path, extra):
-        from inference.training.student import save_best
-
-        save_best(_unwrap(model), self.meta, path, extra)
+def _one_cycle(optimizer: torch.optim.Optimizer, lr: float, total: int, tcfg: dict[str, Any]) -> Any:
+    min_lr = float(tcfg.get("min_lr") or 0.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=max(2, total), pct_start=float(tcfg.get("warmup", 0.1)),
+        div_factor=25.0, final_div_factor=(lr / 25.0) / min_lr if min_lr > 0 else 1e3)
 
 
-class _FinetuneTask(_Task):
-    def __init__(self, dist_cfg: dict[str, Any], device: str) -> None:
-        from inference.training.teacher import Sam2Teacher, build_sam2_model
+def _build_task(mode_name: str, dist_cfg: dict[str, Any], train_crops: cr.CropSet, dev: torch.device,
+                no_feature_loss: bool, amp: torch.dtype | None, emit: Callable[[dict[str, Any]], None],
+                seed: int) -> tuple[Task, Any]:
+    """The task and, for distillation, the teacher (to answer the validation clicks)."""
+    tcfg = dist_cfg["training"]
+    if mode_name in ("distill", "distill_naive"):
+        from inference.student import StudentConfig, StudentModel
+        from inference.training.teacher import build_teacher_net
+        from inference.training.teacher_targets import TeacherTargets
 
-        t = dist_cfg["teacher"]
-        self.config_name = teacher_config_name(dist_cfg)
-        sam = build_sam2_model(self.config_name, t.get("checkpoint"), int(t.get("image_size", 1024)), device="cpu")
-        self.wrapper = Sam2Teacher(sam)
-        train_enc = bool(dist_cfg["finetune_teacher"].get("train_image_encoder", True))
-        for name, p in sam.named_parameters():
-            top = name.split(".")[0]
-            p.requires_grad_(top in ("sam_prompt_encoder", "sam_mask_decoder", "no_mem_embed")
-                             or (train_enc and top == "image_encoder"))
-        self.size = self.wrapper.image_size
-        self.meta = {"architecture": "sam2", "config": self.config_name, "image_size": self.size}
+        scfg = StudentConfig.from_project(dist_cfg["student"])
+        student = StudentModel(scfg)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # a random-weights teacher (tests) is the same on every build
+            net = build_teacher_net(dist_cfg, device=str(dev))
+        ratio = net.image_size / scfg.input_size
+        views = cr.tile_views(train_crops, scfg.input_size)
+        t_crops = train_crops.rescaled(train_crops.scale * ratio)
+        t_views = cr.Views(views.crop, [(int(round(y * ratio)), int(round(x * ratio))) for y, x in views.origin],
+                           net.image_size)
+        n_d = 8 if (tcfg.get("augment") or {}).get("dihedral") else 1
+        t0 = time.perf_counter()
+        targets = TeacherTargets(net, t_crops, t_views, n_d, dev, dtype=amp or torch.float32,
+                                 progress=lambda d, n: emit({"event": "cache", "done": d, "total": n}))
+        emit({"event": "cache_ready", "computed": len(t_views) * n_d, "samples": len(train_crops),
+              "views": len(t_views), "dihedral": n_d, "seconds": round(time.perf_counter() - t0, 2)})
+        meta = {"architecture": "tinyvit5m_pointdec", "config": scfg.to_dict()}
+        task = DistillTask(train_crops, scfg.input_size, tcfg, dist_cfg["loss"], student, meta, targets, ratio,
+                           no_feature_loss)
+        return task, net
+    if mode_name == "finetune_teacher":
+        from inference.training.teacher import build_teacher_net
 
-    def model(self) -> nn.Module:
-        return self.wrapper
+        net = build_teacher_net(dist_cfg, device="cpu", trainable=True)
+        meta = {"architecture": "sam2", "config": teacher_config_name(dist_cfg), "image_size": net.image_size,
+                "scale": float(dist_cfg["teacher"].get("scale", 1.0))}
+        ft = dict(dist_cfg["finetune_teacher"])
+        return FinetuneTask(train_crops, net, {**tcfg, **{k: v for k, v in ft.items() if k in ("clicks", "augment")}},
+                            meta), None
+    from inference.baselines.unet import UNet, UNetConfig
 
-    def train_loss(self, model, batch):
-        logits, iou_pred = model(batch["image"], batch["points"] * self.size, batch["labels"])
-        per_mask = supervised_mask_loss(logits, batch["gt"])  # (B, K)
-        best = per_mask.argmin(dim=1)
-        ar = torch.arange(per_mask.shape[0], device=per_mask.device)
-        mask_loss = per_mask[ar, best].mean()
-        with torch.no_grad():
-            pred = match_spatial(logits.float(), batch["gt"].shape[-2:]) > 0
-            actual = torch.stack([_iou(pred[:, k], batch["gt"][:, 0] > 0.5) for k in range(pred.shape[1])], dim=1)
-        iou_loss = torch.nn.functional.mse_loss(iou_pred.float()[ar, best], actual[ar, best])
-        total = mask_loss + 0.1 * iou_loss
-        return total, {"mask": mask_loss.detach(), "iou_head": iou_loss.detach()}
+    ucfg = dict(dist_cfg.get("unet") or {})
+    unet = UNet(UNetConfig(input_size=int(dist_cfg["student"].get("input_size", 512)),
+                           width=int(ucfg.get("width", 16)), scale=train_crops.scale))
+    return UNetTask(train_crops, unet, tcfg, int(ucfg.get("crop_size", 256)), unet.config.input_size), None
 
-    @torch.no_grad()
-    def validate(self, model, loader, dev):
-        model.eval()
-        ious = []
-        m = _unwrap(model)
-        for batch in loader:
-            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-            logits, iou_pred = m(batch["image"], batch["points"] * self.size, batch["labels"])
-            chosen = logits[torch.arange(logits.shape[0], device=dev), iou_pred.argmax(1)].unsqueeze(1)
-            pred = match_spatial(chosen.float(), batch["gt"].shape[-2:]) > 0
-            ious.append(_iou(pred, batch["gt"] > 0.5))
-        model.train()
-        return {"val_iou_gt": float(torch.cat(ious).mean()) if ious else None, "val_iou_teacher": None}
 
-    def save_best(self, model, path, extra):
-        _atomic_save({"model": _unwrap(model).model.state_dict()}, path)  # the official SAM 2 checkpoint format
+def _mode_schedule(mode_name: str, dist_cfg: dict[str, Any]) -> dict[str, Any]:
+    """epochs, batch size and learning rate of the mode (teacher fine-tuning and the U-Net have their own)."""
+    tcfg = dist_cfg["training"]
+    if mode_name == "finetune_teacher":
+        ft = dist_cfg["finetune_teacher"]
+        return {"epochs": ft.get("epochs") or tcfg["epochs"], "batch_size": ft["batch_size"], "lr": ft["lr"]}
+    if mode_name == "unet":
+        u = dist_cfg.get("unet") or {}
+        return {"epochs": u.get("epochs") or tcfg["epochs"], "batch_size": u.get("batch_size") or tcfg["batch_size"],
+                "lr": u.get("lr") or tcfg["lr"]}
+    return {"epochs": tcfg["epochs"], "batch_size": tcfg["batch_size"], "lr": tcfg["lr"]}
+
+
+def _crop_scale(mode_name: str, dist_cfg: dict[str, Any]) -> tuple[float, int]:
+    """(scale, canvas) the mode's crops are decoded at."""
+    if mode_name == "finetune_teacher":
+        return float(dist_cfg["teacher"].get("scale", 1.0)), int(dist_cfg["teacher"].get("image_size", 1024))
+    s = dist_cfg["student"]
+    return float(s.get("scale", 1.0)), int(s.get("input_size", 512))
 
 
 # ------------------------------------------------------------------------------------------------ train()
@@ -318,11 +330,12 @@ class _FinetuneTask(_Task):
 
 def train(opts: TrainOptions) -> dict[str, Any]:
     """Runs (or resumes) one training run; returns the final summary event."""
+    from review.training_set import counts, training_samples
     from store.config import deep_merge
     from store.project import Project
 
-    if opts.mode not in ("distill", "finetune-teacher"):
-        raise UserError(f"--mode must be distill or finetune-teacher, not {opts.mode!r}")
+    if opts.mode not in MODES:
+        raise UserError(f"--mode must be one of {', '.join(MODES)}, not {opts.mode!r}")
     if opts.no_feature_loss and opts.mode != "distill":
         raise UserError("--no-feature-loss only applies to --mode distill")
     emit_raw = opts.emit or _emit_stdout
@@ -352,24 +365,20 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             teacher_from_store(project, dist_cfg)
             mode_name = MODE_NAMES[(opts.mode, bool(opts.no_feature_loss))]
         tcfg = dist_cfg["training"]
-        finetune = mode_name == "finetune_teacher"
-        ft = dist_cfg["finetune_teacher"]
+        sched = _mode_schedule(mode_name, dist_cfg)
         if opts.epochs is not None:
-            (ft if finetune else tcfg)["epochs"] = int(opts.epochs)
+            sched["epochs"] = int(opts.epochs)
+            _set_schedule(dist_cfg, mode_name, "epochs", int(opts.epochs))
         if opts.batch_size is not None:
-            (ft if finetune else tcfg)["batch_size"] = int(opts.batch_size)
+            sched["batch_size"] = int(opts.batch_size)
+            _set_schedule(dist_cfg, mode_name, "batch_size", int(opts.batch_size))
         if opts.log_every is not None:
             tcfg["log_every"] = int(opts.log_every)
-        if opts.num_workers is not None:
-            tcfg["num_workers"] = int(opts.num_workers)
-        epochs = int((ft.get("epochs") if finetune else None) or tcfg["epochs"])
-        batch_size = int(ft["batch_size"] if finetune else tcfg["batch_size"])
-        lr = float(ft["lr"] if finetune else tcfg["lr"])
+        epochs, batch_size, lr = int(sched["epochs"]), int(sched["batch_size"]), float(sched["lr"])
         seed = int(tcfg.get("seed", 0))
-        prompt_seed = int(tcfg.get("prompt_seed", 0))
-        n_points = int(tcfg.get("points_per_sample", 1))
         log_every = max(1, int(tcfg.get("log_every", 10)))
-        checkpoint_every = max(1, int(tcfg.get("checkpoint_every", 1)))
+        checkpoint_every = max(1, int(tcfg.get("checkpoint_every", 10)))
+        val_every = max(1, int(tcfg.get("val_every", 1)))
         if epochs < 1 or batch_size < 1:
             raise UserError("epochs and batch size must be at least 1")
 
@@ -382,14 +391,17 @@ def train(opts: TrainOptions) -> dict[str, Any]:
 
         run_dir_holder: list[Path] = []
 
-        # ---------------------------------------------------------------- data
-        records = data_mod.load_records(project.db, ("train", "val"))
-        train_recs = [r for r in records if r.split == "train"]
-        val_recs = [r for r in records if r.split == "val"]
-        if not train_recs:
-            raise UserError("no training samples with ground truth in this project (ingest a data set first)")
+        # ---------------------------------------------------------------- data (review -> training seam)
+        samples = training_samples(project, ("train", "val"))  # an invalid weights section fails here
+        distill = mode_name.startswith("distill")
+        train_s = [s for s in samples if s.split == "train" and (s.labelled or (distill and s.prompt_points))]
+        val_s = [s for s in samples if s.split == "val" and s.labelled]
+        if not any(s.labelled for s in train_s):
+            raise UserError("no training samples with a verified mask in this project (ingest a data set first)")
         torch.manual_seed(seed)
-        dhash = data_mod.data_hash(records, {"points": n_points, "prompt_seed": prompt_seed})
+        from inference.training.settings import data_hash
+
+        dhash = data_hash(train_s + val_s, {"mode": mode_name})
 
         # ---------------------------------------------------------------- run folder and store row
         if resume_state is None:
@@ -406,11 +418,10 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         else:
             run_name = run_dir.name
         run_dir_holder.append(run_dir)
+        set_counts = counts([s for s in samples if s.split == "train"])
         full_cfg = {"distillation": dist_cfg, "mode": mode_name, "world_size": di.world, "device": opts.device,
-                    "weights_source": None, "max_steps": opts.max_steps}
-
-        weights, wsource = review_weights(project) if not finetune else ({}, "none")
-        full_cfg["weights_source"] = wsource
+                    "weights_source": "review.weights", "max_steps": opts.max_steps,
+                    "training_set": set_counts.__dict__}
         if di.main:
             import yaml
 
@@ -419,61 +430,54 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             run_id = _store_start(project, prev, name=run_name, mode=mode_name, status="running",
                                   config=json.loads(json.dumps(full_cfg, default=str)), data_hash=dhash,
                                   out_dir=str(run_dir))
-
-        if not dist_cfg["teacher"].get("checkpoint"):
+        if distill and not dist_cfg["teacher"].get("checkpoint"):
             emit({"event": "warning", "message": "distillation.teacher.checkpoint is not set: the teacher has RANDOM "
                   "weights (fine for tests, useless for real training)"})
-        # ---------------------------------------------------------------- teacher cache (distill)
-        if finetune:
-            task: _Task = _FinetuneTask(dist_cfg, opts.device)
-            aug = tcfg.get("augment") or None
-            train_ds = data_mod.GroundTruthDataset(train_recs, task.size, n_points, prompt_seed, aug, seed)
-            val_ds = data_mod.GroundTruthDataset(val_recs, task.size, n_points, prompt_seed, None, seed)
-        else:
-            from inference.training.teacher import build_teacher
 
-            task = _DistillTask(dist_cfg, opts.no_feature_loss)
-            t_ident = _teacher_ident(dist_cfg, seed)
-            key = data_mod.cache_key(t_ident, task.size, n_points, prompt_seed)
-            cache_dir = project.cache_dir / "distill" / key
-            if di.main:
-                def build() -> Any:
-                    with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(seed)  # a random-weights teacher (tests) is the same on every build
-                        return build_teacher(dist_cfg, device=str(di.device))[0]
-
-                def cache_progress(done: int, total: int) -> None:
-                    emit({"event": "cache", "done": done, "total": total})
-
-                computed = data_mod.ensure_teacher_cache(records, cache_dir, build, task.size, n_points, prompt_seed,
-                                                         device=str(di.device), progress=cache_progress)
-                emit({"event": "cache_ready", "dir": str(cache_dir), "computed": computed, "samples": len(records)})
-            _barrier(di)
-            aug = tcfg.get("augment") or None
-            train_ds = data_mod.DistillDataset(train_recs, cache_dir, weights, aug, seed)
-            val_ds = data_mod.DistillDataset(val_recs, cache_dir, None, None, seed)
+        scale, canvas = _crop_scale(mode_name, dist_cfg)
+        t_data = time.perf_counter()
+        train_crops = cr.decode_crops(train_s, scale).to(di.device)
+        val_crops = cr.decode_crops(val_s, scale).to(di.device)
+        emit({"event": "data", "train": len(train_crops), "val": len(val_crops), "training_set": set_counts.line(),
+              "seconds": round(time.perf_counter() - t_data, 2)})
+        amp_dtype = _amp_dtype(di.device, bool(tcfg.get("amp", True)))
+        task, teacher_net = _build_task(mode_name, dist_cfg, train_crops, di.device, opts.no_feature_loss, amp_dtype,
+                                        emit, seed)
+        task.weights = {s.sample_id: (s.weights.feature, s.weights.soft, s.weights.dice) for s in train_s}
+        valset = ValSet(val_crops, task.canvas if mode_name != "unet" else task.val_canvas, di.device)  # type: ignore[attr-defined]
+        if teacher_net is not None and len(valset):
+            valset.teacher_logits = _teacher_val_logits(teacher_net, valset, task, amp_dtype)
+            teacher_net.cpu()
 
         # ---------------------------------------------------------------- model, optimiser, schedule
         model = task.model().to(di.device)
+        if di.device.type == "cuda" and mode_name != "finetune_teacher":
+            model = model.to(memory_format=torch.channels_last)
         if resume_state is not None:
             model.load_state_dict(resume_state["model"])
         model.train()
+        ema = ModelEMA(model, float(tcfg.get("ema_decay", 0.999))) if float(tcfg.get("ema_decay", 0.999)) > 0 else None
+        if ema is not None and resume_state is not None and resume_state.get("ema"):
+            ema.load_state_dict(resume_state["ema"])
+        step_module: nn.Module = TrainStep(task, model)
         if di.world > 1:
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[di.device.index] if di.device.type == "cuda" else None,
-                find_unused_parameters=True)  # students may carry heads the loss does not use
+            step_module = nn.parallel.DistributedDataParallel(
+                step_module, device_ids=[di.device.index] if di.device.type == "cuda" else None,
+                find_unused_parameters=True)  # heads a mode does not use (SAM 2's object score, multimask tokens)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=float(tcfg.get("weight_decay", 0.01)))
-        sampler = DistributedSampler(train_ds, num_replicas=di.world, rank=di.rank, shuffle=True, seed=seed)
-        steps_per_epoch = math.ceil(len(sampler) / batch_size)
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=float(tcfg.get("weight_decay", 0.05)),
+                                      fused=di.device.type == "cuda")
+        per_rank = math.ceil(len(train_crops) / di.world)
+        steps_per_epoch = max(1, math.ceil(per_rank / batch_size))
         total_steps = epochs * steps_per_epoch
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps),
-                                                               eta_min=float(tcfg.get("min_lr", 0.0)))
-        amp_dtype = _amp_dtype(di.device, bool(tcfg.get("amp", True)))
+        scheduler = _one_cycle(optimizer, lr, total_steps, tcfg)
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
         grad_clip = float(tcfg.get("grad_clip", 1.0) or 0.0)
         step, best_iou, metrics_hist = 0, None, []
         best_ckpt: str | None = None
+        best_state: dict[str, torch.Tensor] | None = None
+        best_extra: dict[str, Any] = {}
+        best_written = True
         if resume_state is not None:
             optimizer.load_state_dict(resume_state["optimizer"])
             scheduler.load_state_dict(resume_state["scheduler"])
@@ -483,48 +487,61 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             best_iou = resume_state.get("best_val_iou")
             best_ckpt = resume_state.get("best_checkpoint")
             metrics_hist = list(resume_state.get("metrics", []))
-        workers = int(tcfg.get("num_workers", 2))
-        pin = di.device.type == "cuda"
-        val_loader = DataLoader(val_ds, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin)
+
+        def eval_model() -> nn.Module:
+            return ema.module if ema is not None else model
 
         def save_last(epoch: int) -> None:
             state = {
-                "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step, "epoch": epoch,
                 "steps_per_epoch": steps_per_epoch, "best_val_iou": best_iou, "best_checkpoint": best_ckpt,
                 "metrics": metrics_hist, "config": dist_cfg, "mode": mode_name, "meta": task.meta, "data_hash": dhash,
+                "ema": ema.state_dict() if ema is not None else None,
             }
-            _atomic_save(state, run_dir / "checkpoints" / "last.pt")
+            atomic_save(state, run_dir / "checkpoints" / "last.pt")
+
+        def write_best() -> None:
+            nonlocal best_written
+            if best_state is None or best_written:
+                return
+            net = eval_model()
+            keep = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            net.load_state_dict(best_state)
+            task.save_best(net, Path(best_ckpt), best_extra)  # type: ignore[arg-type]
+            if mode_name == "finetune_teacher":
+                task.save_best(net, run_dir / "teacher.pt", best_extra)
+            net.load_state_dict(keep)
+            best_written = True
 
         emit({"event": "start", "run_id": run_id, "run_dir": str(run_dir), "mode": mode_name, "epochs": epochs,
               "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "batch_size": batch_size,
-              "world_size": di.world, "device": str(di.device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
-              "train_samples": len(train_recs), "val_samples": len(val_recs), "data_hash": dhash,
-              "resumed_from_step": step if resume_state is not None else None, "weights_source": wsource})
+              "world_size": di.world, "device": str(di.device),
+              "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
+              "train_samples": len(train_crops), "val_samples": len(valset), "data_hash": dhash,
+              "resumed_from_step": step if resume_state is not None else None, "weights_source": "review.weights",
+              "training_set": set_counts.__dict__})
 
         # ---------------------------------------------------------------- the loop
         bar = _progress_bar(di.main and opts.progress, total_steps, step)
         status = "finished"
+        clock = PhaseClock(di.device)
         t_log, imgs_since = time.perf_counter(), 0
-        run_sums: dict[str, float] = {}
+        run_sums: dict[str, torch.Tensor] = {}
         run_count = 0
         stop = False
         start_epoch = step // steps_per_epoch
         for epoch in range(start_epoch, epochs):
-            sampler.set_epoch(epoch)
-            train_ds.set_epoch(epoch)
-            skip = step - epoch * steps_per_epoch
-            indices = list(iter(sampler))[skip * batch_size:]
-            loader = DataLoader(train_ds, batch_size=batch_size, sampler=indices, num_workers=workers,
-                                pin_memory=pin, drop_last=False)
-            epoch_sums: dict[str, float] = {}
+            epoch_sums: dict[str, torch.Tensor] = {}
             epoch_n = 0
-            epoch_t0 = time.perf_counter()
             epoch_imgs = 0
-            for batch in loader:
-                batch = {k: v.to(di.device, non_blocking=True) for k, v in batch.items()}
-                with torch.autocast(di.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss, terms = task.train_loss(model, batch)
+            clock.start()
+            while step < (epoch + 1) * steps_per_epoch:
+                g_cpu, g_dev = _generators(seed, di.rank, step, di.device)
+                batch = task.batch(batch_size, g_cpu, g_dev)
+                clock.mark("data")
+                with torch.autocast(di.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    loss, terms = step_module(batch, g_dev)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if grad_clip > 0:
@@ -533,11 +550,14 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if ema is not None:
+                    ema.update(model)
                 step += 1
-                n_img = batch["image"].shape[0] * di.world
+                clock.mark("step")
+                n_img = batch.x.shape[0] * di.world
                 imgs_since += n_img
                 epoch_imgs += n_img
-                vals = {"loss": float(loss.detach()), **{f"loss_{k}": float(v) for k, v in terms.items()}}
+                vals = {"loss": loss.detach().float(), **{f"loss_{k}": v.float() for k, v in terms.items()}}
                 for k, v in vals.items():
                     run_sums[k] = run_sums.get(k, 0.0) + v
                     epoch_sums[k] = epoch_sums.get(k, 0.0) + v
@@ -547,7 +567,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                 at_end = step % steps_per_epoch == 0 or (opts.max_steps is not None and step >= opts.max_steps)
                 if step % log_every == 0 or at_end:
                     now = time.perf_counter()
-                    means = _mean_across(di, {k: v / run_count for k, v in run_sums.items()})
+                    means = _mean_across(di, {k: float(v) / run_count for k, v in run_sums.items()})
                     emit({"event": "step", "epoch": epoch + 1, "step": step, **means,
                           "lr": optimizer.param_groups[0]["lr"], "images_per_s": imgs_since / max(now - t_log, 1e-9)})
                     t_log, imgs_since, run_sums, run_count = now, 0, {}, 0
@@ -558,40 +578,55 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                 if stop:
                     break
             epoch_done = step >= (epoch + 1) * steps_per_epoch
+            last_epoch = epoch + 1 == epochs
             # -------------------------------------------------------- validation + checkpoints (rank 0)
             if di.main:
-                val = task.validate(_unwrap(model), val_loader, di.device)
-                elapsed = time.perf_counter() - epoch_t0
-                record = {"event": "epoch", "epoch": epoch + 1, "step": step, "complete": epoch_done,
-                          **{k: v / max(epoch_n, 1) for k, v in epoch_sums.items()}, **val,
-                          "lr": optimizer.param_groups[0]["lr"], "images_per_s": epoch_imgs / max(elapsed, 1e-9)}
-                metrics_hist.append({k: v for k, v in record.items() if k != "event"})
+                val: dict[str, float | None] = {"val_iou_gt": None, "val_iou_teacher": None}
+                if (epoch + 1) % val_every == 0 or last_epoch or stop:
+                    net = eval_model().eval()
+                    logits = predict_views(lambda x, p, lb: task.predict(net, x, p, lb), valset, batch_size, amp_dtype)
+                    val["val_iou_gt"] = valset.iou(logits)
+                    if valset.teacher_logits is not None:
+                        val["val_iou_teacher"] = valset.iou(logits, valset.stitched(valset.teacher_logits))
+                    model.train()
+                clock.mark("validation")
                 iou = val.get("val_iou_gt")
                 improved = iou is not None and (best_iou is None or iou > best_iou)
-                if improved or iou is None:
+                if improved or (best_state is None and iou is None and not len(valset)):
                     best_iou = iou if improved else best_iou
                     best_ckpt = str(run_dir / "checkpoints" / "best.pt")
-                    extra = {"run": run_name, "mode": mode_name, "step": step, "epoch": epoch + 1, **val}
-                    task.save_best(model, Path(best_ckpt), extra)
-                    if finetune:
-                        task.save_best(model, run_dir / "teacher.pt", extra)
-                # every N epochs (and the last): tiny data sets run hundreds of one-second epochs, and a
-                # checkpoint plus the full optimiser state each time would cost more than the training
-                on_interval = (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs
+                    best_state = {k: v.detach().clone() for k, v in eval_model().state_dict().items()}
+                    best_extra = {"run": run_name, "mode": mode_name, "step": step, "epoch": epoch + 1, **val}
+                    best_written = False
+                on_interval = (epoch + 1) % checkpoint_every == 0 or last_epoch
+                if on_interval or stop:
+                    write_best()
                 if epoch_done and on_interval:
-                    _atomic_save({"model": _unwrap(model).state_dict(), "meta": task.meta, "step": step,
-                                  "epoch": epoch + 1, **val},
-                                 run_dir / "checkpoints" / f"epoch_{epoch + 1:03d}.pt")
+                    atomic_save({"model": model.state_dict(), "meta": task.meta, "step": step, "epoch": epoch + 1, **val},
+                                run_dir / "checkpoints" / f"epoch_{epoch + 1:03d}.pt")
                 if on_interval or stop or not epoch_done:
                     save_last(epoch)
+                    _store_update(project, run_id, epochs_done=step // steps_per_epoch, best_val_iou=best_iou,
+                                  best_checkpoint=best_ckpt, metrics=metrics_hist)
+                clock.mark("checkpoint")
+                times = clock.totals()
+                elapsed = sum(times.values())
+                record = {"event": "epoch", "epoch": epoch + 1, "step": step, "complete": epoch_done,
+                          **{k: float(v) / max(epoch_n, 1) for k, v in epoch_sums.items()}, **val,
+                          "lr": optimizer.param_groups[0]["lr"],
+                          "images_per_s": epoch_imgs / max(times.get("data", 0) + times.get("step", 0), 1e-9),
+                          "time": {f"{k}_s": round(v, 4) for k, v in times.items()}, "epoch_s": round(elapsed, 4)}
+                metrics_hist.append({k: v for k, v in record.items() if k != "event"})
                 record["best_val_iou"] = best_iou
                 emit(record)
-                _store_update(project, run_id, epochs_done=step // steps_per_epoch, best_val_iou=best_iou,
-                              best_checkpoint=best_ckpt, metrics=metrics_hist)
             _barrier(di)
             if stop:
                 break
         bar(None)
+        if di.main:
+            write_best()
+            _store_update(project, run_id, epochs_done=step // steps_per_epoch, best_val_iou=best_iou,
+                          best_checkpoint=best_ckpt, metrics=metrics_hist)
         summary = {"event": "end", "status": status, "run_id": run_id, "run_dir": str(run_dir), "step": step,
                    "best_val_iou": best_iou, "best_checkpoint": best_ckpt}
         emit(summary)
@@ -607,6 +642,33 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         if di.world > 1 and dist.is_initialized():
             with contextlib.suppress(Exception):
                 dist.destroy_process_group()
+
+
+def _set_schedule(dist_cfg: dict[str, Any], mode_name: str, key: str, value: int) -> None:
+    section = {"finetune_teacher": "finetune_teacher", "unet": "unet"}.get(mode_name, "training")
+    dist_cfg.setdefault(section, {})[key] = value
+
+
+@torch.no_grad()
+def _teacher_val_logits(net: Any, vs: ValSet, task: Any, amp: torch.dtype | None) -> torch.Tensor:
+    """The teacher's answer to the validation clicks, on the student's validation canvases (computed once)."""
+    from inference.sam2_net import choose_output
+    from inference.training import clicks as ck
+    from inference.training.losses import match_spatial
+
+    ratio = task.ratio
+    t_crops = vs.crops.rescaled(vs.crops.scale * ratio)
+    origins = [(int(round(y * ratio)), int(round(x * ratio))) for y, x in vs.views.origin]
+    out = []
+    dev = vs.x.device
+    for i in range(0, len(vs.views), 8):
+        c = cr.assemble(t_crops, vs.views.crop[i:i + 8], origins[i:i + 8], net.image_size)
+        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+            feats = net.encode_normalised(c.normalised())
+            pts = ck.to_canvas_points(vs.points[i:i + 8], ratio)
+            masks, iou = net.decode_all(feats, pts, vs.labels[i:i + 8])
+        out.append(match_spatial(choose_output(masks.float(), iou.float(), vs.labels[i:i + 8])[0], (vs.canvas, vs.canvas)))
+    return torch.cat(out)
 
 
 def _teacher_ident(dist_cfg: dict[str, Any], seed: int) -> str:

@@ -1,9 +1,13 @@
 """Resolve a run's settings from the project's YAML (seed 001's `distillation` template) plus CLI overrides.
 
 Keys this package adds to the template (all optional in project.yaml, defaults here):
-  distillation.teacher.config / .checkpoint / .image_size : SAM 2 Hydra config, weights, input size of the teacher
-  distillation.training.amp / .num_workers / .log_every / .checkpoint_every / .seed / .prompt_seed / .augment / .min_lr
+  distillation.teacher.config / .checkpoint / .image_size / .scale : SAM 2 Hydra config, weights, canvas size, and
+      the pixel scale the teacher is fine-tuned at (2.0: it looks at crops twice as close as a scale-1 student)
+  distillation.student.mask_stride / .layout / .scale : the 1/4 or 1/8 mask head, native or resized crops
+  distillation.training.amp / .log_every / .checkpoint_every / .val_every / .seed / .augment / .min_lr / .warmup /
+      .class_balance / .pos_weight / .ema_decay / .clicks
   distillation.finetune_teacher.{lr, epochs, batch_size, train_image_encoder}
+  distillation.unet.{epochs, batch_size, lr, width, crop_size} : the plain baseline of the distillation table
 """
 
 from __future__ import annotations
@@ -31,28 +35,32 @@ TEACHER_CONFIGS = {
 
 EXTRA_DEFAULTS: dict[str, Any] = {
     "distillation": {
-        "teacher": {"config": None, "checkpoint": None, "image_size": 1024},
+        "teacher": {"config": None, "checkpoint": None, "image_size": 1024, "scale": 1.0},
+        "student": {"mask_stride": 4, "layout": "native", "scale": 1.0},
         "training": {
             "amp": True,
-            "num_workers": 2,
             "log_every": 10,
-            "checkpoint_every": 1,  # epochs between epoch_NNN.pt / last.pt (a stop always writes last.pt)
+            "checkpoint_every": 10,  # epochs between best.pt / epoch_NNN.pt / last.pt writes (and on stop)
+            "val_every": 1,
             "seed": 0,
-            "prompt_seed": 0,
             "min_lr": 0.0,
+            "warmup": 0.1,  # share of the steps the one-cycle schedule warms up for
+            "class_balance": 0.5,  # sampling weight 1 / n_class ** this (0: natural, 1: classes equally often)
+            "pos_weight": 3.0,  # defect pixels in the BCE terms
+            "ema_decay": 0.999,  # 0: no EMA
+            "clicks": {"max_positive": 3, "max_negative": 2, "follow_up": 2},
             "augment": {
-                "hflip": 0.5,
-                "vflip": 0.5,
-                "rot90": 0.5,
+                "dihedral": True,  # the 8 flips/rotations (distillation caches the teacher for each)
                 "exposure": 0.5,  # probability; shift in stops drawn from +-exposure_stops
                 "exposure_stops": 0.5,
                 "noise": 0.3,
                 "noise_sigma": 0.03,
-                "motion_blur": 0.2,
-                "motion_blur_max": 9,
+                "blur": 0.2,
+                "blur_sigma_max": 1.5,
             },
         },
-        "finetune_teacher": {"lr": 1e-5, "epochs": None, "batch_size": 4, "train_image_encoder": True},
+        "finetune_teacher": {"lr": 1e-4, "epochs": None, "batch_size": 8, "train_image_encoder": True},
+        "unet": {"epochs": None, "batch_size": None, "lr": 3e-3, "width": 16, "crop_size": 256},
     }
 }
 
@@ -118,3 +126,12 @@ def teacher_from_store(project: Any, dist: dict[str, Any]) -> bool:
     if info.input_size:
         t["image_size"] = int(info.input_size)
     return True
+
+
+def data_hash(samples: list[Any], extra: Any = None) -> str:
+    """Identity of a run's data: which crops, their split and the verified mask (row id) each one trains on."""
+    h = hashlib.sha256()
+    for s in sorted(samples, key=lambda x: x.sha256):
+        h.update(f"{s.sha256}:{s.split}:{s.target_mask_id}:{s.prompt_points}\n".encode())
+    h.update(repr(extra).encode())
+    return h.hexdigest()

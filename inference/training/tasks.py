@@ -1,0 +1,349 @@
+"""What differs between the training modes: the model, how a batch is drawn, the loss of one step, and how the
+validation crops are predicted. The loop around them (optimiser, schedule, EMA, DDP, validation, checkpoints,
+events) is inference.training.runner's.
+
+Every mode trains interactively: a step draws clicks from the target (1-3 positive, 0-2 negative), decodes, then
+adds `follow_up_clicks` clicks in the largest error of its own prediction and decodes again, with a loss on every
+decode (SAM's training recipe). Encoders run once per step; only the cheap decoders repeat.
+
+* distill (student, seed 001's loss): feature term on the embedding, soft-mask term against the frozen teacher's
+  live answer to the very same clicks, supervised term where the crop has a verified mask. Unlabelled crops are
+  prompted with the points stored with the teacher's prediction and their follow-up clicks aim at the teacher's
+  mask.
+* finetune-teacher (SAM 2): supervised term on SAM's outputs (one click: the best of the three multimask
+  candidates, as SAM trains; more clicks: the single-mask output) + the IoU head's MSE.
+* unet (the plain baseline): one positive click, supervised term, no follow-ups (as described in issue 14).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from inference.training import clicks as ck
+from inference.training import crops as cr
+from inference.training.losses import cosine_feature_loss, match_spatial, soft_bce, supervised_loss
+
+
+@dataclass
+class Batch:
+    canvases: cr.Canvases
+    x: torch.Tensor  # normalised (B, 3, S, S)
+    points: torch.Tensor  # (B, N, 2) initial clicks, canvas pixels
+    labels: torch.Tensor  # (B, N)
+    weights: torch.Tensor  # (B, 3) per-sample (feature, soft, dice) multipliers
+    entries: torch.Tensor | None  # teacher target entries (distill)
+
+
+@dataclass
+class ValSet:
+    """Validation views with their one-click prompt (the test protocol's first click), built once per run."""
+
+    x: torch.Tensor  # (V, 3, S, S) normalised
+    target: torch.Tensor  # (V, 1, S, S)
+    valid: torch.Tensor  # (V, 1, S, S)
+    points: torch.Tensor  # (V, 1, 2)
+    labels: torch.Tensor  # (V, 1): -1 where the click is in another tile of the crop
+    views: cr.Views
+    crops: cr.CropSet
+    teacher_logits: torch.Tensor | None = None  # (V, 1, S, S) distill: the teacher's answer
+
+
+def _upsample(logits: torch.Tensor, size: int) -> torch.Tensor:
+    return match_spatial(logits.float(), (size, size))
+
+
+def _sup(logits_up: torch.Tensor, b: Batch, pos_weight: float) -> torch.Tensor:
+    c = b.canvases
+    loss = supervised_loss(logits_up, c.target, c.valid, pos_weight)
+    return torch.where(c.has_target, loss, torch.zeros_like(loss))
+
+
+class Task:
+    name: str
+    log_keys: tuple[str, ...]
+    canvas: int
+    scale: float
+    crops: cr.CropSet
+
+    def model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def train_loss(self, model: nn.Module, b: Batch, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`model` is the bare network (TrainStep, below, is what DDP wraps)."""
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, x: torch.Tensor, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(V, 1, S, S) logits on validation canvases."""
+        raise NotImplementedError
+
+    def save_best(self, model: nn.Module, path: Any, extra: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class PromptedTask(Task):
+    """Shared by the three modes: batches of random windows (or fixed views) with flips/rotations and photometric
+    changes, and initial clicks."""
+
+    def __init__(self, crops: cr.CropSet, canvas: int, tcfg: dict[str, Any], world_rank: int = 0) -> None:
+        self.crops = crops
+        self.canvas = canvas
+        self.scale = crops.scale
+        self.tcfg = tcfg
+        aug = dict(tcfg.get("augment") or {})
+        self.augment = aug
+        self.dihedral = bool(aug.get("dihedral", False))
+        self.sample_p = cr.class_balanced_weights(crops.classes, float(tcfg.get("class_balance", 0.5)))
+        clk = dict(tcfg.get("clicks") or {})
+        self.max_pos = int(clk.get("max_positive", 3))
+        self.max_neg = int(clk.get("max_negative", 2))
+        self.follow_ups = int(clk.get("follow_up", 2))
+        self.pos_weight = float(tcfg.get("pos_weight", 3.0))
+        self.weights: dict[int, tuple[float, float, float]] = {}
+
+    def draw(self, batch_size: int, gen_cpu: torch.Generator) -> list[int]:
+        return torch.multinomial(self.sample_p, batch_size, replacement=True, generator=gen_cpu).tolist()
+
+    def _finish(self, c: cr.Canvases, idx: list[int], gen: torch.Generator, d: torch.Tensor | None,
+                entries: torch.Tensor | None) -> Batch:
+        dev = c.image01.device
+        if d is not None:
+            c = cr.Canvases(cr.dihedral(c.image01, d), cr.dihedral(c.target, d), c.has_target,
+                            cr.dihedral(c.valid.float(), d) > 0.5)
+        if self.augment:
+            cr.photometric(c, gen, self.augment)
+        pts, lbs = ck.initial_clicks(c.target, c.valid, gen, self.max_pos, self.max_neg)
+        w = torch.tensor([self.weights.get(self.crops.samples[i].sample_id, (1.0, 1.0, 1.0)) for i in idx],
+                         dtype=torch.float32, device=dev)
+        return Batch(c, c.normalised().contiguous(memory_format=torch.channels_last), pts, lbs, w, entries)
+
+    def batch(self, batch_size: int, gen_cpu: torch.Generator, gen: torch.Generator) -> Batch:
+        idx = self.draw(batch_size, gen_cpu)
+        windows, offsets = cr.random_windows(self.crops, idx, self.canvas, gen_cpu)
+        c = cr.assemble(self.crops, idx, windows, self.canvas, offsets)
+        d = torch.randint(0, 8, (len(idx),), generator=gen_cpu).to(c.image01.device) if self.dihedral else None
+        return self._finish(c, idx, gen, d, None)
+
+    def interactive(self, decode: Any, b: Batch, gen: torch.Generator, click_target: torch.Tensor,
+                    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Decode the initial clicks, then `follow_ups` more, each placed in the error of the last prediction.
+        Returns [(logits at canvas resolution, points, labels)] for every decode."""
+        pts, lbs = b.points, b.labels
+        out = []
+        for it in range(1 + self.follow_ups):
+            up = _upsample(decode(pts, lbs), self.canvas)
+            out.append((up, pts, lbs))
+            if it < self.follow_ups:
+                new_p, new_l = ck.error_clicks(up.detach() > 0, click_target, b.canvases.valid, gen)
+                pts = torch.cat([pts, new_p], dim=1)
+                lbs = torch.cat([lbs, new_l], dim=1)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------- distill
+
+
+class DistillTask(PromptedTask):
+    name = "distill"
+    log_keys = ("feat", "soft", "dice")
+
+    def __init__(self, crops: cr.CropSet, canvas: int, tcfg: dict[str, Any], loss_cfg: dict[str, Any],
+                 student: nn.Module, meta: dict[str, Any], targets: Any, ratio: float, no_feature_loss: bool) -> None:
+        super().__init__(crops, canvas, tcfg)
+        self.views = cr.tile_views(crops, canvas)
+        self.crop_views = self.views.of_crop()
+        self.targets = targets  # TeacherTargets over the same views, teacher canvas = ratio x this canvas
+        self.ratio = ratio
+        self.n_dihedral = targets.n_dihedral
+        self.feat_w = 0.0 if no_feature_loss else float(loss_cfg["feature_weight"])
+        self.soft_w = float(loss_cfg["soft_bce_weight"])
+        self.dice_w = float(loss_cfg["dice_weight"])
+        self.temperature = float(loss_cfg["temperature"])
+        self._student = student
+        self.meta = meta
+        self.prompts = {i: s for i, s in enumerate(crops.samples) if s.target_rle is None}
+
+    def model(self) -> nn.Module:
+        return self._student
+
+    def batch(self, batch_size: int, gen_cpu: torch.Generator, gen: torch.Generator) -> Batch:
+        idx = self.draw(batch_size, gen_cpu)
+        r = torch.rand(len(idx), generator=gen_cpu).tolist()
+        views = [self.crop_views[i][int(u * len(self.crop_views[i]))] for i, u in zip(idx, r)]
+        c = cr.assemble(self.crops, idx, [self.views.origin[v] for v in views], self.canvas)
+        dev = c.image01.device
+        d = torch.randint(0, self.n_dihedral, (len(idx),), generator=gen_cpu).to(dev)
+        entries = self.targets.entry(torch.tensor(views, device=dev), d)
+        b = self._finish(c, idx, gen, d if self.n_dihedral > 1 else None, entries)
+        if self.prompts:  # unlabelled crops: the teacher's stored clicks, moved onto this view
+            self._stored_prompts(b, idx, views, d)
+        return b
+
+    def _stored_prompts(self, b: Batch, idx: list[int], views: list[int], d: torch.Tensor) -> None:
+        n = b.points.shape[1]
+        for j, (i, v) in enumerate(zip(idx, views)):
+            s = self.prompts.get(i)
+            if s is None:
+                continue
+            y0, x0 = self.views.origin[v]
+            pts = np.asarray(s.prompt_points, np.float32).reshape(-1, 2) * np.float32(self.scale) - [x0, y0]
+            lbs = np.asarray(s.prompt_labels, np.float32)
+            inside = (pts >= 0).all(1) & (pts < self.canvas).all(1)
+            pts, lbs = pts[inside][:n], lbs[inside][:n]
+            b.points[j] = 0.0
+            b.labels[j] = -1.0
+            if len(lbs):
+                p = torch.from_numpy(pts).to(b.points.device)
+                b.points[j, : len(lbs)] = cr.dihedral_points(p[None], d[j:j + 1], self.canvas)[0]
+                b.labels[j, : len(lbs)] = torch.from_numpy(lbs).to(b.labels.device)
+
+    def train_loss(self, model, b, gen):
+        emb, hi = model.encoder(b.x)
+        bsz = b.x.shape[0]
+        if self.feat_w > 0:
+            feat = cosine_feature_loss(emb, self.targets.embedding(b.entries))
+        else:
+            feat = torch.zeros(bsz, device=b.x.device)
+        size = (self.canvas, self.canvas)
+        teacher_up: list[torch.Tensor] = []
+
+        def teacher(pts: torch.Tensor, lbs: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                t = self.targets.logits(b.entries, ck.to_canvas_points(pts, self.ratio), lbs)
+            return match_spatial(t.float(), size)
+
+        def decode(pts: torch.Tensor, lbs: torch.Tensor) -> torch.Tensor:
+            teacher_up.append(teacher(pts, lbs))
+            return model.decoder(emb, hi, pts, lbs)[0][:, :1]
+
+        # unlabelled crops aim their follow-up clicks at the teacher's mask for the initial clicks
+        click_target = b.canvases.target
+        if bool((~b.canvases.has_target).any()):
+            t0 = (teacher(b.points, b.labels) > 0).float()
+            click_target = torch.where(b.canvases.has_target.view(-1, 1, 1, 1), b.canvases.target, t0)
+        outs = self.interactive(decode, b, gen, click_target)
+        soft = torch.stack([soft_bce(up, t, self.temperature, b.canvases.valid, self.pos_weight)
+                            for (up, _, _), t in zip(outs, teacher_up)]).mean(0)
+        dice = torch.stack([_sup(up, b, self.pos_weight) for up, _, _ in outs]).mean(0)
+        w = b.weights * torch.stack([torch.ones_like(feat), torch.ones_like(feat),
+                                     b.canvases.has_target.float()], dim=1)
+        feat_m = (w[:, 0] * feat).sum() / bsz
+        soft_m = (w[:, 1] * soft).sum() / bsz
+        dice_m = (w[:, 2] * dice).sum() / bsz
+        total = self.feat_w * feat_m + self.soft_w * soft_m + self.dice_w * dice_m
+        return total, {"feat": feat_m.detach(), "soft": soft_m.detach(), "dice": dice_m.detach()}
+
+    def predict(self, model, x, points, labels):
+        emb, hi = model.encoder(x)
+        return _upsample(model.decoder(emb, hi, points, labels)[0][:, :1], self.canvas)
+
+    def save_best(self, model, path, extra):
+        from inference.student import save_checkpoint
+
+        save_checkpoint(model, path, extra=extra)
+
+
+# ------------------------------------------------------------------------------------------ teacher fine-tune
+
+
+class FinetuneTask(PromptedTask):
+    name = "finetune_teacher"
+    log_keys = ("mask", "iou_head")
+
+    def __init__(self, crops: cr.CropSet, net: nn.Module, tcfg: dict[str, Any], meta: dict[str, Any]) -> None:
+        super().__init__(crops, net.image_size, tcfg)
+        self.net = net
+        self.meta = meta
+
+    def model(self) -> nn.Module:
+        return self.net
+
+    def train_loss(self, model, b, gen):
+        from inference.sam2_net import choose_output
+
+        net = model
+        feats = net.encode_normalised(b.x)
+        ar = torch.arange(b.x.shape[0], device=b.x.device)
+        mask_losses, iou_losses = [], []
+
+        def decode(pts: torch.Tensor, lbs: torch.Tensor) -> torch.Tensor:
+            masks, iou = net.decode_all(feats, pts, lbs)
+            up = _upsample(masks, self.canvas)  # (B, 4, S, S)
+            per = torch.stack([supervised_loss(up[:, k:k + 1], b.canvases.target, b.canvases.valid, self.pos_weight)
+                               for k in range(up.shape[1])], dim=1)  # (B, 4)
+            single = (lbs >= 0).sum(1) == 1
+            best_multi = 1 + per[:, 1:].argmin(1)
+            k = torch.where(single, best_multi, torch.zeros_like(best_multi))
+            mask_losses.append(per[ar, k])
+            with torch.no_grad():
+                pred = up[ar, k] > 0
+                tgt = b.canvases.target[:, 0] > 0.5
+                inter = (pred & tgt).flatten(1).sum(1).float()
+                union = (pred | tgt).flatten(1).sum(1).float()
+                actual = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+            iou_losses.append((iou.float()[ar, k] - actual) ** 2)
+            chosen, _ = choose_output(masks, iou, lbs)
+            return chosen
+
+        self.interactive(decode, b, gen, b.canvases.target)
+        mask_l = torch.stack(mask_losses).mean()
+        iou_l = torch.stack(iou_losses).mean()
+        return mask_l + 0.1 * iou_l, {"mask": mask_l.detach(), "iou_head": iou_l.detach()}
+
+    def predict(self, model, x, points, labels):
+        from inference.sam2_net import choose_output
+
+        masks, iou = model.decode_all(model.encode_normalised(x), points, labels)
+        return _upsample(choose_output(masks, iou, labels)[0], self.canvas)
+
+    def save_best(self, model, path, extra):
+        from inference.training.runner import atomic_save
+
+        atomic_save({"model": model.model.state_dict()}, path)  # the official SAM 2 checkpoint format
+
+
+# ---------------------------------------------------------------------------------------------------- U-Net
+
+
+class UNetTask(PromptedTask):
+    name = "unet"
+    log_keys = ("sup",)
+
+    def __init__(self, crops: cr.CropSet, unet: nn.Module, tcfg: dict[str, Any], crop_size: int, canvas: int) -> None:
+        super().__init__(crops, crop_size, {**tcfg, "clicks": {"max_positive": 1, "max_negative": 0, "follow_up": 0}})
+        self.unet = unet
+        self.val_canvas = canvas
+        self.meta = {"architecture": "unet", "config": unet.config.to_dict()}
+
+    def model(self) -> nn.Module:
+        return self.unet
+
+    def train_loss(self, model, b, gen):
+        logits = model(b.x, b.points, b.labels)
+        sup = _sup(logits, b, self.pos_weight).mean()
+        return sup, {"sup": sup.detach()}
+
+    def predict(self, model, x, points, labels):
+        return model(x, points, labels).float()
+
+    def save_best(self, model, path, extra):
+        from inference.baselines.unet import save_checkpoint
+
+        save_checkpoint(model, path, extra)
+
+
+class TrainStep(nn.Module):
+    """One training step as one module call, so DDP sees a single forward per step however many times the step
+    runs the decoders (interactive clicks)."""
+
+    def __init__(self, task: Task, model: nn.Module) -> None:
+        super().__init__()
+        self.task = task
+        self.model = model
+
+    def forward(self, batch: Batch, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.task.train_loss(self.model, batch, gen)
