@@ -130,6 +130,7 @@ class Canvases:
     target: torch.Tensor
     has_target: torch.Tensor
     valid: torch.Tensor
+    labelled: list[bool]  # has_target on the host (no device sync to ask)
 
     def normalised(self) -> torch.Tensor:
         x = (self.image01 - MEAN.to(self.image01.device)) / STD.to(self.image01.device)
@@ -155,7 +156,7 @@ def assemble(crops: CropSet, index: Sequence[int], windows: Sequence[tuple[int, 
         if t is not None:
             tgt[j, 0, oy:oy + h, ox:ox + w] = t[y0:y0 + h, x0:x0 + w]
             has[j] = True
-    return Canvases(img.float() / 255.0, tgt.float(), has.to(dev), valid)
+    return Canvases(img.float() / 255.0, tgt.float(), has.to(dev), valid, has.tolist())
 
 
 def random_windows(crops: CropSet, index: Sequence[int], canvas: int, gen: torch.Generator,
@@ -177,12 +178,14 @@ def random_windows(crops: CropSet, index: Sequence[int], canvas: int, gen: torch
 
 def dihedral(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """Per sample, one of the 8 flips/rotations of a square map: d % 4 quarter turns, then a horizontal flip when
-    d >= 4. x: (B, C, S, S), d: (B,) int."""
+    d >= 4. x: (B, C, S, S); d: (B,) int on the host (grouping by it needs no device sync)."""
     out = x.clone()
-    for k in range(8):
+    d = d.cpu()
+    for k in range(1, 8):
         sel = (d == k).nonzero().flatten()
-        if len(sel) == 0 or k == 0:
+        if len(sel) == 0:
             continue
+        sel = sel.to(x.device)
         y = torch.rot90(x[sel], k % 4, dims=(-2, -1))
         out[sel] = y.flip(-1) if k >= 4 else y
     return out
@@ -193,10 +196,12 @@ def dihedral_points(points: torch.Tensor, d: torch.Tensor, canvas: int) -> torch
     p = points
     m = canvas - 1
     out = p.clone()
+    d = d.cpu()
     for k in range(1, 8):
-        sel = d == k
-        if not bool(sel.any()):
+        sel = (d == k).nonzero().flatten()
+        if len(sel) == 0:
             continue
+        sel = sel.to(p.device)
         q = p[sel]
         for _ in range(k % 4):  # rot90 (counter-clockwise, torch.rot90 on dims (-2, -1)): (x, y) -> (y, m - x)
             q = torch.stack([q[..., 1], m - q[..., 0]], dim=-1)

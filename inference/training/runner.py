@@ -447,7 +447,6 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         valset = ValSet(val_crops, task.canvas if mode_name != "unet" else task.val_canvas, di.device)  # type: ignore[attr-defined]
         if teacher_net is not None and len(valset):
             valset.teacher_logits = _teacher_val_logits(teacher_net, valset, task, amp_dtype)
-            teacher_net.cpu()
 
         # ---------------------------------------------------------------- model, optimiser, schedule
         model = task.model().to(di.device)

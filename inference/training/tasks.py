@@ -113,7 +113,7 @@ class PromptedTask(Task):
         dev = c.image01.device
         if d is not None:
             c = cr.Canvases(cr.dihedral(c.image01, d), cr.dihedral(c.target, d), c.has_target,
-                            cr.dihedral(c.valid.float(), d) > 0.5)
+                            cr.dihedral(c.valid.float(), d) > 0.5, c.labelled)
         if self.augment:
             cr.photometric(c, gen, self.augment)
         pts, lbs = ck.initial_clicks(c.target, c.valid, gen, self.max_pos, self.max_neg)
@@ -125,7 +125,7 @@ class PromptedTask(Task):
         idx = self.draw(batch_size, gen_cpu)
         windows, offsets = cr.random_windows(self.crops, idx, self.canvas, gen_cpu)
         c = cr.assemble(self.crops, idx, windows, self.canvas, offsets)
-        d = torch.randint(0, 8, (len(idx),), generator=gen_cpu).to(c.image01.device) if self.dihedral else None
+        d = torch.randint(0, 8, (len(idx),), generator=gen_cpu) if self.dihedral else None
         return self._finish(c, idx, gen, d, None)
 
     def interactive(self, decode: Any, b: Batch, gen: torch.Generator, click_target: torch.Tensor,
@@ -176,8 +176,8 @@ class DistillTask(PromptedTask):
         views = [self.crop_views[i][int(u * len(self.crop_views[i]))] for i, u in zip(idx, r)]
         c = cr.assemble(self.crops, idx, [self.views.origin[v] for v in views], self.canvas)
         dev = c.image01.device
-        d = torch.randint(0, self.n_dihedral, (len(idx),), generator=gen_cpu).to(dev)
-        entries = self.targets.entry(torch.tensor(views, device=dev), d)
+        d = torch.randint(0, self.n_dihedral, (len(idx),), generator=gen_cpu)
+        entries = self.targets.entry(torch.tensor(views), d).to(dev)
         b = self._finish(c, idx, gen, d if self.n_dihedral > 1 else None, entries)
         if self.prompts:  # unlabelled crops: the teacher's stored clicks, moved onto this view
             self._stored_prompts(b, idx, views, d)
@@ -222,7 +222,7 @@ class DistillTask(PromptedTask):
 
         # unlabelled crops aim their follow-up clicks at the teacher's mask for the initial clicks
         click_target = b.canvases.target
-        if bool((~b.canvases.has_target).any()):
+        if not all(b.canvases.labelled):
             t0 = (teacher(b.points, b.labels) > 0).float()
             click_target = torch.where(b.canvases.has_target.view(-1, 1, 1, 1), b.canvases.target, t0)
         outs = self.interactive(decode, b, gen, click_target)
