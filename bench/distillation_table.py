@@ -59,6 +59,29 @@ def sh(args: list[str], log: Path, env: dict[str, str] | None = None) -> str:
     return proc.stdout
 
 
+def sh_parallel(jobs: list[list[str]], log: Path) -> None:
+    """Run several `python main.py ARGS` at once (one GPU serves several small trainings better than one: each
+    step of these models is bound by the host, not the GPU); logs go to LOG.<i>; fail if any fails."""
+    procs = []
+    t0 = time.time()
+    for i, args in enumerate(jobs):
+        fh = open(f"{log}.{i}", "a", encoding="utf-8")
+        fh.write(f"\n$ maskbench {' '.join(args)}\n")
+        fh.flush()
+        procs.append((args, fh, subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=REPO,
+                                                 stdout=fh, stderr=subprocess.STDOUT, text=True)))
+    failed = []
+    for args, fh, proc in procs:
+        rc = proc.wait()
+        fh.write(f"[exit {rc} after {time.time() - t0:.1f} s]\n")
+        fh.close()
+        print(f"  maskbench {' '.join(args)}  ({time.time() - t0:.0f} s, exit {rc})", flush=True)
+        if rc != 0:
+            failed.append(" ".join(args))
+    if failed:
+        raise SystemExit("step failed: " + "; ".join(failed))
+
+
 def write_yaml(path: Path, data: dict[str, Any]) -> Path:
     import yaml
 
@@ -220,30 +243,33 @@ def exports_of(project: Path, checkpoint: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def interactive_rows(project: Path, model_ids: dict[str, int], unet_ckpt: Path | None, classical: Any,
-                     device: str, max_clicks: int) -> dict[str, Any]:
-    """mIoU@1/3/5 and NoC@85/90 per row on the test crops (the first click is predict's ground-truth click)."""
+def interactive_stage(work: Path, device: str, max_clicks: int) -> None:
+    """mIoU@k and NoC for every row, from the checkpoints directly (no registry), so it runs beside the predict
+    chain; writes WORK/interactive.json."""
+    from inference.baselines.classical import ClassicalSegmenter, tune
+    from inference.baselines.unet import UNetSegmenter
+    from inference.baselines.unet import load_checkpoint as load_unet
     from inference.interactive import evaluate
-    from inference.registry import get_model, open_segmenter
-    from store.project import Project
+    from inference.teacher import load_teacher_segmenter
+    from inference.torch_backend import load_student_segmenter
 
+    spec = json.loads((work / "stages.json").read_text())
+    project = work / "project"
     items = split_items(project, "test")
-    out: dict[str, Any] = {}
-    with Project.open(project) as p:
-        for label, mid in model_ids.items():
-            seg = open_segmenter(p, get_model(p, mid), device=device)
-            out[label] = evaluate(seg, items, max_clicks=max_clicks).to_json(include_crops=False)
-    if unet_ckpt is not None:
-        from inference.baselines.unet import UNetSegmenter, load_checkpoint
-
-        out["unet"] = evaluate(UNetSegmenter(load_checkpoint(unet_ckpt), device=device), items,
-                               max_clicks=max_clicks).to_json(include_crops=False)
-    if classical is not None:
-        from inference.baselines.classical import ClassicalSegmenter
-
-        out["classical"] = evaluate(ClassicalSegmenter(classical), items, max_clicks=max_clicks).to_json(
-            include_crops=False)
-    return out
+    t = spec["teacher"]
+    rows: dict[str, Any] = {"teacher": load_teacher_segmenter(t["checkpoint"], t["config"], t["image_size"],
+                                                              device=device, scale=t["scale"])}
+    for label, ck in spec["students"].items():
+        rows[label] = load_student_segmenter(ck, device=device)
+    rows["unet"] = UNetSegmenter(load_unet(spec["unet"]), device=device)
+    params, train_iou = tune([(it.image, it.gt_mask) for it in split_items(project, "train") if it.gt_mask.any()])
+    rows["classical"] = ClassicalSegmenter(params)
+    out: dict[str, Any] = {"classical_params": params.to_json(), "classical_train_iou": train_iou}
+    for label, seg in rows.items():
+        t0 = time.time()
+        out[label] = evaluate(seg, items, max_clicks=max_clicks).to_json(include_crops=False)
+        out[label]["seconds"] = round(time.time() - t0, 1)
+    (work / "interactive.json").write_text(json.dumps(out, indent=2, default=str))
 
 
 def main() -> None:
@@ -252,25 +278,32 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--teacher-config", default="sam2.1_hiera_t")
-    ap.add_argument("--teacher-size", type=int, default=1024)
-    ap.add_argument("--teacher-scale", type=float, default=2.0, help="the teacher looks at crops this much closer")
+    ap.add_argument("--teacher-size", type=int, default=512)
+    ap.add_argument("--teacher-scale", type=float, default=1.0, help="the teacher looks at crops this much closer")
     ap.add_argument("--student-size", type=int, default=512)
-    ap.add_argument("--teacher-epochs", type=int, default=120)
+    ap.add_argument("--teacher-epochs", type=int, default=300)
     ap.add_argument("--student-epochs", type=int, default=150)
     ap.add_argument("--unet-epochs", type=int, default=150)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--teacher-batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--teacher-lr", type=float, default=4e-4)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--teacher-batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--teacher-lr", type=float, default=1e-3)
     ap.add_argument("--students", default="naive,feature_aligned,feature_aligned_1/8")
     ap.add_argument("--max-steps", type=int, default=None, help="cap optimiser steps per run (toy runs)")
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--toy", action="store_true", help="synthetic data, tiny sizes, CPU: the CI smoke run")
+    ap.add_argument("--sequential", action="store_true", help="one training at a time (default: in parallel)")
+    ap.add_argument("--teacher-budget", type=float, default=0, help="seconds for teacher fine-tuning (0: epochs)")
+    ap.add_argument("--student-budget", type=float, default=0, help="seconds per student run (0: epochs)")
+    ap.add_argument("--unet-budget", type=float, default=0, help="seconds for the U-Net run (0: epochs)")
     ap.add_argument("--skip-export", action="store_true")
-    ap.add_argument("--skip-bench", action="store_true")
+    ap.add_argument("--stage", choices=["all", "interactive"], default="all", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
     work = a.work.resolve()
+    if a.stage == "interactive":
+        interactive_stage(work, a.device, a.max_clicks)
+        return
     work.mkdir(parents=True, exist_ok=True)
     project = work / "project"
     log = work / "commands.log"
@@ -296,7 +329,14 @@ def main() -> None:
     t_start = time.time()
     stage_s: dict[str, float] = {}
 
-    print(f"[1/6] project and data ({a.data})", flush=True)
+    def run_all(jobs: list[list[str]]) -> None:
+        if a.sequential:
+            for j in jobs:
+                sh(j, log)
+        else:
+            sh_parallel(jobs, log)
+
+    print(f"[1/5] project and data ({a.data})", flush=True)
     if not (project / "project.yaml").exists():
         sh(["init", str(project)], log)
     sh(["ingest", str(a.data), "--project", str(project)], log)
@@ -304,9 +344,11 @@ def main() -> None:
                 "checkpoint_every": 1000}
     base = {"student": {"input_size": a.student_size, "scale": student_scale}, "training": training}
 
-    print("[2/6] teacher: SAM 2 from random initialisation, fine-tuned at native scale", flush=True)
+    print("[2/5] teacher (SAM 2 from random initialisation, fine-tuned at native scale) and the U-Net baseline",
+          flush=True)
     t0 = time.time()
     teacher_run = "teacher-finetune"
+    jobs = []
     if not (run_dir(project, teacher_run) / "checkpoints" / "best.pt").exists():
         init_ckpt = random_teacher(a.teacher_config, a.teacher_size, work / "teacher_random_init.pt")
         cfg = write_yaml(work / "teacher.yaml", {
@@ -314,42 +356,48 @@ def main() -> None:
             "teacher": {"config": a.teacher_config, "checkpoint": str(init_ckpt), "image_size": a.teacher_size,
                         "scale": a.teacher_scale},
             "finetune_teacher": {"batch_size": a.teacher_batch_size, "lr": a.teacher_lr},
+            "training": {**training, "time_budget_s": a.teacher_budget},
         })
-        sh(["train", "--project", str(project), "--mode", "finetune-teacher", "--config", str(cfg),
-            "--epochs", str(a.teacher_epochs), "--name", teacher_run, *common], log)
+        jobs.append(["train", "--project", str(project), "--mode", "finetune-teacher", "--config", str(cfg),
+                     "--epochs", str(a.teacher_epochs), "--name", teacher_run, *common])
+    if not (run_dir(project, "unet") / "checkpoints" / "best.pt").exists():
+        cfg = write_yaml(work / "unet.yaml", {**base, "student": {"input_size": a.student_size, "scale": 1.0},
+                                             "unet": {"crop_size": min(256, a.student_size)},
+                                             "training": {**training, "time_budget_s": a.unet_budget}})
+        jobs.append(["train", "--project", str(project), "--mode", "unet", "--config", str(cfg),
+                     "--epochs", str(a.unet_epochs), "--name", "unet", *common])
+    run_all(jobs)
     teacher_ckpt = best_of(project, teacher_run)  # official {"model": ...} format
     sh(["models", "add", "teacher", str(teacher_ckpt), "--project", str(project), "--config", a.teacher_config,
         "--image-size", str(a.teacher_size), "--scale", str(a.teacher_scale), "--name", "teacher-finetuned"], log)
-    stage_s["teacher"] = time.time() - t0
+    stage_s["teacher_and_unet"] = time.time() - t0
 
+    print(f"[3/5] students {', '.join(students)}: distillation, {a.student_epochs} epochs", flush=True)
+    t0 = time.time()
     teacher_section = {"config": a.teacher_config, "checkpoint": str(teacher_ckpt), "image_size": a.teacher_size,
                        "scale": a.teacher_scale}
+    jobs = []
     for label in students:
         flags, overrides = STUDENTS[label]
-        print(f"[3/6] student '{label}': distillation, {a.student_epochs} epochs", flush=True)
-        t0 = time.time()
         if not (run_dir(project, label) / "checkpoints" / "best.pt").exists():
             cfg = write_yaml(work / f"{label.replace('/', '_')}.yaml", {
-                **base, "student": {**base["student"], **overrides}, "teacher": teacher_section})
-            sh(["train", "--project", str(project), "--mode", "distill", *flags, "--config", str(cfg),
-                "--epochs", str(a.student_epochs), "--name", label.replace("/", "_"), *common], log)
-        stage_s[label] = time.time() - t0
+                **base, "student": {**base["student"], **overrides}, "teacher": teacher_section,
+                "training": {**training, "time_budget_s": a.student_budget}})
+            jobs.append(["train", "--project", str(project), "--mode", "distill", *flags, "--config", str(cfg),
+                         "--epochs", str(a.student_epochs), "--name", label.replace("/", "_"), *common])
+    run_all(jobs)
+    stage_s["students"] = time.time() - t0
 
-    print(f"[4/6] baselines: plain U-Net ({a.unet_epochs} epochs) and classical (tuned on train)", flush=True)
+    print("[4/5] evaluation on the test split: one click (predict) and interactive, side by side", flush=True)
     t0 = time.time()
-    if not (run_dir(project, "unet") / "checkpoints" / "best.pt").exists():
-        cfg = write_yaml(work / "unet.yaml", {**base, "student": {"input_size": a.student_size, "scale": 1.0},
-                                             "unet": {"crop_size": min(256, a.student_size)}})
-        sh(["train", "--project", str(project), "--mode", "unet", "--config", str(cfg), "--epochs", str(a.unet_epochs),
-            "--name", "unet", *common], log)
-    from inference.baselines.classical import tune
-
-    classical, classical_train = tune([(it.image, it.gt_mask) for it in split_items(project, "train")
-                                       if it.gt_mask.any()])
-    stage_s["baselines"] = time.time() - t0
-
-    print("[5/6] evaluation on the test split (one click, then interactive)", flush=True)
-    t0 = time.time()
+    (work / "stages.json").write_text(json.dumps({
+        "teacher": {"checkpoint": str(teacher_ckpt), "config": a.teacher_config, "image_size": a.teacher_size,
+                    "scale": a.teacher_scale},
+        "students": {label: str(best_of(project, label)) for label in students},
+        "unet": str(best_of(project, "unet"))}))
+    inter_proc = subprocess.Popen([sys.executable, __file__, "--stage", "interactive", "--work", str(work),
+                                   "--device", a.device, "--max-clicks", str(a.max_clicks)], cwd=REPO,
+                                  stdout=open(work / "interactive.log", "w"), stderr=subprocess.STDOUT)
     sh(["predict", "--project", str(project), "--model", "teacher", "--prompts", "ground_truth", "--split", "test",
         *dev], log)
     model_ids: dict[str, int] = {"teacher": model_id_of(project, teacher_ckpt)}
@@ -360,16 +408,17 @@ def main() -> None:
             *dev], log)
         model_ids[label] = model_id_of(project, best)
     results: dict[str, Any] = stored_one_click(project, model_ids)
-    inter = interactive_rows(project, model_ids, best_of(project, "unet"), classical,
-                             a.device if a.device != "cpu" else "cpu", a.max_clicks)
-    for label, rep in inter.items():
-        results.setdefault(label, {})["interactive"] = rep
+    if inter_proc.wait() != 0:
+        raise SystemExit(f"interactive evaluation failed: {(work / 'interactive.log').read_text()[-3000:]}")
+    inter = json.loads((work / "interactive.json").read_text())
+    for label in ["teacher", *students, "unet", "classical"]:
+        results.setdefault(label, {})["interactive"] = inter[label]
     for label in ("unet", "classical"):  # their one-click figures come from the same first click
         rep = inter[label]
         results[label].update({"test_iou": rep["overall"]["mIoU@1"], "n": rep["overall"]["n"],
                                "per_class": {c: g["mIoU@1"] for c, g in rep["per_class"].items()}})
-    results["classical"]["params"] = classical.to_json()
-    results["classical"]["train_iou"] = classical_train
+    results["classical"]["params"] = inter["classical_params"]
+    results["classical"]["train_iou"] = inter["classical_train_iou"]
     results["teacher"]["params"] = teacher_params(teacher_ckpt)
     results["teacher"]["size_mb"] = teacher_ckpt.stat().st_size / 1e6
     from inference.baselines.unet import load_checkpoint as load_unet
@@ -382,7 +431,7 @@ def main() -> None:
     stage_s["evaluation"] = time.time() - t0
 
     if not a.skip_export:
-        print("[6/6] export FP32 / INT8 and CPU latency", flush=True)
+        print("[5/5] export FP32 / INT8", flush=True)
         for label in students:
             best = best_of(project, label)
             if not exports_of(project, best):
@@ -394,7 +443,9 @@ def main() -> None:
         "data": str(a.data), "device": a.device, "teacher_config": a.teacher_config,
         "teacher_size": a.teacher_size, "teacher_scale": a.teacher_scale, "student_size": a.student_size,
         "student_scale": student_scale, "teacher_epochs": a.teacher_epochs, "student_epochs": a.student_epochs,
-        "unet_epochs": a.unet_epochs, "batch_size": a.batch_size, "toy": a.toy,
+        "unet_epochs": a.unet_epochs, "batch_size": a.batch_size, "teacher_batch_size": a.teacher_batch_size,
+        "lr": a.lr, "teacher_lr": a.teacher_lr, "toy": a.toy, "parallel": not a.sequential,
+        "budgets_s": {"teacher": a.teacher_budget, "student": a.student_budget, "unet": a.unet_budget},
         "wall_s": round(time.time() - t_start, 1), "stage_s": {k: round(v, 1) for k, v in stage_s.items()},
         "teacher_init": "random (no SA-1B weights available offline)", "gpu": _gpu_name(),
     }

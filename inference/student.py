@@ -383,36 +383,6 @@ class StudentModel(nn.Module):
         return emb, masks, scores
 
 
-class StudentForTraining(nn.Module):
-    """The trainer's contract (inference/training/student.py): forward(images01 (B,3,S,S) in [0, 1], points
-    (B,N,2) in input pixels, labels (B,N)) -> (embedding (B,256,h,w), mask logits (B,1,S/8,S/8)).
-    `state_dict()` of `.student` is what `save_checkpoint` stores."""
-
-    def __init__(self, student: StudentModel) -> None:
-        super().__init__()
-        self.student = student
-        self.input_size = student.input_size
-        self.embed_dim = student.config.embed_dim
-
-    def forward(self, images01: torch.Tensor, points: torch.Tensor, labels: torch.Tensor):
-        s = self.student
-        x = (images01 - s.pixel_mean) / s.pixel_std
-        emb, masks, scores = s(x, points, labels)
-        if masks.shape[1] > 1:
-            single = (labels >= 0).sum(dim=1) == 1
-            best = torch.where(single, 1 + scores[:, 1:].argmax(dim=1), torch.zeros_like(single, dtype=torch.long))
-            masks = masks[torch.arange(masks.shape[0], device=masks.device), best].unsqueeze(1)
-        return emb, masks[:, :1]
-
-
-def build_student_for_training(student_cfg: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
-    """Hook used by inference/training/student.py: (module with the trainer's contract, meta to rebuild it)."""
-    cfg = StudentConfig.from_project(student_cfg)
-    model = StudentForTraining(StudentModel(cfg))
-    return model, {"architecture": ARCHITECTURE, "input_size": cfg.input_size, "embed_dim": cfg.embed_dim,
-                   "config": cfg.to_dict()}
-
-
 def align_embedding(student_embed: torch.Tensor, teacher_hw: tuple[int, int]) -> torch.Tensor:
     """Resize the student's (B, 256, h, w) embedding to the teacher's H x W (bilinear, align_corners=False) so the
     cosine feature-alignment loss compares the same spatial cells (seed 001 pitfall 2)."""
@@ -456,9 +426,7 @@ def model_summary(model: nn.Module) -> dict[str, Any]:
 
 
 def save_checkpoint(model: nn.Module, path: Path | str, extra: dict[str, Any] | None = None) -> Path:
-    """Write a student checkpoint atomically (temp file + rename). Accepts the model or the training wrapper."""
-    if isinstance(model, StudentForTraining):
-        model = model.student
+    """Write a student checkpoint atomically (temp file + rename)."""
     if not isinstance(model, StudentModel):
         raise TypeError(f"expected a StudentModel, got {type(model).__name__}")
     path = Path(path)

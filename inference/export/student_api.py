@@ -3,11 +3,11 @@
 Supported, in this order:
 * the runtime contract of `inference.runtime` (helper A's student): `encode(x_normalised) -> {"image_embed",
   "high_res"}` (or a tuple) and `decode(image_embed, high_res, coords, labels) -> (masks (B,K,h,w), scores (B,K))`;
-* the trainer's contract (`inference.training.student`): `forward(images01, points, labels)` returning
-  `(masks, scores)` or `(embedding, masks)` (then the score is the mask's peak probability).
+* a module whose `forward(images01, points, labels)` returns `(masks, scores)` or `(embedding, masks)` (then the
+  score is the mask's peak probability).
 
-Checkpoints: `inference.student.save_checkpoint`'s format ({"format": "maskbench.student", ...}), or the trainer's
-`{"model": state_dict, "meta": {...}}` (best.pt / epoch_NNN.pt / last.pt).
+Checkpoints: `inference.student.save_checkpoint`'s format ({"format": "maskbench.student", ...}); the trainer's
+best.pt is one.
 """
 
 from __future__ import annotations
@@ -111,16 +111,8 @@ def load_checkpoint(path: Path | str) -> tuple[Any, dict[str, Any]]:
             raise
         except Exception as exc:  # noqa: BLE001
             raise StudentLoadError(f"{path}: not a loadable student checkpoint ({exc})") from None
-    if not isinstance(obj, dict) or "model" not in obj:
-        raise StudentLoadError(f"{path}: not a student checkpoint (expected {{'model': ..., 'meta': ...}})")
-    from inference.training.student import load_student
-
-    meta = dict(obj.get("meta") or {})
-    try:
-        model = load_student(meta, obj["model"])
-    except Exception as exc:  # noqa: BLE001
-        raise StudentLoadError(f"{path}: does not fit the student architecture ({exc})") from None
-    return model.eval(), meta
+    raise StudentLoadError(f"{path}: not a maskbench student checkpoint (train one with 'maskbench train', whose "
+                           "best.pt is one)")
 
 
 def load_for_export(project: Any, checkpoint: Path | str | None) -> tuple[Any, dict[str, Any]]:

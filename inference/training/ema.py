@@ -21,20 +21,24 @@ class ModelEMA:
             p.requires_grad_(False)
         self.decay = float(decay)
         self.updates = int(updates)
+        self._pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
 
     def rate(self) -> float:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """One foreach call over all float tensors (the tensor lists are built once: a per-step state_dict walk
+        costs milliseconds of Python on a large model)."""
         self.updates += 1
-        d = self.rate()
-        ema = [p for p in self.module.state_dict().values() if p.dtype.is_floating_point]
-        cur = [p for p in model.state_dict().values() if p.dtype.is_floating_point]
-        torch._foreach_lerp_(ema, [c.detach() for c in cur], 1.0 - d)
-        for e, c in zip(self.module.buffers(), model.buffers()):
-            if not e.dtype.is_floating_point:
-                e.copy_(c)
+        if self._pairs is None:
+            ema_sd, cur_sd = self.module.state_dict(keep_vars=True), model.state_dict(keep_vars=True)
+            keys = [k for k, v in ema_sd.items() if v.dtype.is_floating_point]
+            self._pairs = ([ema_sd[k].data for k in keys], [cur_sd[k].data for k in keys])
+            self._ints = [(ema_sd[k], cur_sd[k]) for k in ema_sd if not ema_sd[k].dtype.is_floating_point]
+        torch._foreach_lerp_(self._pairs[0], self._pairs[1], 1.0 - self.rate())
+        for e, c in self._ints:
+            e.copy_(c)
 
     def state_dict(self) -> dict[str, object]:
         return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay}

@@ -250,11 +250,46 @@ def _generators(seed: int, rank: int, step: int, dev: torch.device) -> tuple[tor
     return g_cpu, g_dev
 
 
-def _one_cycle(optimizer: torch.optim.Optimizer, lr: float, total: int, tcfg: dict[str, Any]) -> Any:
-    min_lr = float(tcfg.get("min_lr") or 0.0)
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=max(2, total), pct_start=float(tcfg.get("warmup", 0.1)),
-        div_factor=25.0, final_div_factor=(lr / 25.0) / min_lr if min_lr > 0 else 1e3)
+class OneCycle:
+    """AdamW's learning rate as a function of progress p in [0, 1]: linear warm-up from lr/25 over `warmup`, then
+    cosine down to `min_lr` (default lr/1000). Progress is the share of steps done, or of `time_budget_s` spent when
+    that is larger: a run with a time budget anneals fully within it whatever the machine's speed (the price: its
+    exact schedule depends on the machine, so such a run is not bit-reproducible on resume)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, total_steps: int, tcfg: dict[str, Any],
+                 time_budget_s: float = 0.0) -> None:
+        self.optimizer = optimizer
+        self.lr = lr
+        self.total = max(1, total_steps)
+        self.warmup = float(tcfg.get("warmup", 0.1))
+        self.min_lr = float(tcfg.get("min_lr") or 0.0) or lr / 1000.0
+        self.budget = float(time_budget_s or 0.0)
+        self.elapsed_before = 0.0  # seconds spent before a resume
+        self.t0 = time.perf_counter()
+
+    def progress(self, step: int) -> float:
+        p = step / self.total
+        if self.budget > 0:
+            p = max(p, (self.elapsed_before + time.perf_counter() - self.t0) / self.budget)
+        return min(1.0, p)
+
+    def rate(self, p: float) -> float:
+        if p < self.warmup:
+            return self.lr * (0.04 + 0.96 * p / self.warmup)
+        q = (p - self.warmup) / max(1e-9, 1.0 - self.warmup)
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * q))
+
+    def apply(self, step: int) -> float:
+        p = self.progress(step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.rate(p)
+        return p
+
+    def state_dict(self) -> dict[str, float]:
+        return {"elapsed": self.elapsed_before + time.perf_counter() - self.t0}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.elapsed_before = float(state.get("elapsed", 0.0))
 
 
 def _build_task(mode_name: str, dist_cfg: dict[str, Any], train_crops: cr.CropSet, dev: torch.device,
@@ -469,7 +504,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         per_rank = math.ceil(len(train_crops) / di.world)
         steps_per_epoch = max(1, math.ceil(per_rank / batch_size))
         total_steps = epochs * steps_per_epoch
-        scheduler = _one_cycle(optimizer, lr, total_steps, tcfg)
+        time_budget = float(tcfg.get("time_budget_s") or 0.0)
+        scheduler = OneCycle(optimizer, lr, total_steps, tcfg, time_budget)
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
         grad_clip = float(tcfg.get("grad_clip", 1.0) or 0.0)
         step, best_iou, metrics_hist = 0, None, []
@@ -536,6 +572,10 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             epoch_imgs = 0
             clock.start()
             while step < (epoch + 1) * steps_per_epoch:
+                progress = scheduler.apply(step)
+                if time_budget and _any_across(di, progress >= 1.0):
+                    stop = True  # the time budget is spent (a finished schedule, not a user stop)
+                    break
                 g_cpu, g_dev = _generators(seed, di.rank, step, di.device)
                 batch = task.batch(batch_size, g_cpu, g_dev)
                 clock.mark("data")
@@ -548,7 +588,6 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                     torch.nn.utils.clip_grad_norm_(params, grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
-                scheduler.step()
                 if ema is not None:
                     ema.update(model)
                 step += 1

@@ -101,7 +101,7 @@ class PromptedTask(Task):
         clk = dict(tcfg.get("clicks") or {})
         self.max_pos = int(clk.get("max_positive", 3))
         self.max_neg = int(clk.get("max_negative", 2))
-        self.follow_ups = int(clk.get("follow_up", 2))
+        self.follow_ups = int(clk.get("follow_up", 1))
         self.pos_weight = float(tcfg.get("pos_weight", 3.0))
         self.weights: dict[int, tuple[float, float, float]] = {}
 
@@ -263,8 +263,6 @@ class FinetuneTask(PromptedTask):
         return self.net
 
     def train_loss(self, model, b, gen):
-        from inference.sam2_net import choose_output
-
         net = model
         feats = net.encode_normalised(b.x)
         ar = torch.arange(b.x.shape[0], device=b.x.device)
@@ -272,22 +270,24 @@ class FinetuneTask(PromptedTask):
 
         def decode(pts: torch.Tensor, lbs: torch.Tensor) -> torch.Tensor:
             masks, iou = net.decode_all(feats, pts, lbs)
-            up = _upsample(masks, self.canvas)  # (B, 4, S, S)
-            per = torch.stack([supervised_loss(up[:, k:k + 1], b.canvases.target, b.canvases.valid, self.pos_weight)
-                               for k in range(up.shape[1])], dim=1)  # (B, 4)
+            bsz, k_out = masks.shape[:2]
+            up = _upsample(masks, self.canvas)  # (B, 4, S, S): every output's loss in one batched call
+            c = b.canvases
+            per = supervised_loss(up.reshape(bsz * k_out, 1, self.canvas, self.canvas),
+                                  c.target.repeat_interleave(k_out, 0), c.valid.repeat_interleave(k_out, 0),
+                                  self.pos_weight).view(bsz, k_out)
             single = (lbs >= 0).sum(1) == 1
             best_multi = 1 + per[:, 1:].argmin(1)
             k = torch.where(single, best_multi, torch.zeros_like(best_multi))
             mask_losses.append(per[ar, k])
             with torch.no_grad():
                 pred = up[ar, k] > 0
-                tgt = b.canvases.target[:, 0] > 0.5
+                tgt = c.target[:, 0] > 0.5
                 inter = (pred & tgt).flatten(1).sum(1).float()
                 union = (pred | tgt).flatten(1).sum(1).float()
                 actual = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
             iou_losses.append((iou.float()[ar, k] - actual) ** 2)
-            chosen, _ = choose_output(masks, iou, lbs)
-            return chosen
+            return masks[ar, k].unsqueeze(1)
 
         self.interactive(decode, b, gen, b.canvases.target)
         mask_l = torch.stack(mask_losses).mean()

@@ -15,7 +15,6 @@ from inference.student import (
     StudentModel,
     adapted_windows,
     align_embedding,
-    build_student_for_training,
     load_checkpoint,
     model_summary,
     read_checkpoint,
@@ -91,14 +90,16 @@ def test_broken_and_foreign_student_files(tmp_path: Path, student_ckpt: Path, te
         load_checkpoint(bad)
 
 
-def test_training_contract() -> None:
-    model, meta = build_student_for_training({"input_size": 128, "backbone": "tinyvit_5m", "quantization": "x"})
-    assert meta["input_size"] == 128 and meta["config"]["backbone"] == "tiny_vit_5m_224"  # project.yaml's name
-    images01 = torch.rand(2, 3, 128, 128)
-    emb, logits = model(images01, torch.rand(2, 1, 2) * 128, torch.ones(2, 1))
-    assert emb.shape == (2, 256, 8, 8) and logits.shape == (2, 1, 16, 16)
+@pytest.mark.parametrize("stride", [4, 8])
+def test_training_contract(stride: int) -> None:
+    cfg = StudentConfig.from_project({"input_size": 128, "backbone": "tinyvit_5m", "quantization": "x",
+                                      "mask_stride": stride})
+    assert cfg.backbone == "tiny_vit_5m_224"  # project.yaml's name
+    model = StudentModel(cfg)
+    emb, logits, scores = model(torch.rand(2, 3, 128, 128), torch.rand(2, 1, 2) * 128, torch.ones(2, 1))
+    assert emb.shape == (2, 256, 8, 8) and logits.shape == (2, 1, 128 // stride, 128 // stride)
     logits.mean().backward()  # trainable end to end
-    assert model.student.encoder.backbone.patch_embed.conv1.conv.weight.grad is not None
+    assert model.encoder.backbone.patch_embed.conv1.conv.weight.grad is not None
 
 
 def test_precision_options(magnetic_tile_pairs: list) -> None:
