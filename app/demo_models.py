@@ -75,8 +75,9 @@ def _register_teacher(project: Any, root: Path, manifest: dict[str, Any]) -> Any
     name = "demo teacher (sam2.1_hiera_demo, not SA-1B)"
     if _torch_teacher_available():
         try:
+            # a manifest with a scale comes from a native-scale build (issue 14); older ones resized to a square
             return registry.add_model(project, "teacher", path, config=t["config"], name=name,
-                                      image_size=int(t["image_size"]))[0]
+                                      image_size=int(t["image_size"]), scale=t.get("scale"))[0]
         except Exception:  # noqa: BLE001 - a broken torch install still gets the precomputed demo
             log.exception("demo teacher could not be loaded with torch; recording it as precomputed")
     sha = _sha256(path)

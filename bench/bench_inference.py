@@ -1,7 +1,8 @@
 """CPU latency of the interactive split: encoder ms per image and decoder ms per click with a cached embedding.
 
 Models: the teacher with SAM 2.1 hiera-small's architecture (random weights: latency does not depend on the
-values) at 1024, and the seed-001 student at 512 and 1024. Every number goes through the same `Segmenter` calls the
+values) at 1024, and the student at 512 and 1024 with each mask head (`--heads`: the 1/4 head of issue 14 and seed
+001's 1/8 head), so one run compares the heads on the same machine. Every number goes through the same `Segmenter` calls the
 workbench uses (`embed`, `decode`: transforms and the resize back to the crop included), on a real magnetic-tile
 crop. Encoder runs are interleaved model by model, so a machine that gets busier during the run slows all models
 alike and the student/teacher ratio stays fair.
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", default=None, help="crop to use (default: first MT_Blowhole crop)")
     ap.add_argument("--teacher-config", default="sam2.1_hiera_s")
     ap.add_argument("--sizes", default="512,1024", help="student input sizes")
+    ap.add_argument("--heads", default="4,8", help="student mask heads (mask stride 4: issue 14's; 8: seed 001's)")
     ap.add_argument("--onnx", action="store_true", help="also time the student's ONNX pair on ONNX Runtime CPU")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
@@ -86,24 +88,25 @@ def main(argv: list[str] | None = None) -> int:
     teacher_model = build_model(args.teacher_config, image_size=1024)
     params["teacher"] = sum(p.numel() for p in teacher_model.parameters())
     models["teacher@1024"] = Sam2Segmenter(teacher_model, name="teacher")
-    for size in (int(s) for s in args.sizes.split(",")):
-        m = StudentModel(StudentConfig(input_size=size)).eval()
+    for size, head in ((int(s), int(k)) for s in args.sizes.split(",") for k in args.heads.split(",")):
+        m = StudentModel(StudentConfig(input_size=size, mask_stride=head)).eval()
         params["student"] = model_summary(m)["params"]
-        models[f"student@{size}"] = StudentTorchSegmenter(m, name=f"student{size}")
+        tag = f"h{head}@{size}"
+        models[f"student-{tag}"] = StudentTorchSegmenter(m, name=f"student-{tag}")
         if args.onnx:
             import tempfile
 
             from inference.onnx_export import export_student
             from inference.ort_backend import OrtStudentSegmenter
 
-            out = export_student(m, Path(tempfile.mkdtemp(prefix="bench_onnx_")), stem=f"student{size}")
+            out = export_student(m, Path(tempfile.mkdtemp(prefix="bench_onnx_")), stem=f"student-{tag}")
             import onnxruntime as ort
 
             opts = ort.SessionOptions()
             if args.threads:
                 opts.intra_op_num_threads = args.threads
                 opts.inter_op_num_threads = 1
-            models[f"student-ort@{size}"] = OrtStudentSegmenter(out["encoder"], out["decoder"], providers=["cpu"],
+            models[f"student-ort-{tag}"] = OrtStudentSegmenter(out["encoder"], out["decoder"], providers=["cpu"],
                                                                 session_options=opts)
 
     # encoder: one warm-up each, then interleaved timed runs

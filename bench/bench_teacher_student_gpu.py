@@ -21,10 +21,10 @@ sys.path.insert(0, str(REPO))
 def teacher_module(config: str, size: int):  # noqa: ANN201 - torch types imported lazily
     import torch
 
+    from inference.sam2_net import Sam2Net
     from inference.teacher import build_model
-    from inference.training.teacher import Sam2Teacher
 
-    net = Sam2Teacher(build_model(config, image_size=size))
+    net = Sam2Net(build_model(config, image_size=size))
 
     class Prompted(torch.nn.Module):
         def __init__(self) -> None:
@@ -32,8 +32,8 @@ def teacher_module(config: str, size: int):  # noqa: ANN201 - torch types import
             self.net = net
 
         def forward(self, image: torch.Tensor, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            logits, _ = self.net.decode(self.net.encode(image), points, labels, multimask=False)
-            return logits
+            logits, _ = self.net.decode_all(self.net.encode(image), points, labels)
+            return logits[:, :1]
 
     return Prompted().eval()
 

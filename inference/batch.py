@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy import select
 
 from inference.errors import ModelError
-from inference.prompts import mask_prompt, prompt_to_json, saliency_prompt
+from inference.prompts import mask_prompt, prompt_from_json, prompt_to_json, saliency_prompt
 from inference.segmenter import Prompt
 from store import rle as rle_mod
 from store.images import BadFile, load_image
@@ -29,7 +29,7 @@ from store.schema import Mask, MaskSource, Prediction, Sample
 
 log = logging.getLogger("maskbench.predict")
 ProgressFn = Callable[[int, int], None]
-BATCH_PROMPT_SOURCES = ("saliency", "ground_truth")
+BATCH_PROMPT_SOURCES = ("saliency", "ground_truth", "teacher")
 
 
 @dataclass
@@ -81,6 +81,14 @@ def _gt_masks(session: Any, ids: list[int]) -> dict[int, dict[str, Any]]:
         if r >= rank.get(sid, -1):
             out[sid], rank[sid] = rle, r
     return out
+
+
+def _teacher_prompts(session: Any, ids: list[int]) -> dict[int, Prompt]:
+    """Per sample, the clicks of its latest teacher prediction (so a student answers exactly what the teacher was
+    asked: their disagreement is about the masks, not the prompts)."""
+    from review.training_set import latest_teacher_prompts
+
+    return {sid: prompt_from_json(pts, lbs, "teacher") for sid, (pts, lbs) in latest_teacher_prompts(session, ids).items()}
 
 
 def make_prompt(
@@ -144,14 +152,23 @@ def predict_project(
     for start in range(0, len(todo), max(1, batch_size)):
         chunk = todo[start : start + max(1, batch_size)]
         gts: dict[int, dict[str, Any]] = {}
+        stored: dict[int, Prompt] = {}
         if prompt_source == "ground_truth":
             with project.db.session() as s:
                 gts = _gt_masks(s, [r.id for r in chunk])
+        if prompt_source == "teacher":
+            with project.db.session() as s:
+                stored = _teacher_prompts(s, [r.id for r in chunk])
         items: list[tuple[Any, np.ndarray, Prompt]] = []
         for r in chunk:
             try:
                 image = load_image(r.path)
-                prompt = make_prompt(prompt_source, image, gts.get(r.id), r.id, seed, gt_points, gt_negative)
+                if prompt_source == "teacher":
+                    if r.id not in stored:
+                        raise ValueError("no teacher prediction to take the clicks from")
+                    prompt = stored[r.id]
+                else:
+                    prompt = make_prompt(prompt_source, image, gts.get(r.id), r.id, seed, gt_points, gt_negative)
             except (BadFile, OSError, ValueError) as exc:
                 report.failed.append((r.id, f"{r.path}: {exc}"))
                 count += 1

@@ -58,7 +58,7 @@ class TrainingSetCounts:
                 + f"; {self.corrected} corrected, {self.approved} approved, {self.verdict_weighted} verdict-weighted")
 
 
-def _teacher_prompts(session: Any, ids: list[int]) -> dict[int, tuple[list[Any], list[Any]]]:
+def latest_teacher_prompts(session: Any, ids: list[int]) -> dict[int, tuple[list[Any], list[Any]]]:
     """sample_id -> (points, labels) of the latest teacher prediction on it."""
     latest = (select(func.max(Prediction.id).label("pid"))
               .join(ModelRecord, ModelRecord.id == Prediction.model_id)
@@ -83,7 +83,7 @@ def training_samples(project: Any, splits: Iterable[str] = ("train", "val"),
         target_ids = {sid: w.dice_mask_id for sid, w in weights.items() if sid in idset and w.dice_mask_id}
         rles = dict(s.execute(select(Mask.id, Mask.rle).where(Mask.id.in_(list(target_ids.values())))).all())
         unlabelled = [sid for sid in ids if sid not in target_ids]
-        prompts = _teacher_prompts(s, unlabelled) if unlabelled else {}
+        prompts = latest_teacher_prompts(s, unlabelled) if unlabelled else {}
     out = []
     for r in rows:
         w = weights[r.id]

@@ -144,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=DEMO_COUNT, help="Demo crops (the demo project uses 60).")
     ap.add_argument("--seed", type=int, default=DEMO_SEED)
     ap.add_argument("--max-steps", type=int, default=None, help="Cap optimiser steps per run (toy runs).")
-    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers (training.num_workers).")
     ap.add_argument("--checkpoint-every", type=int, default=25, help="Epochs between epoch checkpoints.")
     ap.add_argument("--time-limit-teacher", type=float, default=None,
                     help="Seconds after which teacher training stops (keeping its best checkpoint).")
@@ -169,9 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         with Project.create(proj, name="demo models") as p:
             ingest(p.db, data)
             dist = p.config["distillation"]
-            dist["teacher"].update({"model": TEACHER_CONFIG, "image_size": args.teacher_size, "checkpoint": None})
-            dist["student"]["input_size"] = args.student_size
-            dist["training"].update({"num_workers": args.workers, "batch_size": args.batch_size, "log_every": 50,
+            # native pixel scale (issue 14): the teacher sees the crops 1:1 on its canvases, the student at its
+            # canvas' share of that, so both canvases cover the same region of a crop
+            dist["teacher"].update({"model": TEACHER_CONFIG, "image_size": args.teacher_size, "checkpoint": None,
+                                    "scale": 1.0})
+            dist["student"].update({"input_size": args.student_size, "scale": args.student_size / args.teacher_size})
+            dist["training"].update({"batch_size": args.batch_size, "log_every": 50,
                                      "amp": args.device != "cpu", "checkpoint_every": args.checkpoint_every})
             dist.setdefault("finetune_teacher", {}).update({"lr": 3e-4, "batch_size": args.batch_size})
             p.config["hardware"]["calibration_samples"] = min(64, args.count)
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             "pretrained": False,
             "note": "demo models trained only on the synthetic demo crops; NOT SA-1B-pretrained SAM 2",
             "data": {"generator": "store.synthetic.write_dataset", "count": args.count, "seed": args.seed},
-            "teacher": {"file": TEACHER_FILE, "config": TEACHER_CONFIG, "image_size": args.teacher_size,
+            "teacher": {"file": TEACHER_FILE, "config": TEACHER_CONFIG, "image_size": args.teacher_size, "scale": 1.0,
                         "params": params, "epochs": args.epochs_teacher, "precision": "fp16 weights",
                         "steps": teacher_end.get("step"), "status": teacher_end.get("status"),
                         "best_val_iou": _round(teacher_end.get("best_val_iou"))},
@@ -269,7 +271,7 @@ def make_predictions(proj: Path, data: Path, out: Path, teacher_size: int, enc32
 
     with Project.open(proj) as p:
         add_model(p, "teacher", out / TEACHER_FILE, config=TEACHER_CONFIG, image_size=teacher_size,
-                  name="demo teacher (sam2.1_hiera_demo)")
+                  name="demo teacher (sam2.1_hiera_demo)", scale=1.0)
         add_onnx_student(p, out / ENCODER_FILE, out / DECODER_FILE, name="demo student (int8w)")
         for kind in ("teacher", "student"):
             predict_project(p, kind, prompt_source="ground_truth", batch_size=8)

@@ -28,9 +28,9 @@ DEFAULTS: dict[str, Any] = {
         },
         "loss": {"feature_weight": 0.4, "soft_bce_weight": 0.3, "dice_weight": 0.3, "temperature": 2.0},
         "training": {
-            "epochs": 45,
+            "epochs": 150,
             "batch_size": 32,
-            "lr": 1e-4,
+            "lr": 1e-3,
             "weight_decay": 0.01,
             "scheduler": "cosine_annealing",
             "grad_clip": 1.0,

@@ -116,7 +116,8 @@ def predict(
     precision: str = typer.Option("fp32", help="fp32, fp16 (GPU) or bf16."),
     shard: Optional[str] = typer.Option(None, help="i/n: only samples with id % n == i (parallel processes)."),
     batch: int = typer.Option(8, "--batch", "-b", help="Images per encoder batch."),
-    prompts: str = typer.Option("saliency", help="Prompt source: saliency or ground_truth."),
+    prompts: str = typer.Option("saliency", help="Prompt source: saliency, ground_truth, or teacher (the clicks of "
+                                "the latest teacher prediction on each crop)."),
     seed: int = typer.Option(0, help="Seed of ground-truth point sampling."),
     limit: Optional[int] = typer.Option(None, help="At most this many new samples (per model)."),
     split: Optional[str] = typer.Option(None, help="Only samples of this split (train, val or test)."),

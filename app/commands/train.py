@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 def train(
     project: Path = typer.Option(..., "--project", "-p", help="Project folder."),
-    mode: str = typer.Option("distill", "--mode", help="distill | finetune-teacher"),
+    mode: str = typer.Option("distill", "--mode", help="distill | finetune-teacher | unet (the plain baseline)."),
     no_feature_loss: bool = typer.Option(False, "--no-feature-loss", help="Naive logit baseline (ablation)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML laid over the project's distillation settings."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -27,18 +27,18 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Run folder to continue from its last checkpoint."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimiser steps in all."),
     log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between JSON step lines."),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes."),
     name: Optional[str] = typer.Option(None, "--name", help="Run folder name (default: time stamp and mode)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar on stderr."),
 ) -> None:
-    """Train the student by distillation, or fine-tune the SAM 2 teacher on ground truth."""
+    """Train the student by distillation, fine-tune the SAM 2 teacher on verified masks, or train the plain U-Net
+    baseline. Crops are decoded once onto the training device; see inference/training/runner.py for the recipe."""
     from inference.training.runner import TrainOptions
     from inference.training.runner import train as run_train
 
     summary = run_train(TrainOptions(
         project=project, mode=mode, no_feature_loss=no_feature_loss, config_file=config, epochs=epochs,
         batch_size=batch_size, device=device, resume=resume, max_steps=max_steps, log_every=log_every,
-        num_workers=num_workers, name=name, progress=not no_progress,
+        name=name, progress=not no_progress,
     ))
     if summary.get("status") == "stopped":
         raise typer.Exit(0)

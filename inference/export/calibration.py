@@ -197,25 +197,60 @@ def prompt_for(mask: np.ndarray | None, hw: tuple[int, int]) -> tuple[np.ndarray
     return np.array([[x + 0.5, y + 0.5]], np.float32), np.ones(1, np.int64)
 
 
-def model_inputs(crop: Crop, size: int) -> dict[str, np.ndarray]:
-    """The merged graph's inputs for one crop (batch of 1), with the runtime's conventions
-    (inference.preprocess: square resize, points scaled per axis): image (1, 3, S, S) float32 RGB in [0, 255]
-    (normalisation is inside the graph), point_coords (1, N, 2) in input pixels, point_labels (1, N) float32."""
+@dataclass(frozen=True)
+class Geometry:
+    """How crops become the merged graph's input: `layout` "resize" (the square resize of students trained before
+    issue 14, and of SAM 2) or "native" (the crop at `scale` times its own pixels on an S x S canvas; a crop larger
+    than S is fed as the tile holding the click, as inference.layout decodes it)."""
+
+    size: int
+    layout: str = "resize"
+    scale: float = 1.0
+
+    @classmethod
+    def of_student(cls, config: dict[str, Any], size: int) -> Geometry:
+        return cls(int(size), str(config.get("layout", "resize")), float(config.get("scale", 1.0)))
+
+
+def _tile(crop_hw: tuple[int, int], pts: np.ndarray, labels: np.ndarray, geom: Geometry) -> tuple[Any, int, np.ndarray]:
+    from inference import layout as lay
+
+    lo = lay.plan(crop_hw, geom.size, geom.scale)
+    t, coords, _ = lay.tile_prompts(lo, pts, labels)[0]
+    return lo, t, coords
+
+
+def model_inputs(crop: Crop, geom: Geometry) -> dict[str, np.ndarray]:
+    """The merged graph's inputs for one crop (batch of 1), with the runtime's conventions: image (1, 3, S, S)
+    float32 RGB in [0, 255] (normalisation is inside the graph), point_coords (1, N, 2) in input pixels,
+    point_labels (1, N) float32."""
+    from inference import layout as lay
     from inference import preprocess as pp
 
     img = pp.as_rgb(crop.image())
     hw = (int(img.shape[0]), int(img.shape[1]))
-    resized = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32)
     pts, labels = prompt_for(crop.gt, hw)
+    if geom.layout == "native":
+        lo, t, coords = _tile(hw, pts, labels, geom)
+        canvas = lay.pixel_canvases(img, lo)[t].astype(np.float32)
+        return {"image": np.ascontiguousarray(canvas.transpose(2, 0, 1))[None],
+                "point_coords": coords[None].astype(np.float32), "point_labels": labels[None].astype(np.float32)}
+    size = geom.size
+    resized = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32)
     return {"image": np.ascontiguousarray(resized.transpose(2, 0, 1))[None],
             "point_coords": pp.points_to_input(pts, hw, size)[None].astype(np.float32),
             "point_labels": labels[None].astype(np.float32)}
 
 
-def logits_to_image(logits: np.ndarray, size: int, hw: tuple[int, int]) -> np.ndarray:
+def logits_to_image(logits: np.ndarray, geom: Geometry, crop: Crop, hw: tuple[int, int]) -> np.ndarray:
     """Mask logits at model resolution (h', w') -> logits at the original image size (as the runtime does)."""
+    from inference import layout as lay
     from inference import preprocess as pp
 
+    if geom.layout == "native":
+        pts, labels = prompt_for(crop.gt, hw)
+        lo, t, _ = _tile(hw, pts, labels, geom)
+        return lay.stitch(lo, [(t, logits)])
     return pp.logits_to_original(logits, hw)
 
 
@@ -224,10 +259,10 @@ class CropReader:
 
     Defined as a plain iterator-with-get_next so this module imports without onnxruntime."""
 
-    def __init__(self, calib: CalibrationSet, size: int, input_names: Sequence[str] | None = None,
+    def __init__(self, calib: CalibrationSet, geom: Geometry, input_names: Sequence[str] | None = None,
                  progress: Any = None) -> None:
         self.calib = calib
-        self.size = size
+        self.geom = geom
         self.input_names = list(input_names) if input_names else None
         self.progress = progress
         self._it: Iterator[Crop] = iter(calib.crops)
@@ -237,7 +272,7 @@ class CropReader:
         crop = next(self._it, None)
         if crop is None:
             return None
-        feeds = model_inputs(crop, self.size)
+        feeds = model_inputs(crop, self.geom)
         if self.input_names is not None:
             feeds = {k: v for k, v in feeds.items() if k in self.input_names}
         self._done += 1

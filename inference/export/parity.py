@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.export.calibration import Crop, logits_to_image, model_inputs
+from inference.export.calibration import Crop, Geometry, logits_to_image, model_inputs
 
 # Bounds an export must meet against PyTorch, or it is marked failed and not shipped.
 PARITY_BOUNDS: dict[str, dict[str, float]] = {
@@ -100,24 +100,24 @@ class OrtRunner:
         return logits[0, 0], score[0]
 
 
-def run_all(runner: Runner, crops: Sequence[Crop], size: int,
+def run_all(runner: Runner, crops: Sequence[Crop], geom: Geometry,
             progress: Callable[[int, int], None] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
     for i, crop in enumerate(crops):
-        out.append(runner(model_inputs(crop, size)))
+        out.append(runner(model_inputs(crop, geom)))
         if progress:
             progress(i + 1, len(crops))
     return out
 
 
-def accuracy(results: Sequence[tuple[np.ndarray, np.ndarray]], crops: Sequence[Crop], size: int) -> dict[str, Any]:
+def accuracy(results: Sequence[tuple[np.ndarray, np.ndarray]], crops: Sequence[Crop], geom: Geometry) -> dict[str, Any]:
     """IoU against ground truth at the original image size, for crops with a non-empty ground truth."""
     per_class: dict[str, list[float]] = {}
     inter = union = 0
     for (logits, _score), crop in zip(results, crops, strict=True):
         if crop.gt is None or not crop.gt.any():
             continue
-        pred = logits_to_image(logits, size, crop.gt.shape) > 0
+        pred = logits_to_image(logits, geom, crop, crop.gt.shape) > 0
         per_class.setdefault(crop.defect_class, []).append(_iou(pred, crop.gt))
         inter += int(np.logical_and(pred, crop.gt).sum())
         union += int(np.logical_or(pred, crop.gt).sum())

@@ -136,6 +136,7 @@ def run_export(project: Any, checkpoint: Path | str | None = None, options: Expo
     else:
         model_info = student_api.describe(student, checkpoint)
     size = int(model_info["input_size"])
+    geom = calib_mod.Geometry.of_student(student_api.unwrap(student).config.to_dict(), size)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = project.exports_dir / f"{model_info['name']}-{stamp}"
     n = 1
@@ -154,9 +155,9 @@ def run_export(project: Any, checkpoint: Path | str | None = None, options: Expo
     val_split, val_crops = _val_crops(project.db, opts.val_limit)
     check_crops = parity_mod.parity_crops(val_crops, opts.parity_samples) or val_crops[: opts.parity_samples]
     reference = graph.torch_runner(graph.single_module(student))
-    ref_check = parity_mod.run_all(reference, check_crops, size)
-    ref_val = parity_mod.run_all(reference, val_crops, size)
-    torch_acc = parity_mod.accuracy(ref_val, val_crops, size)
+    ref_check = parity_mod.run_all(reference, check_crops, geom)
+    ref_val = parity_mod.run_all(reference, val_crops, geom)
+    torch_acc = parity_mod.accuracy(ref_val, val_crops, geom)
     step(f"PyTorch reference on {len(val_crops)} {val_split} crops: IoU vs ground truth {torch_acc['iou']}")
 
     calib_set: calib_mod.CalibrationSet | None = None
@@ -176,14 +177,14 @@ def run_export(project: Any, checkpoint: Path | str | None = None, options: Expo
                 calib_set = calib_mod.select_calibration(project.db, n_cal, opts.calibration, opts.seed)
                 say(f"calibration set: {calib_set.size} crops ({opts.calibration}), hash {calib_set.hash[:12]}, "
                     f"per class {calib_set.per_class}")
-            reader = calib_mod.CropReader(calib_set, size)
+            reader = calib_mod.CropReader(calib_set, geom)
             quantize.to_int8_static(raw_path, path, reader, method=opts.calibration_method)
         elif precision == "int8_weight":
             quantize.to_int8_weight(raw_path, path)
         files[precision] = path
         runner = parity_mod.OrtRunner(path)
-        par = parity_mod.compare(ref_check, parity_mod.run_all(runner, check_crops, size))
-        acc = parity_mod.accuracy(parity_mod.run_all(runner, val_crops, size), val_crops, size)
+        par = parity_mod.compare(ref_check, parity_mod.run_all(runner, check_crops, geom))
+        acc = parity_mod.accuracy(parity_mod.run_all(runner, val_crops, geom), val_crops, geom)
         if acc["iou"] is not None and torch_acc["iou"] is not None:
             acc["iou_drop_vs_pytorch"] = round(torch_acc["iou"] - acc["iou"], 6)
         acc["split"] = val_split
@@ -211,8 +212,8 @@ def run_export(project: Any, checkpoint: Path | str | None = None, options: Expo
         pair = dict(student_api.export_split(student, out_dir, size))
         if pair:
             runner = pair_runner(pair["encoder"], pair["decoder"])
-            par = parity_mod.compare(ref_check, parity_mod.run_all(runner, check_crops, size))
-            acc = parity_mod.accuracy(parity_mod.run_all(runner, val_crops, size), val_crops, size)
+            par = parity_mod.compare(ref_check, parity_mod.run_all(runner, check_crops, geom))
+            acc = parity_mod.accuracy(parity_mod.run_all(runner, val_crops, geom), val_crops, geom)
             acc["split"] = val_split
             status = "ok" if par.passes("fp32") else "failed"
             for variant, path in pair.items():
@@ -242,7 +243,7 @@ def run_export(project: Any, checkpoint: Path | str | None = None, options: Expo
                     cs = calib_set
 
                     def batches() -> Any:
-                        return iter(calib_mod.CropReader(cs, size))
+                        return iter(calib_mod.CropReader(cs, geom))
                 trt_mod.build_engine(raw_path if precision == "int8" else src, engine, precision, profile,
                                      batches, cache)
                 rows.append(_record(project, engine, model_info, "single", precision, "ok", None, None, command,
@@ -329,7 +330,7 @@ def export_teacher(project: Any, out_dir: Path, crops: Sequence[calib_mod.Crop],
     import torch
 
     for crop in crops:
-        feeds = calib_mod.model_inputs(crop, t_size)
+        feeds = calib_mod.model_inputs(crop, calib_mod.Geometry(t_size))
         feats = enc_r.session.run(None, {"image": feeds["image"]})
         names = ["image_embed", "high_res_0", "high_res_1"]
         dec_feeds = {**dict(zip(names, feats)), "point_coords": feeds["point_coords"],

@@ -111,8 +111,7 @@ def load_checkpoint(path: Path | str) -> tuple[Any, dict[str, Any]]:
             raise
         except Exception as exc:  # noqa: BLE001
             raise StudentLoadError(f"{path}: not a loadable student checkpoint ({exc})") from None
-    raise StudentLoadError(f"{path}: not a maskbench student checkpoint (train one with 'maskbench train', whose "
-                           "best.pt is one)")
+    raise StudentLoadError(f"{path}: not a student checkpoint (a 'maskbench train' run's best.pt is one)")
 
 
 def load_for_export(project: Any, checkpoint: Path | str | None) -> tuple[Any, dict[str, Any]]:

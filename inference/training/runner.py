@@ -64,7 +64,6 @@ class TrainOptions:
     resume: Path | None = None
     max_steps: int | None = None
     log_every: int | None = None
-    num_workers: int | None = None  # accepted for old command lines; data never leaves the training device
     name: str | None = None
     progress: bool = True
     emit: Callable[[dict[str, Any]], None] | None = None  # default: one JSON line per event on stdout

@@ -39,14 +39,19 @@ def test_second_predict_runs_no_encoder(project, teacher_ckpt: Path, student_ckp
     add_model(project, "student", student_ckpt)
 
     first = {k: predict_project(project, k, batch_size=3, prompt_source="saliency") for k in ("teacher", "student")}
-    assert calls == {"teacher": 6, "student": 6}
+    # the student works at native pixel scale: a crop wider than its 512 px canvas is two canvases (tiles)
+    from inference.layout import plan
+
+    with project.db.session() as s:
+        canvases = sum(len(plan((h, w), 512).tiles) for h, w in s.execute(select(Sample.height, Sample.width)))
+    assert calls == {"teacher": 6, "student": canvases}
     assert first["student"].encoded == 6 and first["student"].predicted == 6
     cached = list((project.cache_dir / "embeddings").glob("*/*.npz"))
     assert len(cached) == 12  # 6 crops x 2 models
 
     # the second pass (other prompts, fresh segmenters as in a new process) takes every embedding from disk
     second = {k: predict_project(project, k, batch_size=3, prompt_source="ground_truth") for k in ("teacher", "student")}
-    assert calls == {"teacher": 6, "student": 6}
+    assert calls == {"teacher": 6, "student": canvases}
     assert all(r.predicted == 6 and r.encoded == 0 for r in second.values())
 
     # a third identical pass has nothing to do at all

@@ -36,7 +36,7 @@ def test_shapes_at_512_and_alignment_to_teacher(student_model: StudentModel) -> 
     with torch.no_grad():
         emb, masks, scores = student_model(x, pts, lbl)
     assert emb.shape == (2, 256, 32, 32)  # SAM 2's channels, 1/16 of the input
-    assert masks.shape == (2, 1, 64, 64)  # 1/8 of the input: half of SAM's 1/4 decoder resolution
+    assert masks.shape == (2, 1, 128, 128)  # 1/4 of the input, SAM's decoder resolution (issue 14's head)
     assert scores.shape == (2, 1) and bool(((scores >= 0) & (scores <= 1)).all())
     teacher_hw = (64, 64)  # SAM 2 image embedding at 1024
     assert align_embedding(emb, teacher_hw).shape == (2, 256, 64, 64)
@@ -53,7 +53,7 @@ def test_input_size_1024_matches_sam_grid() -> None:
     with torch.no_grad():
         emb, hi = m.encode(torch.randn(1, 3, 1024, 1024))
     assert emb.shape == (1, 256, 64, 64)  # same H x W as SAM 2's embedding: no resize needed to align
-    assert hi.shape == (1, 64, 128, 128)
+    assert hi.shape == (1, 64, 256, 256)  # the skip feature lives on the 1/4 mask grid
     with pytest.raises(ValueError):
         StudentConfig(input_size=500)
 

@@ -96,7 +96,7 @@ def test_files_run_in_ort_with_dynamic_batch_and_points(summary, project: Projec
     from inference.export.graph import single_module
 
     crops = [c for c in calib.project_crops(project.db, "train") if c.gt is not None and c.gt.any()][:2]
-    feeds = [calib.model_inputs(c, SIZE) for c in crops]
+    feeds = [calib.model_inputs(c, calib.Geometry.of_student(student.config.to_dict(), SIZE)) for c in crops]
     image = np.concatenate([f["image"] for f in feeds])
     coords = np.concatenate([np.concatenate([f["point_coords"], f["point_coords"] + 9, f["point_coords"] - 9], 1)
                              for f in feeds]).astype(np.float32)
@@ -108,7 +108,7 @@ def test_files_run_in_ort_with_dynamic_batch_and_points(summary, project: Projec
             continue
         logits, score = parity.OrtRunner(r["path"]).run_batch(
             {"image": image, "point_coords": coords, "point_labels": labels})
-        assert logits.shape == (2, 1, SIZE // 8, SIZE // 8) and score.shape == (2, 1)
+        assert logits.shape == (2, 1, SIZE // 4, SIZE // 4) and score.shape == (2, 1)
         assert np.isfinite(logits).all()
         if r["precision"] == "fp32":
             np.testing.assert_allclose(logits, ref.numpy(), atol=1e-3)

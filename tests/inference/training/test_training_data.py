@@ -1,0 +1,193 @@
+"""The device-side data path of training: crops at native pixel scale, flips/rotations that move maps and clicks
+together, interactive clicks that land where they should, class-balanced sampling, the EMA and the schedule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inference import layout as lay
+from inference.training import clicks as ck
+from inference.training import crops as cr
+from inference.training.ema import ModelEMA
+from review.training_set import TrainingSample
+from review.weights import SampleWeights
+from store import rle
+
+
+def _samples(pairs: list[tuple[Path, Path, str]], n: int = 6) -> list[TrainingSample]:
+    import cv2
+
+    w = SampleWeights(1.0, 1.0, 1.0, False)
+    return [TrainingSample(i, str(img), f"sha{i}", cls, "train", w,
+                           rle.encode(cv2.imread(str(mask), 0) >= 128), None, None)
+            for i, (img, mask, cls) in enumerate(pairs[:n])]
+
+
+def test_crops_keep_their_pixels_and_masks_are_never_resampled(magnetic_tile_pairs: list) -> None:
+    import cv2
+
+    from store.images import load_image
+
+    samples = _samples(magnetic_tile_pairs)
+    crops = cr.decode_crops(samples)
+    for s, im, t in zip(samples, crops.images, crops.targets):
+        raw = load_image(s.path)
+        assert tuple(im.shape[1:]) == raw.shape[:2] and torch.equal(im, torch.from_numpy(raw).permute(2, 0, 1))
+        assert torch.equal(t, torch.from_numpy(cv2.imread(s.path[:-4] + ".png", 0) >= 128))
+    # a canvas is the crop itself at the top-left (or a window of it), padding outside, the mask alongside
+    views = cr.tile_views(crops, 256)
+    c = cr.assemble(crops, views.crop, views.origin, 256)
+    for v, (i, (y0, x0)) in enumerate(zip(views.crop, views.origin)):
+        h, w = crops.images[i].shape[1:]
+        th, tw = min(256, h - y0), min(256, w - x0)
+        assert bool(c.valid[v, 0, :th, :tw].all()) and int(c.valid[v].sum()) == th * tw
+        assert torch.equal(c.target[v, 0, :th, :tw] > 0.5, crops.targets[i][y0:y0 + th, x0:x0 + tw])
+        assert torch.allclose(c.image01[v, :, :th, :tw] * 255, crops.images[i][:, y0:y0 + th, x0:x0 + tw].float())
+    # the views are the tiles prediction decodes
+    assert [o for v, o in zip(views.crop, views.origin) if v == 0] == list(lay.plan(
+        tuple(crops.images[0].shape[1:]), 256).tiles)
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_flips_and_rotations_move_maps_and_clicks_together(k: int) -> None:
+    s = 32
+    m = torch.zeros(2, 1, s, s)
+    m[0, 0, 4:9, 20:30] = 1  # off-centre, asymmetric
+    m[1, 0, 20:31, 2:5] = 1
+    gen = torch.Generator().manual_seed(k)
+    pts, lbs = ck.initial_clicks(m, torch.ones_like(m), gen, 3, 0)
+    d = torch.tensor([k, (k + 3) % 8])
+    moved = cr.dihedral(m, d)
+    moved_pts = cr.dihedral_points(pts, d, s)
+    for b in range(2):
+        for (x, y), lab in zip(moved_pts[b].tolist(), lbs[b].tolist()):
+            if lab == 1:
+                assert moved[b, 0, int(y), int(x)] == 1
+    assert torch.equal(moved.sum((1, 2, 3)), m.sum((1, 2, 3)))
+
+
+def test_initial_clicks_positive_inside_negative_near_and_empty_targets_get_negatives() -> None:
+    s = 64
+    t = torch.zeros(3, 1, s, s)
+    t[0, 0, 10:30, 10:30] = 1
+    t[1, 0, 40:42, 5:60] = 1  # a 2 px crack
+    valid = torch.ones_like(t)
+    valid[:, :, :, 62:] = 0
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        pts, lbs = ck.initial_clicks(t, valid, gen, 3, 2)
+        for b in range(3):
+            pos = [(x, y) for (x, y), lab in zip(pts[b].tolist(), lbs[b].tolist()) if lab == 1]
+            neg = [(x, y) for (x, y), lab in zip(pts[b].tolist(), lbs[b].tolist()) if lab == 0]
+            if b < 2:
+                assert 1 <= len(pos) <= 3 and len(neg) <= 2
+            else:
+                assert not pos and 1 <= len(neg) <= 2  # nothing to click on: negatives only
+            assert all(t[b, 0, int(y), int(x)] == 1 for x, y in pos)
+            assert all(t[b, 0, int(y), int(x)] == 0 and valid[b, 0, int(y), int(x)] == 1 for x, y in neg)
+
+
+def test_follow_up_click_goes_into_the_larger_error() -> None:
+    s = 64
+    t = torch.zeros(3, 1, s, s, dtype=torch.bool)
+    t[:, 0, 10:40, 10:40] = True
+    pred = torch.zeros_like(t)
+    pred[0, 0, 10:40, 10:20] = True  # most of the object missed: a positive click in the miss
+    pred[1, 0, 10:40, 10:40] = True
+    pred[1, 0, 45:64, 0:64] = True  # a large spill: a negative click in the spill
+    pred[2] = t[2]  # right already: no click
+    pts, lbs = ck.error_clicks(pred, t.float(), torch.ones_like(t), torch.Generator().manual_seed(0))
+    (x0, y0), (x1, y1) = pts[0, 0].tolist(), pts[1, 0].tolist()
+    assert lbs[:, 0].tolist() == [1.0, 0.0, -1.0]
+    assert t[0, 0, int(y0), int(x0)] and not pred[0, 0, int(y0), int(x0)]
+    assert pred[1, 0, int(y1), int(x1)] and not t[1, 0, int(y1), int(x1)]
+
+
+def test_class_balanced_sampling() -> None:
+    classes = ["a"] * 90 + ["b"] * 10
+    natural = cr.class_balanced_weights(classes, 0.0)
+    equal = cr.class_balanced_weights(classes, 1.0)
+    sqrt = cr.class_balanced_weights(classes, 0.5)
+    share_b = lambda w: float(w[90:].sum())  # noqa: E731
+    assert share_b(natural) == pytest.approx(0.1) and share_b(equal) == pytest.approx(0.5)
+    assert 0.1 < share_b(sqrt) < 0.5
+
+
+def test_ema_follows_the_weights_with_warm_up() -> None:
+    net = torch.nn.Linear(3, 1)
+    ema = ModelEMA(net, decay=0.9)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema.update(net)  # first rate (1 + 0) / (10 + 0) = 0.1: the average moves 90% of the way
+    assert torch.allclose(ema.module.weight, 0.1 * ema.module.weight.new_tensor(0) + 0.9, atol=0.35)
+    for _ in range(200):
+        ema.update(net)
+    assert torch.allclose(ema.module.weight, torch.ones(1, 3), atol=1e-4)
+
+
+def test_one_cycle_warms_up_then_anneals() -> None:
+    from inference.training.runner import OneCycle
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = OneCycle(opt, 1.0, 100, {"warmup": 0.1})
+    lrs = [(sched.apply(i), opt.param_groups[0]["lr"])[1] for i in range(101)]
+    assert lrs[0] == pytest.approx(0.04) and lrs[10] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:11])) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[100] == pytest.approx(1e-3)
+    budget = OneCycle(opt, 1.0, 10**9, {"warmup": 0.1}, time_budget_s=1e-9)
+    assert budget.progress(0) == 1.0  # a spent time budget finishes the schedule whatever the step count
+
+
+def test_layout_round_trip_tiles_cover_the_crop() -> None:
+    lo = lay.plan((300, 700), 256)
+    assert lo.tiles[0] == (0, 0) and max(x for _, x in lo.tiles) == 700 - 256
+    cover = np.zeros((300, 700), bool)
+    for y0, x0 in lo.tiles:
+        cover[y0:y0 + 256, x0:x0 + 256] = True
+    assert cover.all()
+    assert lay.Layout.from_json(lo.to_json()) == lo
+    # a click decodes the tiles that hold it; stitching puts their logits back where they came from
+    chosen = lay.tile_prompts(lo, np.array([[650.0, 20.0]]), np.array([1]))
+    assert [t for t, _, _ in chosen] == [i for i, (y0, x0) in enumerate(lo.tiles)
+                                         if x0 <= 650 < x0 + 256 and y0 <= 20 < y0 + 256]
+    t, coords, _ = chosen[0]
+    assert coords.tolist() == [[650.0 - lo.tiles[t][1], 20.0 - lo.tiles[t][0]]]
+    full = lay.stitch(lo, [(t, np.full((64, 64), 5.0, np.float32))])
+    y0, x0 = lo.tiles[t]
+    assert (full[y0:y0 + 256, x0:x0 + 256] > 0).all() and (full[:, :x0] < 0).all() and (full[256:] < 0).all()
+
+
+def test_unlabelled_crops_get_feature_and_soft_terms_only_with_the_teachers_clicks(magnetic_tile_pairs: list) -> None:
+    """A crop without a verified mask trains the student on the teacher alone: its stored clicks prompt both models,
+    the Dice term is zero, the feature and soft terms are not."""
+    from dataclasses import replace
+
+    from inference.sam2_net import Sam2Net
+    from inference.student import StudentConfig, StudentModel
+    from inference.teacher import build_model
+    from inference.training.tasks import DistillTask
+    from inference.training.teacher_targets import TeacherTargets
+
+    torch.manual_seed(0)
+    labelled = _samples(magnetic_tile_pairs, 2)
+    unlabelled = [replace(s, target_rle=None, prompt_points=((40.0, 60.0),), prompt_labels=(1,)) for s in labelled]
+    crops = cr.decode_crops(unlabelled, 0.25)
+    views = cr.tile_views(crops, 128)
+    net = Sam2Net(build_model("sam2.1_hiera_demo", image_size=256))
+    t_crops = crops.rescaled(0.5)
+    t_views = cr.Views(views.crop, [(2 * y, 2 * x) for y, x in views.origin], 256)
+    targets = TeacherTargets(net, t_crops, t_views, 1, torch.device("cpu"))
+    tcfg = {"augment": None, "clicks": {"follow_up": 1}}
+    loss_cfg = {"feature_weight": 0.4, "soft_bce_weight": 0.3, "dice_weight": 0.3, "temperature": 2.0}
+    student = StudentModel(StudentConfig(input_size=128, scale=0.25))
+    task = DistillTask(crops, 128, tcfg, loss_cfg, student, {}, targets, 2.0, no_feature_loss=False)
+    b = task.batch(4, torch.Generator().manual_seed(0), torch.Generator().manual_seed(0))
+    assert not any(b.canvases.labelled)
+    for j in range(4):  # the stored click, moved onto the canvas (scale 0.25, first tile at the origin)
+        assert b.labels[j].tolist().count(1.0) == 1 and b.points[j, 0].tolist() == [10.0, 15.0]
+    _, terms = task.train_loss(student, b, torch.Generator().manual_seed(1))
+    assert terms["dice"] == 0.0 and terms["feat"] > 0 and terms["soft"] > 0
