@@ -141,7 +141,7 @@ def assemble(crops: CropSet, index: Sequence[int], windows: Sequence[tuple[int, 
              offsets: Sequence[tuple[int, int]] | None = None) -> Canvases:
     """Cut window (y0, x0) of each crop onto an S x S canvas at offset (oy, ox) (default top-left)."""
     b = len(index)
-    dev = crops.images[0].device
+    dev = crops.images[0].device if crops.images else torch.device("cpu")
     img = torch.zeros(b, 3, canvas, canvas, dtype=torch.uint8, device=dev)
     tgt = torch.zeros(b, 1, canvas, canvas, dtype=torch.bool, device=dev)
     valid = torch.zeros(b, 1, canvas, canvas, dtype=torch.bool, device=dev)

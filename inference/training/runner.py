@@ -42,7 +42,7 @@ import torch.nn as nn
 
 from inference.training import crops as cr
 from inference.training.ema import ModelEMA
-from inference.training.settings import config_hash, resolve, teacher_config_name, teacher_from_store
+from inference.training.settings import resolve, teacher_config_name, teacher_from_store
 from inference.training.tasks import DistillTask, FinetuneTask, Task, TrainStep, UNetTask
 from inference.training.validation import ValSet, predict_views
 from store.errors import UserError
@@ -152,10 +152,6 @@ def _any_across(di: DistInfo, flag: bool) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -706,18 +702,6 @@ def _teacher_val_logits(net: Any, vs: ValSet, task: Any, amp: torch.dtype | None
             masks, iou = net.decode_all(feats, pts, vs.labels[i:i + 8])
         out.append(match_spatial(choose_output(masks.float(), iou.float(), vs.labels[i:i + 8])[0], (vs.canvas, vs.canvas)))
     return torch.cat(out)
-
-
-def _teacher_ident(dist_cfg: dict[str, Any], seed: int) -> str:
-    t = dist_cfg["teacher"]
-    ck = t.get("checkpoint")
-    if ck:
-        p = Path(ck).expanduser()
-        st = p.stat() if p.exists() else None
-        weights = f"{p.resolve()}:{st.st_size if st else 0}:{int(st.st_mtime) if st else 0}"
-    else:
-        weights = f"random-seed{seed}"
-    return f"{teacher_config_name(dist_cfg)}|{weights}|{int(t.get('image_size', 1024))}|{config_hash(t)[:8]}"
 
 
 def _progress_bar(enabled: bool, total: int, start: int) -> Callable[[int | None], None]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +99,6 @@ def teacher_config_name(dist: dict[str, Any]) -> str:
     if model not in TEACHER_CONFIGS:
         raise TrainConfigError(f"unknown teacher model {model!r}; set distillation.teacher.config to a SAM 2 config")
     return TEACHER_CONFIGS[model]
-
-
-def config_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def teacher_from_store(project: Any, dist: dict[str, Any]) -> bool:
