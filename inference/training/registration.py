@@ -37,7 +37,8 @@ def register_student_checkpoint(project: Any, path: Path, name: str | None = Non
 
 def register_teacher_checkpoint(project: Any, run_dir: Path, name: str | None = None,
                                 training_run_id: int | None = None) -> int:
-    """A finetune-teacher run's teacher.pt (official {"model": state_dict}) as the active teacher."""
+    """A finetune-teacher run's teacher.pt (official {"model": state_dict}) as the active teacher, at the pixel scale
+    it was trained at."""
     import yaml
 
     from inference.registry import add_model
@@ -47,7 +48,9 @@ def register_teacher_checkpoint(project: Any, run_dir: Path, name: str | None = 
 
     config = teacher_config_name(cfg)
     short = Path(config).stem  # registry names configs by their short name (sam2.1_hiera_s)
+    # runs fine-tune at native pixel scale (the run's teacher.scale): predict the way the teacher learned
     info, _ = add_model(project, "teacher", run_dir / "teacher.pt", config=short, name=name or run_dir.name,
-                        image_size=int(cfg["teacher"].get("image_size", 1024)))
+                        image_size=int(cfg["teacher"].get("image_size", 1024)),
+                        scale=float(cfg["teacher"].get("scale", 1.0)))
     _link(project, training_run_id, info.id)
     return info.id

@@ -167,6 +167,16 @@ def test_finetune_teacher_saves_an_official_sam2_checkpoint(training_project: Pa
     model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", str(teacher_pt), device="cpu")  # strict load
     assert sum(p.numel() for p in model.parameters()) > 1_000_000
     assert _row(training_project, summary["run_id"]).mode == "finetune_teacher"
+    # "use as teacher": registered to predict at the pixel scale it was trained at (native layout)
+    from inference.registry import active_model, open_segmenter
+    from inference.teacher import Sam2NativeSegmenter
+    from inference.training.registration import register_teacher_checkpoint
+
+    with Project.open(training_project) as p:
+        register_teacher_checkpoint(p, Path(summary["run_dir"]), training_run_id=summary["run_id"])
+        info = active_model(p, "teacher")
+        assert info.meta["layout"] == "native" and info.meta["scale"] == 0.5 and info.input_size == 256
+        assert isinstance(open_segmenter(p, info), Sam2NativeSegmenter)
 
 
 def _free_port() -> int:
