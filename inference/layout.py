@@ -126,6 +126,16 @@ def tile_prompts(layout: Layout, points: np.ndarray, labels: np.ndarray) -> list
     return chosen or fallback
 
 
+def group_by_tile(layout: Layout, prompts: Sequence[tuple[np.ndarray, np.ndarray]],
+                  ) -> dict[int, list[tuple[int, np.ndarray, np.ndarray]]]:
+    """tile -> [(prompt index, coords, labels)]: which prompts each tile decodes (several prompts on one image)."""
+    per_tile: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+    for p, (pts, lbs) in enumerate(prompts):
+        for t, coords, tl in tile_prompts(layout, pts, lbs):
+            per_tile.setdefault(t, []).append((p, coords, tl))
+    return per_tile
+
+
 def pad_points(prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Stack prompts of different lengths into (B, N, 2) coords and (B, N) float labels, padded with label -1."""
     n = max(1, max((len(np.asarray(lb).reshape(-1)) for _, lb in prompts), default=1))

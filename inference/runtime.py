@@ -25,6 +25,12 @@ STUDENT_FEATURES = ("image_embed", "high_res")
 LAYOUTS = ("native", "resize")
 
 
+def stitched(lo: lay.Layout, parts: list[tuple[int, np.ndarray, float]]) -> Decoded:
+    """The mask of one prompt from its decoded tiles [(tile, low-res logits, score)]: logits stitched back onto the
+    crop, the best tile's score."""
+    return Decoded(logits=lay.stitch(lo, [(t, m) for t, m, _ in parts]), score=max((s for _, _, s in parts), default=0.0))
+
+
 class StudentRuntime:
     kind = "student"
     name: str
@@ -95,12 +101,8 @@ class StudentRuntime:
         if embedding.layout is None:
             return self._decode_resized(embedding, prompts)
         lo = embedding.layout
-        per_tile: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
-        for p, (pts, lbs) in enumerate(prompts):
-            for t, coords, tl in lay.tile_prompts(lo, pts, lbs):
-                per_tile.setdefault(t, []).append((p, coords, tl))
         pieces: list[list[tuple[int, np.ndarray, float]]] = [[] for _ in prompts]
-        for t, entries in per_tile.items():
+        for t, entries in lay.group_by_tile(lo, prompts).items():
             emb = embedding.features["image_embed"][t : t + 1].astype(np.float32, copy=False)
             hi = embedding.features["high_res"][t : t + 1].astype(np.float32, copy=False)
             for start in range(0, len(entries), self.decode_chunk):
@@ -110,12 +112,7 @@ class StudentRuntime:
                 for j, (p, _, lb) in enumerate(chunk):
                     idx = pp.choose_mask(masks[j], scores[j], len(lb))
                     pieces[p].append((t, masks[j, idx], float(scores[j, idx])))
-        return [self._stitched(lo, parts) for parts in pieces]
-
-    @staticmethod
-    def _stitched(lo: lay.Layout, parts: list[tuple[int, np.ndarray, float]]) -> Decoded:
-        logits = lay.stitch(lo, [(t, m) for t, m, _ in parts])
-        return Decoded(logits=logits, score=max((s for _, _, s in parts), default=0.0))
+        return [stitched(lo, parts) for parts in pieces]
 
     def _decode_resized(self, embedding: Embedding, prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
         out: list[Decoded] = []
@@ -162,7 +159,7 @@ class StudentRuntime:
             for j, (i, t, _, lb) in enumerate(entries):
                 idx = pp.choose_mask(masks[j], scores[j], len(lb))
                 pieces[i].append((t, masks[j, idx], float(scores[j, idx])))
-        return [self._stitched(e.layout, parts) for e, parts in zip(embeddings, pieces)]  # type: ignore[arg-type]
+        return [stitched(e.layout, parts) for e, parts in zip(embeddings, pieces)]  # type: ignore[arg-type]
 
     @staticmethod
     def _finish(masks: np.ndarray, scores: np.ndarray, n_points: int, orig_hw: tuple[int, int]) -> Decoded:

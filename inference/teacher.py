@@ -291,17 +291,14 @@ class Sam2NativeSegmenter:
 
     def decode_prompts(self, embedding: Embedding, prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
         from inference import layout as lay
+        from inference.runtime import stitched
         from inference.sam2_net import choose_output
 
         lo = embedding.layout
         if lo is None:
             raise ModelError("this embedding was not made at native scale; re-embed the crop with this teacher")
-        per_tile: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
-        for p, (pts, lbs) in enumerate(prompts):
-            for t, coords, tl in lay.tile_prompts(lo, pts, lbs):
-                per_tile.setdefault(t, []).append((p, coords, tl))
         pieces: list[list[tuple[int, np.ndarray, float]]] = [[] for _ in prompts]
-        for t, entries in per_tile.items():
+        for t, entries in lay.group_by_tile(lo, prompts).items():
             feats = {k: torch.from_numpy(np.ascontiguousarray(embedding.features[k][t:t + 1], np.float32)).to(self.device)
                      for k in FEATURE_NAMES}
             for start in range(0, len(entries), self.decode_chunk):
@@ -315,8 +312,7 @@ class Sam2NativeSegmenter:
                 scores = iou.float().gather(1, idx[:, None])[:, 0].cpu().numpy()
                 for j, (p, _, _) in enumerate(chunk):
                     pieces[p].append((t, chosen[j], float(scores[j])))
-        return [Decoded(logits=lay.stitch(lo, [(t, m) for t, m, _ in parts]),
-                        score=max((s for _, _, s in parts), default=0.0)) for parts in pieces]
+        return [stitched(lo, parts) for parts in pieces]
 
     def decode_batch(self, embeddings: Sequence[Embedding], prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
         return [self.decode(e, p, lb) for e, (p, lb) in zip(embeddings, prompts)]

@@ -17,6 +17,7 @@ decode (SAM's training recipe). Encoders run once per step; only the cheap decod
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,20 +40,6 @@ class Batch:
     entries: torch.Tensor | None  # teacher target entries (distill)
 
 
-@dataclass
-class ValSet:
-    """Validation views with their one-click prompt (the test protocol's first click), built once per run."""
-
-    x: torch.Tensor  # (V, 3, S, S) normalised
-    target: torch.Tensor  # (V, 1, S, S)
-    valid: torch.Tensor  # (V, 1, S, S)
-    points: torch.Tensor  # (V, 1, 2)
-    labels: torch.Tensor  # (V, 1): -1 where the click is in another tile of the crop
-    views: cr.Views
-    crops: cr.CropSet
-    teacher_logits: torch.Tensor | None = None  # (V, 1, S, S) distill: the teacher's answer
-
-
 def _upsample(logits: torch.Tensor, size: int) -> torch.Tensor:
     return match_spatial(logits.float(), (size, size))
 
@@ -63,26 +50,26 @@ def _sup(logits_up: torch.Tensor, b: Batch, pos_weight: float) -> torch.Tensor:
     return torch.where(c.has_target, loss, torch.zeros_like(loss))
 
 
-class Task:
+class Task(ABC):
     name: str
     log_keys: tuple[str, ...]
     canvas: int
     scale: float
     crops: cr.CropSet
 
-    def model(self) -> nn.Module:
-        raise NotImplementedError
+    @abstractmethod
+    def model(self) -> nn.Module: ...
 
+    @abstractmethod
     def train_loss(self, model: nn.Module, b: Batch, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """`model` is the bare network (TrainStep, below, is what DDP wraps)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def predict(self, model: nn.Module, x: torch.Tensor, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(V, 1, S, S) logits on validation canvases."""
-        raise NotImplementedError
 
-    def save_best(self, model: nn.Module, path: Any, extra: dict[str, Any]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def save_best(self, model: nn.Module, path: Any, extra: dict[str, Any]) -> None: ...
 
 
 class PromptedTask(Task):
