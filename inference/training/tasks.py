@@ -267,13 +267,16 @@ class FinetuneTask(PromptedTask):
             best_multi = 1 + per[:, 1:].argmin(1)
             k = torch.where(single, best_multi, torch.zeros_like(best_multi))
             mask_losses.append(per[ar, k])
+            # every output's IoU prediction is supervised (SAM 2's supervise_all_iou): one click picks its mask
+            # by predicted IoU, and an output never chosen in training would otherwise keep a random (often the
+            # highest) score and be picked at prediction time
             with torch.no_grad():
-                pred = up[ar, k] > 0
-                tgt = c.target[:, 0] > 0.5
-                inter = (pred & tgt).flatten(1).sum(1).float()
-                union = (pred | tgt).flatten(1).sum(1).float()
+                pred = (up > 0) & c.valid
+                tgt = (c.target > 0.5) & c.valid
+                inter = (pred & tgt).flatten(2).sum(2).float()
+                union = (pred | tgt).flatten(2).sum(2).float()
                 actual = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-            iou_losses.append((iou.float()[ar, k] - actual) ** 2)
+            iou_losses.append(((iou.float() - actual) ** 2).mean(1))
             return masks[ar, k].unsqueeze(1)
 
         self.interactive(decode, b, gen, b.canvases.target)

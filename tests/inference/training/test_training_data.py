@@ -191,3 +191,25 @@ def test_unlabelled_crops_get_feature_and_soft_terms_only_with_the_teachers_clic
         assert b.labels[j].tolist().count(1.0) == 1 and b.points[j, 0].tolist() == [10.0, 15.0]
     _, terms = task.train_loss(student, b, torch.Generator().manual_seed(1))
     assert terms["dice"] == 0.0 and terms["feat"] > 0 and terms["soft"] > 0
+
+
+def test_teacher_fine_tuning_supervises_the_iou_prediction_of_every_output(magnetic_tile_pairs: list) -> None:
+    """One click picks SAM's mask by predicted IoU, so every output's IoU score must be trained (SAM 2's
+    supervise_all_iou); trained only for the output the loss chose, the others keep random scores and win at
+    prediction time (the teacher then scored validation IoU 0.0 at every epoch on the GPU)."""
+    from inference.sam2_net import Sam2Net
+    from inference.teacher import build_model
+    from inference.training.tasks import FinetuneTask
+
+    torch.manual_seed(0)
+    crops = cr.decode_crops(_samples(magnetic_tile_pairs, 4), 0.5)
+    net = Sam2Net(build_model("sam2.1_hiera_demo", image_size=256)).train()
+    tcfg = {"augment": None, "clicks": {"max_positive": 1, "max_negative": 0, "follow_up": 0}}
+    task = FinetuneTask(crops, net, tcfg, {})
+    b = task.batch(4, torch.Generator().manual_seed(0), torch.Generator().manual_seed(0))
+    assert ((b.labels >= 0).sum(1) == 1).all()  # one click each: the multimask outputs are the ones chosen from
+    loss, terms = task.train_loss(net, b, torch.Generator().manual_seed(1))
+    loss.backward()
+    head = net.model.sam_mask_decoder.iou_prediction_head.layers[-1]
+    per_output = head.weight.grad.abs().sum(1)
+    assert per_output.shape[0] == 4 and bool((per_output > 0).all()), per_output
