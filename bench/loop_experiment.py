@@ -4,6 +4,13 @@ reviewing in disagreement or hardness order beat reviewing at random?
     python bench/loop_experiment.py --data ../shared/datasets/magnetic-tile --work /tmp/loop --device cuda
     python bench/loop_experiment.py --toy --work /tmp/loop-toy          # CPU, minutes: what CI runs
 
+What docs/benchmarks.md reports, on one H200 (two seeds in nine minutes): 17 trainings at once, the same fixed
+epoch count for every student run (round 0, pool dropped, each arm), no flips/rotations so that many runs' teacher
+features fit on the card, two CPU threads per process so seventeen processes share 16 cores:
+
+    OMP_NUM_THREADS=2 python bench/loop_experiment.py --work /tmp/loop --device cuda --teacher-budget 80 \
+        --student-size 256 --student-epochs 6 --jobs 17 --no-dihedral --seeds 0,2
+
 Protocol (all through the project's own commands and functions):
   1. One project with every crop's ground truth; the SAM 2 teacher is fine-tuned on ALL training crops' ground truth
      (it stands in for an SA-1B teacher, which cannot be downloaded here), registered, and predicts every crop with
@@ -20,7 +27,8 @@ Protocol (all through the project's own commands and functions):
      verdicts only (author kind vlm, confidence 0.8), agreeing with that reviewer with probability 0.84.
   5. Round 1: the same training command and seed on each copy; test IoU with one click and after five clicks
      (inference.interactive) on the test split.
-Results: WORK/loop.json and WORK/loop.md (mean and spread over seeds).
+Results: WORK/loop.json (written after every run, so a cut-off run keeps what finished) and WORK/loop.md (mean
+and spread over seeds).
 """
 
 from __future__ import annotations
@@ -30,15 +38,18 @@ import json
 import random
 import shutil
 import statistics
+import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.distillation_table import best_of, random_teacher, sh, split_items, write_yaml  # noqa: E402
+from bench.distillation_table import best_of, random_teacher, run_dir, sh, split_items, write_yaml  # noqa: E402
 
 ARMS = ("random", "disagreement", "hardness", "vlm")
 VLM_AGREEMENT = 0.84
@@ -147,10 +158,12 @@ def student_wins(project: Path, gt: dict[int, Any]) -> float | None:
     return (sum(wins) / len(wins)) if wins else None
 
 
-def evaluate(checkpoint: Path, items: list[Any], device: str) -> dict[str, float]:
+def evaluate(checkpoint: Path, base: Path, device: str) -> dict[str, float]:
+    """Test IoU after one and five clicks (inference.interactive) on the test crops that have a defect."""
     from inference.interactive import evaluate as interactive
     from inference.torch_backend import load_student_segmenter
 
+    items = [it for it in split_items(base, "test") if it.gt_mask.any()]
     rep = interactive(load_student_segmenter(checkpoint, device=device), items, max_clicks=5,
                       report_clicks=(1, 5), thresholds=(0.85,))
     o = rep.to_json(include_crops=False)["overall"]
@@ -169,14 +182,28 @@ def main() -> None:
     ap.add_argument("--teacher-size", type=int, default=512)
     ap.add_argument("--student-size", type=int, default=512)
     ap.add_argument("--teacher-epochs", type=int, default=300)
-    ap.add_argument("--student-epochs", type=int, default=150)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--teacher-budget", type=float, default=0, help="seconds for teacher fine-tuning (0: epochs)")
+    ap.add_argument("--teacher-batch-size", type=int, default=32)
+    ap.add_argument("--teacher-lr", type=float, default=3e-4)
+    ap.add_argument("--student-epochs", type=int, default=150,
+                    help="every student run (round 0, pool dropped, each arm) gets this same schedule")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--no-dihedral", action="store_true",
+                    help="no flips/rotations (8x less teacher-feature memory per run: more runs fit at once)")
+    ap.add_argument("--jobs", type=int, default=1, help="trainings at once (one GPU holds several)")
     ap.add_argument("--toy", action="store_true")
+    ap.add_argument("--stage", choices=["all", "evaluate"], default="all", help=argparse.SUPPRESS)
+    ap.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
     work = a.work.resolve()
+    if a.stage == "evaluate":
+        a.out.write_text(json.dumps(evaluate(a.checkpoint, work / "base", a.device)))
+        return
     work.mkdir(parents=True, exist_ok=True)
     log = work / "commands.log"
-    extra: dict[str, Any] = {}
+    augment: dict[str, Any] = {"dihedral": False} if a.no_dihedral else {}
     steps: list[str] = []
     if a.toy:
         from store.synthetic import write_dataset
@@ -186,8 +213,8 @@ def main() -> None:
             write_dataset(a.data, 40, seed=11)
         a.teacher_config, a.teacher_size, a.student_size = "sam2.1_hiera_demo", 128, 64
         a.teacher_epochs = a.student_epochs = 1
-        a.batch_size, a.seeds, a.budgets, a.labelled = 4, "0", "0,3", 0.3
-        extra = {"augment": {"dihedral": False}}
+        a.batch_size, a.teacher_batch_size, a.seeds, a.budgets, a.labelled = 4, 2, "0", "0,3", 0.3
+        augment = {"dihedral": False}
         steps = ["--max-steps", "2"]
     scale_t = 0.5 if a.toy else 1.0
     scale_s = scale_t * a.student_size / a.teacher_size
@@ -195,17 +222,24 @@ def main() -> None:
     seeds = [int(x) for x in a.seeds.split(",")]
     budgets = [int(x) for x in a.budgets.split(",")]
     t_start = time.time()
+    stage_s: dict[str, float] = {}
 
+    print("[1/3] project, teacher (fine-tuned on every training crop's ground truth), teacher predictions",
+          flush=True)
     base = work / "base"
     if not (base / "project.yaml").exists():
         sh(["init", str(base)], log)
         sh(["ingest", str(a.data), "--project", str(base)], log)
     teacher_section = {"config": a.teacher_config, "image_size": a.teacher_size, "scale": scale_t}
-    common_cfg = {"student": {"input_size": a.student_size, "scale": scale_s},
-                  "training": {"batch_size": a.batch_size, "checkpoint_every": 1000, **extra}}
+    training = {"batch_size": a.batch_size, "lr": a.lr, "checkpoint_every": 1000,
+                **({"augment": augment} if augment else {})}
+    common_cfg = {"student": {"input_size": a.student_size, "scale": scale_s}, "training": training}
     if not (base / "runs" / "teacher" / "checkpoints" / "best.pt").exists():
         init = random_teacher(a.teacher_config, a.teacher_size, work / "teacher_init.pt")
-        cfg = write_yaml(work / "teacher.yaml", {**common_cfg, "teacher": {**teacher_section, "checkpoint": str(init)}})
+        cfg = write_yaml(work / "teacher.yaml", {
+            **common_cfg, "teacher": {**teacher_section, "checkpoint": str(init)},
+            "finetune_teacher": {"batch_size": a.teacher_batch_size, "lr": a.teacher_lr},
+            "training": {**training, "time_budget_s": a.teacher_budget}})
         sh(["train", "--project", str(base), "--mode", "finetune-teacher", "--config", str(cfg), "--epochs",
             str(a.teacher_epochs), "--name", "teacher", "--no-progress", *dev, *steps], log)
     teacher = best_of(base, "teacher")
@@ -215,45 +249,101 @@ def main() -> None:
     distill_cfg = write_yaml(work / "distill.yaml", {**common_cfg, "teacher": {**teacher_section,
                                                                               "checkpoint": str(teacher)}})
     gt = {it.sample_id: it.gt_mask for it in split_items(base, "train")}
-    test_items = [it for it in split_items(base, "test") if it.gt_mask.any()]
+    stage_s["teacher"] = time.time() - t_start
 
     def train_and_score(project: Path, name: str) -> dict[str, Any]:
-        """The same command for every arm; the seed is in the copy's project.yaml (_set_seed)."""
+        """The same command and schedule for every run; the seed is in the copy's project.yaml (_set_seed)."""
+        run_log = project / "commands.log"
         sh(["train", "--project", str(project), "--mode", "distill", "--config", str(distill_cfg), "--epochs",
-            str(a.student_epochs), "--name", name, "--no-progress", *dev, *steps], log)
-        return evaluate(best_of(project, name), test_items, a.device)
+            str(a.student_epochs), "--name", name, "--no-progress", *dev, *steps], run_log)
+        out = project / f"{name}.eval.json"
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--stage", "evaluate", "--work", str(work),
+                        "--device", a.device, "--checkpoint", str(best_of(project, name)), "--out", str(out)],
+                       cwd=REPO, check=True)
+        return json.loads(out.read_text())
 
-    results: dict[str, Any] = {"seeds": {}, "meta": {}}
-    for seed in seeds:
-        r: dict[str, Any] = {}
+    results: dict[str, Any] = {"seeds": {s: {} for s in seeds}, "meta": {}}
+    lock = threading.Lock()  # chains run in threads; they record results and save under it
+
+    def record(seed: int, key: str, value: Any) -> None:
+        with lock:
+            results["seeds"][seed][key] = value
+            save()
+
+    def save() -> None:
+        results["meta"] = {"wall_s": round(time.time() - t_start, 1),
+                           "stages_s": {k: round(v, 1) for k, v in stage_s.items()}, "device": a.device,
+                           "budgets": budgets, "labelled_share": a.labelled, "jobs": a.jobs,
+                           "teacher": "SAM 2 fine-tuned on every training crop's ground truth (stands in for an "
+                           "SA-1B teacher)", "teacher_best_val_iou": _best_val(base, "teacher"),
+                           "student_epochs": a.student_epochs, "student_size": a.student_size,
+                           "student_scale": scale_s, "toy": a.toy}
+        (work / "loop.json").write_text(json.dumps(results, indent=2, default=str))
+
+    def round0(seed: int) -> None:
         q = copy_project(base, work / f"seed{seed}" / "round0")
-        r["split"] = unlabel_pool(q, a.labelled, seed)
+        record(seed, "split", unlabel_pool(q, a.labelled, seed))
         _set_seed(q, seed)
-        r["round0"] = train_and_score(q, "round0")
-        sh(["models", "add", "student", str(best_of(q, "round0")), "--project", str(q)], log)
-        sh(["predict", "--project", str(q), "--model", "student", "--prompts", "teacher", *dev], log)
-        sh(["flag", "--project", str(q)], log)
-        r["student_wins"] = student_wins(q, gt)
+        record(seed, "round0", train_and_score(q, "round0"))
+        run_log = q / "commands.log"
+        sh(["models", "add", "student", str(best_of(q, "round0")), "--project", str(q)], run_log)
+        sh(["predict", "--project", str(q), "--model", "student", "--prompts", "teacher", *dev], run_log)
+        sh(["flag", "--project", str(q)], run_log)
+        record(seed, "student_wins", student_wins(q, gt))
+
+    def no_pool(seed: int) -> None:
         nopool = copy_project(base, work / f"seed{seed}" / "no_pool")
         unlabel_pool(nopool, a.labelled, seed)
         _drop_unlabelled(nopool)
         _set_seed(nopool, seed)
-        r["no_pool"] = train_and_score(nopool, "no_pool")
-        for arm in ARMS:
-            for k in budgets:
-                if k == 0:
-                    continue
-                proj = copy_project(q, work / f"seed{seed}" / f"{arm}-{k}")
-                review = simulated_verdicts(proj, arm, k, gt, seed)
-                r[f"{arm}@{k}"] = {**train_and_score(proj, "round1"), **review}
-        results["seeds"][seed] = r
-        (work / "loop.json").write_text(json.dumps(results, indent=2, default=str))
-    results["meta"] = {"wall_s": round(time.time() - t_start, 1), "device": a.device, "budgets": budgets,
-                       "labelled_share": a.labelled, "teacher": "SAM 2 fine-tuned on every training crop's ground "
-                       "truth (stands in for an SA-1B teacher)", "toy": a.toy}
-    (work / "loop.json").write_text(json.dumps(results, indent=2, default=str))
+        record(seed, "no_pool", train_and_score(nopool, "no_pool"))
+
+    def arm_run(seed: int, arm: str, k: int) -> None:
+        proj = copy_project(work / f"seed{seed}" / "round0", work / f"seed{seed}" / f"{arm}-{k}")
+        review = simulated_verdicts(proj, arm, k, gt, seed)
+        record(seed, f"{arm}@{k}", {**train_and_score(proj, "round1"), **review})
+
+    print(f"[2/3] per seed: round 0, the pool-dropped run; then the review arms {ARMS} x K "
+          f"{[k for k in budgets if k]} and round 1, {a.jobs} at a time", flush=True)
+    t0 = time.time()
+    # Each job is a chain of subprocesses, so the threads only wait: one GPU serves many of these small trainings
+    # at once better than one at a time (a step is bound by kernel launches on the host, not by the GPU). A
+    # seed's arms are queued as soon as its round 0 has flagged, so the pool never idles at a barrier.
+    with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as ex:
+        futures: list[Future[None]] = []
+
+        def round0_then_arms(seed: int) -> None:
+            round0(seed)
+            with lock:
+                futures.extend(ex.submit(arm_run, seed, arm, k) for arm in ARMS for k in budgets if k)
+
+        with lock:
+            futures.extend([ex.submit(round0_then_arms, s) for s in seeds] + [ex.submit(no_pool, s) for s in seeds])
+        waited = 0
+        while True:
+            with lock:
+                pending = futures[waited:]
+            if not pending:
+                break
+            for f in pending:
+                f.result()
+            waited += len(pending)
+    stage_s["rounds"] = time.time() - t0
+    with lock:
+        save()
+    print("[3/3] report", flush=True)
     (work / "loop.md").write_text(render(results, budgets))
     print(render(results, budgets))
+
+
+def _best_val(project: Path, name: str) -> float | None:
+    """The best validation IoU a run reported in its JSON lines."""
+    path = run_dir(project, name) / "metrics.jsonl"
+    if not path.exists():
+        return None
+    vals = [json.loads(line).get("val_iou_gt") for line in path.read_text().splitlines() if line.strip()]
+    vals = [v for v in vals if v is not None]
+    return round(max(vals), 4) if vals else None
 
 
 def _set_seed(project: Path, seed: int) -> None:
@@ -296,6 +386,17 @@ def render(results: dict[str, Any], budgets: list[int]) -> str:
               f"{cell('no_pool', 'iou_5')}",
               "student wins among flagged crops: " + ", ".join(
                   f"{s['student_wins']:.2f}" for s in seeds if s.get("student_wins") is not None)]
+    agreement = [s[f"vlm@{k}"]["vlm_agreement"] for s in seeds for k in budgets
+                 if f"vlm@{k}" in s and s[f"vlm@{k}"].get("vlm_agreement") is not None]
+    if agreement:
+        lines.append(f"VLM-reviewer agreement as recorded: {statistics.mean(agreement):.2f} "
+                     f"(over {len(agreement)} arm runs; simulated at {VLM_AGREEMENT})")
+    meta = results.get("meta") or {}
+    if meta:
+        lines.append(f"teacher best validation IoU {meta.get('teacher_best_val_iou')}; every student run "
+                     f"{meta.get('student_epochs')} epochs at {meta.get('student_size')} px; wall time "
+                     f"{meta.get('wall_s')} s; stages {meta.get('stages_s')}")
+    lines.append("cells: mean ± half the range over seeds")
     return "\n".join(lines) + "\n"
 
 
