@@ -3,8 +3,8 @@
 * `to_fp16`: weights and compute in float16, inputs and outputs stay float32 (callers feed what they fed before).
 * `to_int8_static`: QDQ, per-channel symmetric INT8 weights, symmetric INT8 activations calibrated on domain crops
   (symmetric so the same file builds an explicit-quantisation TensorRT engine).
-* `to_int8_weight`: dynamic quantisation, INT8 weights only, activations quantised at run time: the smallest file,
-  no calibration.
+* `to_int8_weight`: INT8 weights behind DequantizeLinear, float compute (TensorRT's weight-only form): no
+  calibration, parity independent of the CPU's integer instructions.
 """
 
 from __future__ import annotations
@@ -60,11 +60,39 @@ def _codebook(arr: Any) -> tuple[Any, Any] | None:
     return inv.reshape(arr.shape[1:]).astype(np.uint8), np.ascontiguousarray(uniq.T.astype(np.float32))
 
 
+def relative_offset_index(rows: int, cols: int) -> Any:
+    """(N, N) index of the relative offset between two tokens of a rows x cols window, N = rows * cols, in the order
+    TinyViT (and LeViT) number their attention-bias offsets: offset (|dr|, |dc|) is number |dr| * cols + |dc|."""
+    import numpy as np
+
+    r, c = np.divmod(np.arange(rows * cols), cols)
+    return np.abs(r[:, None] - r[None, :]) * cols + np.abs(c[:, None] - c[None, :])
+
+
+def _relative_bias_table(arr: Any) -> tuple[Any, tuple[int, int]] | None:
+    """When a folded table T (..., N, N) is attention biases gathered by relative offset, T = B[..., idx] with
+    idx = relative_offset_index(rows, cols): (B (H, N) float32, (rows, cols)). The offsets of token 0 to every
+    token are all distinct and in index order, so B is T's first row; the match is checked exactly."""
+    import numpy as np
+
+    if arr.ndim < 2 or arr.shape[-1] != arr.shape[-2]:
+        return None
+    n = arr.shape[-1]
+    table = arr.reshape(-1, n, n)
+    book = np.ascontiguousarray(table[:, 0, :])
+    for cols in sorted({d for d in range(1, n + 1) if n % d == 0}, key=lambda d: abs(d * d - n)):
+        if np.array_equal(book[:, relative_offset_index(n // cols, cols)], table):
+            return book.astype(np.float32), (n // cols, cols)
+    return None
+
+
 def int8_constants(model: Any, min_bytes: int = 16384) -> int:
     """Float initializers left in an INT8 graph (tables the exporter folded: attention-bias lookups) stored in a
-    quarter of the bytes or less: losslessly as uint8 codes into a small codebook (Cast + Gather) when the table is
-    a lookup of at most 256 distinct vectors, otherwise as INT8 with a per-tensor scale (DequantizeLinear).
-    Returns how many were converted."""
+    quarter of the bytes or less. Attention biases gathered by relative offset keep only their bias vectors; the
+    offset index is computed once per window shape and shared by every block that uses that window (TinyViT at 512
+    px has six blocks with 16 x 16 windows: one index table instead of six). Other lookups of at most 256 distinct
+    vectors become uint8 codes into a small codebook (Cast + Gather); anything else becomes INT8 with a per-tensor
+    scale (DequantizeLinear). All but the last are lossless. Returns how many initializers were converted."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -73,6 +101,7 @@ def int8_constants(model: Any, min_bytes: int = 16384) -> int:
     graph_inputs = {v.name for v in g.input}
     converted = 0
     keep, new_nodes = [], []
+    shared_index: dict[tuple[int, int], str] = {}
     for t in g.initializer:
         if t.data_type != 1 or t.name in dq_inputs or t.name in graph_inputs:
             keep.append(t)
@@ -81,9 +110,28 @@ def int8_constants(model: Any, min_bytes: int = 16384) -> int:
         if arr.nbytes < min_bytes:
             keep.append(t)
             continue
-        cb = _codebook(arr)
         n = t.name
-        if cb is not None:
+        rel = _relative_bias_table(arr)
+        cb = None if rel is not None else _codebook(arr)
+        if rel is not None:
+            book, window = rel
+            if window not in shared_index:
+                idx = relative_offset_index(*window)
+                name = f"relative_offset_index_{window[0]}x{window[1]}"
+                codes = idx.astype(np.uint8 if idx.max() < 256 else np.int32)
+                keep.append(numpy_helper.from_array(codes, name + "_codes"))
+                if codes.dtype == np.uint8:
+                    new_nodes.append(helper.make_node("Cast", [name + "_codes"], [name], to=TensorProto.INT32))
+                else:
+                    new_nodes.append(helper.make_node("Identity", [name + "_codes"], [name]))
+                shared_index[window] = name
+            keep.append(numpy_helper.from_array(book, n + "_book"))
+            gathered = n if arr.ndim == 3 else n + "_hnn"
+            new_nodes.append(helper.make_node("Gather", [n + "_book", shared_index[window]], [gathered], axis=1))
+            if arr.ndim != 3:
+                keep.append(numpy_helper.from_array(np.array(arr.shape, np.int64), n + "_shape"))
+                new_nodes.append(helper.make_node("Reshape", [gathered, n + "_shape"], [n]))
+        elif cb is not None:
             codes, book = cb
             keep += [numpy_helper.from_array(codes, n + "_codes"), numpy_helper.from_array(book, n + "_book")]
             new_nodes.append(helper.make_node("Cast", [n + "_codes"], [n + "_ci"], to=TensorProto.INT32))
@@ -242,11 +290,68 @@ def to_int8_static(src: Path, dst: Path, reader: Any, method: str = "minmax",
     return compact(dst, int8_tables=True)
 
 
+def weight_only_int8(model: Any, exclude: Sequence[str] = ()) -> int:
+    """Replace the float weights of Conv / ConvTranspose / MatMul / Gemm with per-output-channel symmetric INT8
+    initializers behind a DequantizeLinear: TensorRT's explicit weight-only form. Compute stays in float, so the
+    file holds no MatMulInteger / ConvInteger / DynamicQuantizeLinear (which TensorRT's parser refuses) and its
+    parity does not depend on the CPU: ONNX Runtime's u8s8 integer kernels saturate on AVX2 machines without VNNI
+    (an untrained student's parity IoU fell to 0.77 on this project's 2-core EPYC). Nodes in `exclude` keep float
+    weights. Returns how many weights were converted."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = model.graph
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < 13:
+        raise ValueError(f"weight-only INT8 needs ONNX opset >= 13 (per-channel DequantizeLinear); this graph has {opset}")
+    inits = {t.name: t for t in g.initializer}
+    skip = set(exclude)
+    axes: dict[str, int] = {}
+    for n in g.node:
+        if n.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm") or n.name in skip or len(n.input) < 2:
+            continue
+        t = inits.get(n.input[1])
+        if t is None or t.data_type != TensorProto.FLOAT or len(t.dims) < 2 or n.input[1] in axes:
+            continue
+        if n.op_type == "Gemm":
+            trans_b = next((a.i for a in n.attribute if a.name == "transB"), 0)
+            axes[n.input[1]] = 0 if trans_b else 1
+        else:
+            axes[n.input[1]] = {"Conv": 0, "ConvTranspose": 1}.get(n.op_type, len(t.dims) - 1)
+    if not axes:
+        return 0
+    keep, dq_nodes = [], []
+    for t in g.initializer:
+        if t.name not in axes:
+            keep.append(t)
+            continue
+        arr = numpy_helper.to_array(t).astype(np.float32)
+        axis = axes[t.name]
+        others = tuple(i for i in range(arr.ndim) if i != axis)
+        amax = np.abs(arr).max(axis=others)
+        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+        shape = [1] * arr.ndim
+        shape[axis] = -1
+        q = np.clip(np.round(arr / scale.reshape(shape)), -127, 127).astype(np.int8)
+        n = t.name
+        keep += [numpy_helper.from_array(q, n + "_q8"), numpy_helper.from_array(scale, n + "_scale"),
+                 numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), n + "_zp")]
+        dq_nodes.append(helper.make_node("DequantizeLinear", [n + "_q8", n + "_scale", n + "_zp"], [n], axis=axis))
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(dq_nodes + nodes)
+    return len(axes)
+
+
 def to_int8_weight(src: Path, dst: Path) -> Path:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """INT8 weights, float compute (`weight_only_int8`); the output heads keep float weights, as in static INT8."""
+    import onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = _pre_process(src, Path(tmp))
-        quantize_dynamic(str(pre), str(dst), per_channel=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gemm", "Conv"])
+        model = onnx.load(str(pre))
+        weight_only_int8(model, exclude=output_heads(pre))
+        onnx.save(model, str(dst))
     return compact(dst, int8_tables=True)
