@@ -92,6 +92,19 @@ def test_all_precisions_parity_sizes_and_accuracy(summary) -> None:
     assert int8["size_bytes"] <= 6.5e6
 
 
+def test_no_int8_file_holds_integer_ops_tensorrt_refuses(summary, project: Project) -> None:
+    """Every INT8 file the export writes is in TensorRT's explicit-quantisation form: Q/DQ pairs or DQ weights."""
+    import onnx
+
+    int8_files = [r for r in summary.rows if r["precision"] in ("int8", "int8_weight") and r["fmt"] == "onnx"]
+    assert {r["precision"] for r in int8_files} == {"int8", "int8_weight"}
+    for r in int8_files:
+        path = Path(r["path"]) if Path(r["path"]).is_absolute() else project.root / r["path"]
+        ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+        assert not ops & {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"}, (path.name, ops)
+        assert "DequantizeLinear" in ops
+
+
 def test_files_run_in_ort_with_dynamic_batch_and_points(summary, project: Project, student) -> None:
     from inference.export.graph import single_module
 
