@@ -303,15 +303,18 @@ def weight_only_int8(model: Any, exclude: Sequence[str] = ()) -> int:
     g = model.graph
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if opset < 13:
-        raise ValueError(f"weight-only INT8 needs ONNX opset >= 13 (per-channel DequantizeLinear); this graph has {opset}")
+        raise ValueError(f"weight-only INT8 needs ONNX opset >= 13 (per-channel DequantizeLinear), this graph has "
+                         f"{opset}")
     inits = {t.name: t for t in g.initializer}
     skip = set(exclude)
+    kept_float = {x for n in g.node if n.name in skip for x in n.input}  # a weight an excluded node shares
     axes: dict[str, int] = {}
     for n in g.node:
         if n.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm") or n.name in skip or len(n.input) < 2:
             continue
         t = inits.get(n.input[1])
-        if t is None or t.data_type != TensorProto.FLOAT or len(t.dims) < 2 or n.input[1] in axes:
+        if (t is None or t.data_type != TensorProto.FLOAT or len(t.dims) < 2 or n.input[1] in axes
+                or n.input[1] in kept_float):
             continue
         if n.op_type == "Gemm":
             trans_b = next((a.i for a in n.attribute if a.name == "transB"), 0)

@@ -15,7 +15,12 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from timm.models.tiny_vit import Attention  # noqa: E402
 
-from inference.export.quantize import int8_constants, relative_offset_index, to_int8_static, to_int8_weight  # noqa: E402
+from inference.export.quantize import (  # noqa: E402
+    int8_constants,
+    relative_offset_index,
+    to_int8_static,
+    to_int8_weight,
+)
 
 
 @pytest.mark.parametrize("window", [(16, 16), (8, 8), (4, 6)])
