@@ -100,7 +100,8 @@ def build_engine(onnx_path: Path, engine_path: Path, precision: str, profile: Pr
     if precision.startswith("int8"):
         config.set_flag(trt.BuilderFlag.INT8)
         if calibration_batches is not None:
-            config.int8_calibrator = _entropy_calibrator(trt, np, calibration_batches, calib_cache, progress)
+            config.int8_calibrator = _entropy_calibrator(trt, np, calibration_batches, graph_input_dtypes(onnx_path),
+                                                         calib_cache, progress)
             config.set_calibration_profile(opt)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -109,15 +110,45 @@ def build_engine(onnx_path: Path, engine_path: Path, precision: str, profile: Pr
     return engine_path
 
 
-def _entropy_calibrator(trt: Any, np: Any, batches: Callable[[], Any], cache: Path | None,
+def graph_input_dtypes(onnx_path: Path) -> dict[str, Any]:
+    """Each graph input's numpy dtype, read from the file the engine is built from (the calibrator must hand TensorRT
+    buffers of exactly these types: `point_labels` is float32 in this project's graphs, as in SAM's)."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {t.name for t in model.graph.initializer}
+    return {v.name: helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)
+            for v in model.graph.input if v.name not in inits}
+
+
+def calibration_arrays(feeds: dict[str, Any], dtypes: dict[str, Any]) -> dict[str, Any]:
+    """One calibration batch as contiguous arrays in the graph's input types and order; a batch that lacks an
+    input, or holds a value its type cannot represent (a fractional label for an integer input), is refused."""
+    import numpy as np
+
+    missing = sorted(set(dtypes) - set(feeds))
+    if missing:
+        raise ValueError(f"calibration batch lacks graph input(s) {', '.join(missing)}")
+    out = {}
+    for name, dtype in dtypes.items():
+        arr = np.asarray(feeds[name])
+        cast = np.ascontiguousarray(arr.astype(dtype, copy=False))
+        if not np.array_equal(cast, arr):
+            raise ValueError(f"calibration input {name} ({arr.dtype}) does not fit the graph's {np.dtype(dtype)}")
+        out[name] = cast
+    return out
+
+
+def _entropy_calibrator(trt: Any, np: Any, batches: Callable[[], Any], dtypes: dict[str, Any], cache: Path | None,
                         progress: Callable[[int, int], None] | None) -> Any:  # pragma: no cover - needs a GPU
-    from cuda.bindings import runtime as cudart  # cuda-python, shipped next to tensorrt
+    from cuda.bindings import runtime as cudart  # cuda-python: the `tensorrt` extra installs it
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             super().__init__()
             self._it = iter(batches())
-            self._mem: dict[str, int] = {}
+            self._mem: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
             self._n = 0
 
         def get_batch_size(self) -> int:
@@ -127,14 +158,18 @@ def _entropy_calibrator(trt: Any, np: Any, batches: Callable[[], Any], cache: Pa
             feeds = next(self._it, None)
             if feeds is None:
                 return None
+            arrays = calibration_arrays(feeds, dtypes)
             ptrs = []
             for name in names:
-                arr = np.ascontiguousarray(feeds[name].astype(np.float32 if name != "point_labels" else np.int64))
-                if name not in self._mem:
-                    self._mem[name] = cudart.cudaMalloc(arr.nbytes * 4)[1]
-                cudart.cudaMemcpy(self._mem[name], arr.ctypes.data, arr.nbytes,
-                                  cudart.cudaMemcpyKind.cudaMemcpyHostToDevice)
-                ptrs.append(int(self._mem[name]))
+                arr = arrays[name]
+                ptr, size = self._mem.get(name, (0, 0))
+                if size < arr.nbytes:  # batches may hold more points than the last one
+                    if ptr:
+                        cudart.cudaFree(ptr)
+                    ptr, size = int(cudart.cudaMalloc(arr.nbytes)[1]), arr.nbytes
+                    self._mem[name] = (ptr, size)
+                cudart.cudaMemcpy(ptr, arr.ctypes.data, arr.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice)
+                ptrs.append(ptr)
             self._n += 1
             if progress:
                 progress(self._n, 0)

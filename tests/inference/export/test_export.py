@@ -105,6 +105,34 @@ def test_no_int8_file_holds_integer_ops_tensorrt_refuses(summary, project: Proje
         assert "DequantizeLinear" in ops
 
 
+def test_tensorrt_calibration_batches_match_the_graph_inputs(summary, project: Project, student) -> None:
+    """What the INT8 entropy calibrator hands TensorRT, checked without TensorRT: every graph input, in the graph's
+    dtype (point_labels is float32: the old calibrator sent int64), with the graph's rank and fixed dimensions."""
+    import onnx
+
+    fp32 = _by(summary, "fp32")
+    path = Path(fp32["path"]) if Path(fp32["path"]).is_absolute() else project.root / fp32["path"]
+    dtypes = tensorrt.graph_input_dtypes(path)
+    assert dtypes == {"image": np.float32, "point_coords": np.float32, "point_labels": np.float32}
+    dims = {v.name: [d.dim_value or None for d in v.type.tensor_type.shape.dim]
+            for v in onnx.load(str(path), load_external_data=False).graph.input}
+    geom = calib.Geometry.of_student(student.config.to_dict(), SIZE)
+    batches = list(calib.CropReader(calib.select_calibration(project.db, n=5), geom))
+    assert len(batches) == 5
+    for feeds in batches:
+        arrays = tensorrt.calibration_arrays(feeds, dtypes)
+        assert list(arrays) == list(dtypes)
+        for name, arr in arrays.items():
+            assert arr.dtype == dtypes[name] and arr.flags["C_CONTIGUOUS"]
+            assert arr.ndim == len(dims[name])
+            assert all(want is None or want == got for want, got in zip(dims[name], arr.shape)), (name, arr.shape)
+    with pytest.raises(ValueError, match="lacks graph input"):
+        tensorrt.calibration_arrays({"image": batches[0]["image"]}, dtypes)
+    with pytest.raises(ValueError, match="does not fit"):
+        tensorrt.calibration_arrays({**batches[0], "point_labels": batches[0]["point_labels"] + 0.5},
+                                    {**dtypes, "point_labels": np.int64})
+
+
 def test_files_run_in_ort_with_dynamic_batch_and_points(summary, project: Project, student) -> None:
     from inference.export.graph import single_module
 
