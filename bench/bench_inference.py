@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher-config", default="sam2.1_hiera_s")
     ap.add_argument("--sizes", default="512,1024", help="student input sizes")
     ap.add_argument("--heads", default="4,8", help="student mask heads (mask stride 4: issue 14's; 8: seed 001's)")
+    ap.add_argument("--backbones", default="efficientnet_b0",
+                    help="student backbones (inference.student.BACKBONES), e.g. efficientnet_b0,tiny_vit_5m_224")
     ap.add_argument("--onnx", action="store_true", help="also time the student's ONNX pair on ONNX Runtime CPU")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
@@ -88,10 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     teacher_model = build_model(args.teacher_config, image_size=1024)
     params["teacher"] = sum(p.numel() for p in teacher_model.parameters())
     models["teacher@1024"] = Sam2Segmenter(teacher_model, name="teacher")
-    for size, head in ((int(s), int(k)) for s in args.sizes.split(",") for k in args.heads.split(",")):
-        m = StudentModel(StudentConfig(input_size=size, mask_stride=head)).eval()
-        params["student"] = model_summary(m)["params"]
-        tag = f"h{head}@{size}"
+    backbones = args.backbones.split(",")
+    for bb, size, head in ((b, int(s), int(k)) for b in backbones for s in args.sizes.split(",")
+                           for k in args.heads.split(",")):
+        m = StudentModel(StudentConfig(input_size=size, mask_stride=head, backbone=bb)).eval()
+        tag = f"h{head}@{size}" if len(backbones) == 1 else f"{bb.split('_')[0]}-h{head}@{size}"
+        params[f"student-{tag}"] = model_summary(m)["params"]
         models[f"student-{tag}"] = StudentTorchSegmenter(m, name=f"student-{tag}")
         if args.onnx:
             import tempfile
@@ -145,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                     "load_avg_1m_start": load_start},
         "image": f"{image_name} ({w}x{h})",
         "teacher": {"config": args.teacher_config, "params": params["teacher"], "input": 1024},
-        "student": {"params": params["student"], "fp32_mb": params["student"] * 4 / 1e6,
-                    "int8_mb": params["student"] / 1e6},
+        "students": {k: {"params": n, "fp32_mb": n * 4 / 1e6, "int8_mb": n / 1e6}
+                     for k, n in params.items() if k.startswith("student")},
         "rows": rows,
         "teacher_over_student_encoder": ratios,
         "targets": {
@@ -159,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"]["model"] = cpu
     result["machine"]["load_avg_1m_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print(f"CPU: {result['machine']}  crop: {result['image']}")
-    print(f"teacher {args.teacher_config}: {params['teacher'] / 1e6:.1f}M params; student: "
-          f"{params['student'] / 1e6:.2f}M params, {params['student'] * 4 / 1e6:.1f} MB fp32, ~{params['student'] / 1e6:.1f} MB int8")
+    print(f"teacher {args.teacher_config}: {params['teacher'] / 1e6:.1f}M params; students: "
+          + ", ".join(f"{k} {n / 1e6:.2f}M" for k, n in params.items() if k.startswith("student")))
     print(f"{'model':<20} {'encoder ms/img':>15} {'decoder p50 ms':>15} {'decoder p95 ms':>15} {'teacher/student':>16}")
     for k, r in rows.items():
         ratio = f"{ratios[k]:.1f}x" if k in ratios else "-"

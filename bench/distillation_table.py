@@ -35,11 +35,28 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-STUDENTS = {  # label -> (train flags, student overrides)
-    "naive": (["--no-feature-loss"], {"mask_stride": 4}),
-    "feature_aligned": ([], {"mask_stride": 4}),
-    "feature_aligned_1/8": ([], {"mask_stride": 8}),
+SUPERVISED_ONLY = {"feature_weight": 0.0, "soft_bce_weight": 0.0, "dice_weight": 1.0}
+STUDENTS = {  # kind -> (train flags, student overrides, loss overrides)
+    "naive": (["--no-feature-loss"], {"mask_stride": 4}, {}),
+    "feature_aligned": ([], {"mask_stride": 4}, {}),
+    "feature_aligned_1/8": ([], {"mask_stride": 8}, {}),
+    # the same student on the ground truth alone (no teacher terms): what distillation adds is the difference
+    "supervised": ([], {"mask_stride": 4}, SUPERVISED_ONLY),
 }
+
+
+def student_row(label: str, backbone: str | None) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    """A row is KIND or KIND@BACKBONE (a timm backbone of inference.student.BACKBONES); plain KIND uses --backbone."""
+    kind, _, bb = label.partition("@")
+    if kind not in STUDENTS:
+        raise SystemExit(f"unknown student row {label!r}; kinds: {', '.join(STUDENTS)}")
+    flags, overrides, loss = STUDENTS[kind]
+    bb = bb or backbone
+    return flags, {**overrides, **({"backbone": bb} if bb else {})}, loss
+
+
+def run_name(label: str) -> str:
+    return label.replace("/", "_").replace("@", "_")
 
 
 def sh(args: list[str], log: Path, env: dict[str, str] | None = None) -> str:
@@ -110,7 +127,7 @@ def teacher_params(path: Path) -> int:
 
 
 def run_dir(project: Path, name: str) -> Path:
-    return project / "runs" / name.replace("/", "_")
+    return project / "runs" / run_name(name)
 
 
 def best_of(project: Path, name: str) -> Path:
@@ -288,7 +305,9 @@ def main() -> None:
     ap.add_argument("--teacher-batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--teacher-lr", type=float, default=1e-3)
-    ap.add_argument("--students", default="naive,feature_aligned,feature_aligned_1/8")
+    ap.add_argument("--students", default="naive,feature_aligned,feature_aligned_1/8,supervised",
+                    help="rows KIND or KIND@BACKBONE; kinds: " + ", ".join(STUDENTS))
+    ap.add_argument("--backbone", default=None, help="student backbone of rows without @ (default: the project's)")
     ap.add_argument("--max-steps", type=int, default=None, help="cap optimiser steps per run (toy runs)")
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--toy", action="store_true", help="synthetic data, tiny sizes, CPU: the CI smoke run")
@@ -378,13 +397,13 @@ def main() -> None:
                        "scale": a.teacher_scale}
     jobs = []
     for label in students:
-        flags, overrides = STUDENTS[label]
+        flags, overrides, loss = student_row(label, a.backbone)
         if not (run_dir(project, label) / "checkpoints" / "best.pt").exists():
-            cfg = write_yaml(work / f"{label.replace('/', '_')}.yaml", {
+            cfg = write_yaml(work / f"{run_name(label)}.yaml", {
                 **base, "student": {**base["student"], **overrides}, "teacher": teacher_section,
-                "training": {**training, "time_budget_s": a.student_budget}})
+                **({"loss": loss} if loss else {}), "training": {**training, "time_budget_s": a.student_budget}})
             jobs.append(["train", "--project", str(project), "--mode", "distill", *flags, "--config", str(cfg),
-                         "--epochs", str(a.student_epochs), "--name", label.replace("/", "_"), *common])
+                         "--epochs", str(a.student_epochs), "--name", run_name(label), *common])
     run_all(jobs)
     stage_s["students"] = time.time() - t0
 
@@ -403,7 +422,7 @@ def main() -> None:
     model_ids: dict[str, int] = {"teacher": model_id_of(project, teacher_ckpt)}
     for label in students:
         best = best_of(project, label)
-        sh(["models", "add", "student", str(best), "--project", str(project), "--name", label.replace("/", "_")], log)
+        sh(["models", "add", "student", str(best), "--project", str(project), "--name", run_name(label)], log)
         sh(["predict", "--project", str(project), "--model", "student", "--prompts", "ground_truth", "--split", "test",
             *dev], log)
         model_ids[label] = model_id_of(project, best)
@@ -427,7 +446,7 @@ def main() -> None:
     results["unet"]["params"] = param_count(load_unet(best_of(project, "unet")))
     for label in [teacher_run, *students, "unet"]:
         key = "teacher" if label == teacher_run else label
-        results[key]["run"] = run_report(project, label.replace("/", "_"))
+        results[key]["run"] = run_report(project, label)
     stage_s["evaluation"] = time.time() - t0
 
     if not a.skip_export:
@@ -444,7 +463,7 @@ def main() -> None:
         "teacher_size": a.teacher_size, "teacher_scale": a.teacher_scale, "student_size": a.student_size,
         "student_scale": student_scale, "teacher_epochs": a.teacher_epochs, "student_epochs": a.student_epochs,
         "unet_epochs": a.unet_epochs, "batch_size": a.batch_size, "teacher_batch_size": a.teacher_batch_size,
-        "lr": a.lr, "teacher_lr": a.teacher_lr, "toy": a.toy, "parallel": not a.sequential,
+        "lr": a.lr, "teacher_lr": a.teacher_lr, "toy": a.toy, "backbone": a.backbone, "students": students, "parallel": not a.sequential,
         "budgets_s": {"teacher": a.teacher_budget, "student": a.student_budget, "unet": a.unet_budget},
         "wall_s": round(time.time() - t_start, 1), "stage_s": {k: round(v, 1) for k, v in stage_s.items()},
         "teacher_init": "random (no SA-1B weights available offline)", "gpu": _gpu_name(),
@@ -460,7 +479,9 @@ def _gpu_name() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
-ROWS = ("teacher", "naive", "feature_aligned", "feature_aligned_1/8", "unet", "classical")
+def rows_of(r: dict[str, Any]) -> list[str]:
+    students = (r.get("_meta") or {}).get("students") or ["naive", "feature_aligned", "feature_aligned_1/8"]
+    return ["teacher", *students, "unet", "classical"]
 
 
 def render(r: dict[str, Any]) -> str:
@@ -468,7 +489,7 @@ def render(r: dict[str, Any]) -> str:
     head = ("| model | params | INT8 MB | test IoU, 1 click | IoU vs teacher | mIoU@3 | mIoU@5 | NoC@85 | NoC@90 | "
             + " | ".join(classes) + " |")
     lines = [head, "|" + "---|" * (9 + len(classes))]
-    for label in ROWS:
+    for label in rows_of(r):
         v = r.get(label)
         if not v:
             continue
@@ -488,7 +509,7 @@ def render(r: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| run | images/s | epoch s | data s | step s | validation s | checkpoint s | val+ckpt share |",
               "|---|---|---|---|---|---|---|---|"]
-    for label in ROWS:
+    for label in rows_of(r):
         run = (r.get(label) or {}).get("run")
         if not run:
             continue

@@ -1,9 +1,12 @@
-"""The edge student of seed 001: TinyViT-5M encoder, point-only prompt encoder, lite mask decoder.
+"""The edge student of seed 001: a ~5M-parameter timm encoder, point-only prompt encoder, lite mask decoder.
 
 Why this shape:
-* Encoder: timm's `tiny_vit_5m_224` (random init, never hub weights) as a feature pyramid, with window sizes
-  adapted to the input size so every window tiles its feature map exactly (no padded tokens: no wasted compute at
-  512/1024 and no pad branches in the ONNX graph). A small FPN neck fuses 1/32 into 1/16 and projects to 256
+* Encoder: a timm backbone (random init, never hub weights) as a feature pyramid, `backbone` one of BACKBONES.
+  Seed 001 named TinyViT-5M (MobileSAM's student); trained from random weights on a few hundred crops it does not
+  learn (validation IoU 0.007 where EfficientNet-B0 reaches 0.32 in the same time, docs/benchmarks.md), so the
+  default is EfficientNet-B0 and TinyViT stays selectable. For TinyViT the window sizes are adapted to the input
+  size so every window tiles its feature map exactly (no padded tokens: no wasted compute at 512/1024 and no pad
+  branches in the ONNX graph). A small FPN neck fuses 1/32 into 1/16 and projects to 256
   channels: the image embedding has SAM 2's channel count, and `align_embedding` resizes it to the teacher's H x W,
   which is what feature-alignment distillation (the cosine loss of seed 001) compares.
 * Prompt encoder: points only (industrial crops get point prompts from saliency or clicks; no boxes, no mask
@@ -14,7 +17,8 @@ Why this shape:
     clicks at 1/4. A 1/8 head cannot draw a 2 px crack: at 1/8 the crack is a quarter of a logit wide.
   - 8 (seed 001's "1/4 -> 1/2" reduction): one upsampling step, masks at 1/8, a 1/8 skip from TinyViT's stage 1.
   The skip feature is part of the cached embedding ("high_res"), so a click runs the decoder only.
-* Size: ~5.9M parameters, most of them TinyViT-5M's; ~6 MB at INT8 weight-only, the seed's budget.
+* Size: 4.5M parameters with EfficientNet-B0 (5.9M with TinyViT-5M), most of them the backbone's; 4.7 MB at INT8
+  weight-only at 512 px (6.3 MB with TinyViT), within the seed's budget.
 
 Checkpoints are `{"format": "maskbench.student", "version": 1, "architecture", "config", "state_dict"}`: plain
 containers and tensors, so they load with `torch.load(..., weights_only=True)` (no pickled code runs on load).
@@ -34,10 +38,16 @@ import torch.nn.functional as F
 
 from inference.errors import CheckpointError, ModelMismatchError
 
-ARCHITECTURE = "tinyvit5m_pointdec"
+ARCHITECTURE = "tinyvit5m_pointdec"  # the checkpoint family's name since seed 001; the backbone is in the config
 CHECKPOINT_FORMAT = "maskbench.student"
 CHECKPOINT_VERSION = 1
 BASE_WINDOWS = (7, 7, 14, 7)  # tiny_vit_5m_224's window sizes per stage
+# timm backbones a student may use (random init): TinyViT-5M (MobileSAM's student), RepViT-M0.9 (RepViT-SAM's
+# family, a BatchNorm CNN of the same size), ResNet-10-T (a plain ResNet, as NanoSAM's ResNet-18 student but within
+# the 6 MB budget) and EfficientNet-B0. Convolutional backbones learn from a few hundred crops far faster than a ViT
+# trained from scratch (docs/benchmarks.md, issue 14).
+# Value: timm's features_only index of the stride-4 feature (backbones with a stride-2 stem feature list it first).
+BACKBONES = {"tiny_vit_5m_224": 0, "repvit_m0_9": 0, "resnet10t": 1, "efficientnet_b0": 1}
 # project.yaml (seed 001's template) names the backbone "tinyvit_5m"; timm calls it tiny_vit_5m_224
 BACKBONE_ALIASES = {"tinyvit_5m": "tiny_vit_5m_224", "tiny_vit_5m": "tiny_vit_5m_224", "tinyvit-5m": "tiny_vit_5m_224"}
 MEAN = (0.485, 0.456, 0.406)
@@ -58,7 +68,7 @@ def adapted_windows(input_size: int, base: tuple[int, ...] = BASE_WINDOWS) -> tu
 @dataclass
 class StudentConfig:
     input_size: int = 512
-    backbone: str = "tiny_vit_5m_224"
+    backbone: str = "efficientnet_b0"  # chosen on validation IoU among BACKBONES (docs/benchmarks.md, issue 14)
     window_sizes: tuple[int, ...] = field(default_factory=tuple)  # empty: adapted_windows(input_size)
     embed_dim: int = 256  # = SAM 2's image embedding channels (feature alignment)
     high_res_dim: int = 64
@@ -83,7 +93,16 @@ class StudentConfig:
         if not self.scale > 0:
             raise ValueError(f"student scale must be > 0, got {self.scale}")
         self.backbone = BACKBONE_ALIASES.get(self.backbone, self.backbone)
-        self.window_sizes = tuple(int(w) for w in self.window_sizes) or adapted_windows(self.input_size)
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"student backbone must be one of {', '.join(sorted(BACKBONES))}, got {self.backbone!r}")
+        if self.is_tiny_vit:
+            self.window_sizes = tuple(int(w) for w in self.window_sizes) or adapted_windows(self.input_size)
+        elif self.window_sizes:
+            raise ValueError(f"window_sizes are a TinyViT setting; backbone {self.backbone} has no windows")
+
+    @property
+    def is_tiny_vit(self) -> bool:
+        return self.backbone.startswith("tiny_vit")
 
     @property
     def embed_hw(self) -> int:
@@ -160,9 +179,11 @@ class StudentEncoder(nn.Module):
         import timm
 
         self.stride4 = cfg.mask_stride == 4
+        extra: dict[str, Any] = {"window_sizes": list(cfg.window_sizes)} if cfg.is_tiny_vit else {}
+        first = BACKBONES[cfg.backbone] + (0 if self.stride4 else 1)
+        indices = tuple(range(first, BACKBONES[cfg.backbone] + 4))  # strides 4 (1/4 head only), 8, 16, 32
         self.backbone = timm.create_model(
-            cfg.backbone, pretrained=False, features_only=True,
-            out_indices=(0, 1, 2, 3) if self.stride4 else (1, 2, 3), window_sizes=list(cfg.window_sizes),
+            cfg.backbone, pretrained=False, features_only=True, out_indices=indices, **extra
         )
         chans = self.backbone.feature_info.channels()
         c8, c16, c32 = chans[-3:]

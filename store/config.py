@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "distillation": {
         "teacher": {"model": "sam2.1_hiera_s", "precision": "fp16", "freeze": True},
         "student": {
-            "backbone": "tinyvit_5m",
+            "backbone": "efficientnet_b0",
             "prompt_encoder": "dense_point_only",
             "decoder_upsample": "1/2",
             "quantization": "int8_weight_only",

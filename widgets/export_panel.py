@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 
 log = logging.getLogger("maskbench.export_panel")
 
-COLUMNS = ("File", "Variant", "Precision", "Status", "Size (MB)", "Parity IoU", "Max |Δlogit|", "Val IoU")
+COLUMNS = ("File", "Variant", "Precision", "Status", "Size (MB)", "Parity IoU", "Max |Δlogit|", "Val IoU", "TensorRT")
 PRECISIONS = (("fp32", "FP32"), ("fp16", "FP16"), ("int8", "INT8"), ("int8_weight", "INT8 weights"))
 
 
@@ -234,16 +234,20 @@ class ExportPanel(QWidget):
             return "–" if v is None else format(v, f)
 
         for i, r in enumerate(reversed(self._rows)):
+            compat = (r.get("card") or {}).get("tensorrt_compat")
+            trt = "–" if compat is None else ("compatible" if compat["compatible"] else "rejected")
             cells = (Path(r["path"]).name, r["variant"], r["precision"], r["status"],
                      f"{r['size_bytes'] / 1e6:.2f}", num(r["parity_iou"], ".4f"), num(r["parity_max_abs"], ".3g"),
-                     num(r["val_iou"], ".4f"))
+                     num(r["val_iou"], ".4f"), trt)
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, r["path"])
-                if j >= 4:
+                if 4 <= j < 8:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if r["status"] != "ok":
+                if r["status"] != "ok" or (j == 8 and trt == "rejected"):
                     item.setForeground(Qt.GlobalColor.red)
+                if j == 8 and compat is not None:
+                    item.setToolTip(compat["summary"])
                 self.table.setItem(i, j, item)
 
     def row_count(self) -> int:

@@ -73,3 +73,8 @@ class RemoteTimeout(BenchError):
 
 class ReportParseError(BenchError):
     pass
+
+
+class TensorRTIncompatible(BenchError):
+    """The ONNX file holds what TensorRT's ONNX parser does not take (inference.export.trt_compat): refused before
+    anything is uploaded."""

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from inference.bench import machine
+from inference.export import trt_compat
 from inference.bench.core import BenchResult, LogFn, _default_log
-from inference.bench.errors import BenchError, ModelLoadError, TrtexecMissing
+from inference.bench.errors import BenchError, ModelLoadError, TensorRTIncompatible, TrtexecMissing
 from inference.bench.ssh import Remote
 from inference.bench.stats import LatencyStats
 from inference.bench.targets import Target
@@ -165,6 +166,10 @@ def run_remote(
     if not path.is_file():
         raise ModelLoadError(f"no model file at {path}")
     is_engine = path.suffix.lower() in ENGINE_SUFFIXES
+    if not is_engine:
+        compat = trt_compat.check_file(path)
+        if not compat.ok:
+            raise TensorRTIncompatible(f"{path.name}: {compat.summary()}; nothing was uploaded")
     precision = normalize_precision(opts.precision) if not (is_engine and opts.precision is None) else "engine"
     profile = dict(opts.profile or {}) if not is_engine else {}
     if opts.shapes or not profile:

@@ -9,6 +9,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from inference.export import trt_compat
+
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
@@ -64,6 +66,7 @@ def make_card(*, path: Path, model: dict[str, Any], fmt: str, variant: str, prec
     }
     if fmt == "onnx" and path.exists():
         card["io"] = io_signature(path)
+        card["tensorrt_compat"] = trt_compat.check_file(path).as_dict()
     if trtexec is not None:
         card["trtexec"] = trtexec
     if tensorrt is not None:

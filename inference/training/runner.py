@@ -293,7 +293,7 @@ def _build_task(mode_name: str, dist_cfg: dict[str, Any], train_crops: cr.CropSe
     """The task and, for distillation, the teacher (to answer the validation clicks)."""
     tcfg = dist_cfg["training"]
     if mode_name in ("distill", "distill_naive"):
-        from inference.student import StudentConfig, StudentModel
+        from inference.student import ARCHITECTURE, StudentConfig, StudentModel
         from inference.training.teacher import build_teacher_net
         from inference.training.teacher_targets import TeacherTargets
 
@@ -313,7 +313,7 @@ def _build_task(mode_name: str, dist_cfg: dict[str, Any], train_crops: cr.CropSe
                                  progress=lambda d, n: emit({"event": "cache", "done": d, "total": n}))
         emit({"event": "cache_ready", "computed": len(t_views) * n_d, "samples": len(train_crops),
               "views": len(t_views), "dihedral": n_d, "seconds": round(time.perf_counter() - t0, 2)})
-        meta = {"architecture": "tinyvit5m_pointdec", "config": scfg.to_dict()}
+        meta = {"architecture": ARCHITECTURE, "config": scfg.to_dict()}
         task = DistillTask(train_crops, scfg.input_size, tcfg, dist_cfg["loss"], student, meta, targets, ratio,
                            no_feature_loss)
         return task, net

@@ -17,8 +17,8 @@ def test_toy_distillation_table_end_to_end(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     table = json.loads((tmp_path / "table.json").read_text())
-    assert {"teacher", "naive", "feature_aligned", "feature_aligned_1/8", "unet", "classical"} <= set(table)
-    for label in ("naive", "feature_aligned", "feature_aligned_1/8"):
+    assert {"teacher", "naive", "feature_aligned", "feature_aligned_1/8", "supervised", "unet", "classical"} <= set(table)
+    for label in ("naive", "feature_aligned", "feature_aligned_1/8", "supervised"):
         row = table[label]
         assert row["n"] > 0 and 0.0 <= row["test_iou"] <= 1.0
         assert row["iou_vs_teacher"] is not None
@@ -35,4 +35,4 @@ def test_toy_distillation_table_end_to_end(tmp_path: Path) -> None:
     assert table["classical"]["params"]["polarity"] in ("dark", "bright", "both")
     assert table["_meta"]["teacher_init"].startswith("random")
     md = (tmp_path / "table.md").read_text()
-    assert "| feature_aligned |" in md and "| unet |" in md and "| classical |" in md
+    assert "| feature_aligned |" in md and "| supervised |" in md and "| unet |" in md and "| classical |" in md

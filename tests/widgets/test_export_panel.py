@@ -62,8 +62,9 @@ def test_panel_exports_in_background_and_fills_table(qtbot, project: Path, monke
     summary = sig.args[0]
     assert len(ticks) > 10
     assert panel.row_count() == 2 and not panel.is_running() and panel.run_button.isEnabled()
-    texts = {panel.table.item(r, 0).text(): [panel.table.item(r, c).text() for c in range(8)]
+    texts = {panel.table.item(r, 0).text(): [panel.table.item(r, c).text() for c in range(9)]
              for r in range(panel.row_count())}
+    assert {t[8] for t in texts.values()} == {"compatible"}  # the static TensorRT check, per file
     assert set(texts) == {"student_single_fp32.onnx", "student_single_int8_weight.onnx"}
     fp32 = texts["student_single_fp32.onnx"]
     assert fp32[3] == "ok" and float(fp32[5]) >= 0.99 and float(fp32[4]) > 1.0 and fp32[7] != "–"

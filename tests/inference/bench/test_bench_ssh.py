@@ -376,3 +376,36 @@ def test_targets_validation(tmp_path: Path, sshd: SshServer) -> None:
         add_target(p.db, "a", "h2", "u", sshd.client_key, sshd.known_hosts, replace=True)
         assert [t.host for t in list_targets(p.db)] == ["h2"]
         assert get_target(p.db, "a").port == 22
+
+
+def test_bench_remote_refuses_a_file_tensorrt_cannot_parse(sshd: SshServer, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A weight-only file in quantize_dynamic's form (MatMulInteger) is refused before any SSH connection."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from inference.bench.errors import TensorRTIncompatible
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(32, 32)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])], initializer=[w])
+    src = tmp_path / "float.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    bad = tmp_path / "dynamic_int8.onnx"
+    quantize_dynamic(str(src), str(bad), weight_type=QuantType.QInt8)
+    lines: list[str] = []
+    with pytest.raises(TensorRTIncompatible, match="MatMulInteger.*nothing was uploaded"):  # a closed port: never dialled
+        run_remote(sshd.target(port=_free_port()), bad, RemoteRunOptions(), log_fn=lines.append)
+    assert not any(line.startswith("connecting") for line in lines)
+    proj = tmp_path / "proj"
+    with Project.create(proj) as p:
+        add_target(p.db, "orin", "127.0.0.1", sshd.user, sshd.client_key, sshd.known_hosts, port=sshd.port,
+                   remote_dir=str(sshd.remote_dir))
+    rc = main(["bench-remote", str(bad), "--target", "orin", "--project", str(proj)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: dynamic_int8.onnx: TensorRT 10") and err.count("\n") == 1
+    assert not (Path(sshd.remote_dir) / bad.name).exists()  # nothing uploaded
+    assert not (sshd.root / "trtexec-args.txt").exists()  # nothing ran

@@ -103,6 +103,11 @@ def test_no_int8_file_holds_integer_ops_tensorrt_refuses(summary, project: Proje
         ops = {n.op_type for n in onnx.load(str(path)).graph.node}
         assert not ops & {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"}, (path.name, ops)
         assert "DequantizeLinear" in ops
+    for r in summary.rows:  # and the static TensorRT check in every ONNX card passes them
+        if r["fmt"] == "onnx":
+            compat = r["card"]["tensorrt_compat"]
+            assert compat["compatible"], compat["summary"]
+            assert compat["matrix"].startswith("TensorRT 10") and compat["nodes"] > 100
 
 
 def test_tensorrt_calibration_batches_match_the_graph_inputs(summary, project: Project, student) -> None:
