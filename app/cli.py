@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "app.commands.bench",
     "app.commands.models",
     "app.commands.export",
+    "app.commands.db",
 ]
 
 app = typer.Typer(

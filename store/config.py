@@ -61,6 +61,9 @@ DEFAULTS: dict[str, Any] = {
         "vlm_trust": 0.5,
     },
     "embedding_cache": {"max_gb": 4.0},
+    # SQLite stores only: a checked snapshot when the newest is older than every_hours (on open; 0: off), keep the
+    # newest `keep` (store.integrity)
+    "backup": {"every_hours": 24.0, "keep": 7},
 }
 
 

@@ -7,7 +7,6 @@ run on open; on SQLite a copy of the file is kept before a migration touches it.
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from store import integrity
 from store.errors import UserError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -79,15 +79,7 @@ def upgrade(engine: Engine, url: str, revision: str = "head") -> None:
         return
     path = sqlite_path(url)
     if current is not None and path is not None and path.exists():
-        backup = path.with_name(f"{path.name}.bak-{current}")
-        # sqlite3's online backup copies a consistent snapshot even with WAL pages not yet checkpointed.
-        src = sqlite3.connect(path)
-        dst = sqlite3.connect(backup)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-            src.close()
+        integrity.snapshot(path, path.with_name(f"{path.name}{integrity.MIGRATION_MARK}{current}"))
     cfg = alembic_config(url)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -102,6 +94,7 @@ class Database:
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            integrity.check_on_open(path)  # a damaged store is refused before anything writes to it
         self.engine = make_engine(url)
         if migrate:
             try:

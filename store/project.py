@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from store import config as config_mod
-from store.db import Database
+from store import integrity
+from store.db import Database, sqlite_path
 from store.errors import UserError
 
 CONFIG_NAME = "project.yaml"
@@ -70,10 +71,10 @@ class Project:
         cfg = config_mod.deep_merge(config_mod.DEFAULTS, overrides or {})
         cfg["name"] = name or root.name
         config_mod.save(root / CONFIG_NAME, cfg)
-        return cls.open(root)
+        return cls.open(root, scheduled_backup=False)  # nothing to keep yet
 
     @classmethod
-    def open(cls, root: Path | str, create: bool = False) -> Project:
+    def open(cls, root: Path | str, create: bool = False, scheduled_backup: bool = True) -> Project:
         root = Path(root).expanduser().resolve()
         cfg_path = root / CONFIG_NAME
         if not cfg_path.exists():
@@ -84,7 +85,13 @@ class Project:
             cfg = config_mod.load(cfg_path)
         except config_mod.ConfigError as exc:
             raise ProjectError(str(exc)) from None
-        db = Database(cls.database_url(root, cfg))
+        url = cls.database_url(root, cfg)
+        db = Database(url)
+        store = sqlite_path(url)
+        plan = cfg.get("backup") or {}
+        if scheduled_backup and store is not None and integrity.due(store, float(plan.get("every_hours", 0))):
+            integrity.backup(store)
+            integrity.prune(store, int(plan.get("keep", 7)))
         return cls(root, cfg, db)
 
     def close(self) -> None:
