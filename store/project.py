@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from store.errors import UserError
 
 CONFIG_NAME = "project.yaml"
 DB_NAME = "maskbench.sqlite"
+log = logging.getLogger("maskbench.store")
 
 
 class ProjectError(UserError):
@@ -90,8 +93,11 @@ class Project:
         store = sqlite_path(url)
         plan = cfg.get("backup") or {}
         if scheduled_backup and store is not None and integrity.due(store, float(plan.get("every_hours", 0))):
-            integrity.backup(store)
-            integrity.prune(store, int(plan.get("keep", 7)))
+            try:
+                integrity.backup(store)
+                integrity.prune(store, int(plan.get("keep", 7)))
+            except (OSError, sqlite3.Error) as exc:  # a read-only folder or a full disk must not stop the review
+                log.warning("scheduled backup of %s failed: %s", store, exc)
         return cls(root, cfg, db)
 
     def close(self) -> None:
