@@ -112,7 +112,10 @@ class JudgeSettings:
     timeout_s: float = 60.0
     retries: int = 2
     swap: bool = False
-    prompt_version: str = "v1"
+    prompt_version: str = "v2"
+    # what the crops show, for the prompt:
+    # {"surface": "a magnetic tile surface", "defects": {"crack": "a thin dark line"}}
+    domain: dict[str, Any] = field(default_factory=lambda: {"surface": "an industrial surface", "defects": {}})
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
     max_tokens: int = 300
     max_prompt_tokens: int | None = None  # worst-case prompt tokens per call; None: estimated from text and images
@@ -146,6 +149,21 @@ class JudgeSettings:
             raise JudgeError(f"judge timeout must be positive, got {self.timeout_s}")
         if self.retries < 0:
             raise JudgeError(f"judge retries must be >= 0, got {self.retries}")
+        surface = self.domain.get("surface") if isinstance(self.domain, dict) else None
+        defects = self.domain.get("defects", {}) if isinstance(self.domain, dict) else None
+        if not isinstance(surface, str) or not surface.strip():
+            raise JudgeError("judge.domain.surface must name what the crops show, e.g. 'a magnetic tile surface'")
+        if not isinstance(defects, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in defects.items()):
+            raise JudgeError("judge.domain.defects must map each defect class to a short description (text)")
+        unknown = set(self.domain) - {"surface", "defects"}
+        if unknown:
+            raise JudgeError(f"judge.domain has unknown keys {sorted(unknown)} (known: surface, defects)")
+
+    def prompt_values(self, defect_class: str) -> dict[str, str]:
+        """The domain placeholders of the prompt for one crop's class."""
+        note = (self.domain.get("defects") or {}).get(defect_class)
+        return {"surface": self.domain["surface"].strip(), "defect_note": f" ({note.strip()})" if note else ""}
 
     @property
     def chain(self) -> list[str]:
@@ -392,7 +410,9 @@ def parse_answer(text: str | None) -> tuple[str, float, str]:
              "bothgood": "both_good", "bothbad": "both_bad"}.get(norm)
     if label is None:
         raise BadAnswer(f"unknown label {label_raw!r}")
-    conf_raw = obj.get("confidence", 0.5)
+    if "confidence" not in obj:
+        raise BadAnswer("answer has no confidence")
+    conf_raw = obj["confidence"]
     try:
         conf = float(conf_raw)
     except (TypeError, ValueError):
@@ -578,7 +598,7 @@ class JudgeRun:
         else:
             w, h = (item.width, item.height) if item is not None else (self.settings.max_image_side,) * 2
             scale = min(1.0, self.settings.max_image_side / max(w, h)) if self.settings.max_image_side else 1.0
-            text = self.prompt.system + self.prompt.user
+            text = "".join(self._prompt_text(item)) if item is not None else self.prompt.system + self.prompt.user
             p_tokens = estimate_prompt_tokens(text, round(w * scale), round(h * scale))
         return max(a.input_per_token * p_tokens + a.output_per_token * self.settings.max_tokens for a in self.access)
 
@@ -649,6 +669,8 @@ class JudgeRun:
             "model": self.settings.model, "crop": item.sha256, "mask_a": shas[a_is], "mask_b": shas[b_is],
             "render": render.RENDER_VERSION, "max_side": self.settings.max_image_side,
             "max_tokens": self.settings.max_tokens,
+            # the rendered text: a changed judge.domain is a different request
+            "text": hashlib.sha256("\n".join(self._prompt_text(item)).encode()).hexdigest(),
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
@@ -693,8 +715,12 @@ class JudgeRun:
             images[a_is] = render.judge_images(img, a, b, self.settings.max_image_side)
         return images[a_is]
 
+    def _prompt_text(self, item: Item) -> tuple[str, str]:
+        return self.prompt.render(defect_class=item.defect_class, width=item.width, height=item.height,
+                                  **self.settings.prompt_values(item.defect_class))
+
     def _messages(self, item: Item, uris: tuple[str, str, str]) -> list[dict[str, Any]]:
-        system, user = self.prompt.render(defect_class=item.defect_class, width=item.width, height=item.height)
+        system, user = self._prompt_text(item)
         content: list[dict[str, Any]] = [{"type": "text", "text": user}]
         for label, uri in zip(("Crop:", "Mask A:", "Mask B:"), uris):
             content.append({"type": "text", "text": label})
@@ -809,6 +835,15 @@ class JudgeRun:
                              error=str(exc)[:500], key_id=acc.key_id)
                 with self._lock:
                     self._stats.bad_answers += 1
+                # the second try says what was wrong with the first (a model told "no confidence" adds it); its
+                # reservation grows by the worst-case tokens of the two added messages
+                feedback = (f"That answer could not be used: {exc}. Answer again with only the JSON object asked "
+                            "for, with all three fields: label, confidence, reason.")
+                previous = (text or "")[:2000]
+                messages = [*messages, {"role": "assistant", "content": previous},
+                            {"role": "user", "content": feedback}]
+                extra_tokens = math.ceil((len(previous) + len(feedback)) / 2 * 1.2) + 20
+                reserve += max(a.input_per_token for a in self.access) * extra_tokens
                 continue
             call_id = self._record(**base, model_used=used, status="ok", label=label, confidence=conf, reason=reason,
                                    answer_raw=(text or "")[:4000], latency_ms=latency, prompt_tokens=p_tok,

@@ -51,7 +51,10 @@ DEFAULTS: dict[str, Any] = {
         "timeout_s": 60,
         "retries": 2,
         "swap": False,
-        "prompt_version": "v1",
+        "prompt_version": "v2",
+        # what the crops show, in the judge's prompt (assets/prompts/judge_v2.txt): the surface and a short
+        # description per defect class
+        "domain": {"surface": "an industrial surface", "defects": {}},
         "prices": {},  # model -> {"input_per_1k": USD, "output_per_1k": USD}, when LiteLLM does not know the model
         "trust": 0.5,
     },

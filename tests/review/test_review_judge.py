@@ -59,7 +59,7 @@ def test_parse_answer_accepts_json_and_rejects_the_rest() -> None:
     assert parse_answer('```json\n{"label": "both good", "confidence": 85}\n```')[:2] == ("both_good", 0.85)
     assert parse_answer('Sure! {"label": "b", "confidence": "0.6"}')[:2] == ("B", 0.6)
     for bad in ("", "I think the first one", '{"label": "C", "confidence": 0.5}', '["A"]',
-                '{"confidence": 0.5}', '{"label": "A", "confidence": "high"}'):
+                '{"confidence": 0.5}', '{"label": "A", "confidence": "high"}', '{"label": "A", "reason": "x"}'):
         with pytest.raises(BadAnswer):
             parse_answer(bad)
 
@@ -97,7 +97,7 @@ def test_judge_sends_images_as_data_uris_asks_json_and_caches(flagged_project: A
         assert c.model_used == "openai/judge-a" and c.model_requested == "openai/judge-a"
         assert (c.prompt_tokens, c.completion_tokens) == (1000, 50)
         assert c.cost_usd == pytest.approx(COST_A) and not c.cache_hit and c.latency_ms > 0
-        assert c.prompt_version == "v1" and c.run_id == st.run_id
+        assert c.prompt_version == "v2" and c.run_id == st.run_id
     assert st.spent_usd == pytest.approx(9 * COST_A)
     # teacher = ground truth, student = dilated: the looking judge prefers the teacher whatever the position
     verdicts = _vlm_verdicts(project)
@@ -147,6 +147,35 @@ def test_hanging_primary_times_out_then_falls_back(flagged_project: Any, server:
     assert st.verdicts == 1 and server.calls("judge-a", "hang") == 2 and server.calls("judge-b") == 1
     (call,) = _calls(flagged_project)
     assert call.model_used == "openai/judge-b" and call.latency_ms >= 2000
+
+
+def test_prompt_speaks_of_the_projects_domain(flagged_project: Any, server: FakeOpenAI) -> None:
+    _run(flagged_project, limit=1, workers=1)
+    text = request_text(server.requests[0]["body"])
+    assert "crop of an industrial surface with a" in text and "magnetic" not in text
+    server.reset()
+    domain = {"surface": "a sintered magnetic tile", "defects": {c: f"the {c} look of a tile" for c in
+                                                             ("blowhole", "break", "crack", "fray", "uneven")}}
+    _, st = _run(flagged_project, limit=1, workers=1, rejudge=True, domain=domain)
+    text = request_text(server.requests[0]["body"])
+    assert "crop of a sintered magnetic tile with a" in text and "look of a tile)" in text
+    assert st.cache_hits == 0 and st.calls == 1  # another domain is another request, never a cache hit
+    with pytest.raises(JudgeError, match="judge.domain.surface"):
+        JudgeSettings.from_config(flagged_project.config, domain={"defects": {}})
+    with pytest.raises(JudgeError, match="unknown keys"):
+        JudgeSettings.from_config(flagged_project.config, domain={"surface": "x", "vocabulary": {}})
+
+
+def test_a_bad_answers_retry_says_what_was_wrong(flagged_project: Any, server: FakeOpenAI) -> None:
+    answers = iter([{"label": "A", "reason": "forgot it"}, {"label": "A", "confidence": 0.8, "reason": "ok"}])
+    server.answer = lambda body: next(answers)
+    _, st = _run(flagged_project, limit=1, workers=1)
+    assert st.bad_answers == 1 and st.verdicts == 1  # a missing confidence is a bad answer, not 0.5
+    first, second = (r["body"]["messages"] for r in server.requests)
+    assert len(second) == len(first) + 2
+    assert second[-2] == {"role": "assistant", "content": '{"label": "A", "reason": "forgot it"}'}
+    assert "could not be used: answer has no confidence" in second[-1]["content"]
+    assert [c.status for c in _calls(flagged_project)] == ["bad_answer", "ok"]
 
 
 def test_bad_answers_are_recorded_retried_once_and_never_crash(flagged_project: Any, server: FakeOpenAI) -> None:
