@@ -62,9 +62,9 @@ def verify(root: Path, manifest: dict[str, Any]) -> None:
 
 
 def _torch_teacher_available() -> bool:
-    import importlib.util
+    from inference import capabilities
 
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "sam2"))
+    return not capabilities.missing(("torch", "sam2"))
 
 
 def _register_teacher(project: Any, root: Path, manifest: dict[str, Any]) -> Any:

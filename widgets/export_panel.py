@@ -27,6 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from inference import capabilities
+
 log = logging.getLogger("maskbench.export_panel")
 
 COLUMNS = ("File", "Variant", "Precision", "Status", "Size (MB)", "Parity IoU", "Max |Δlogit|", "Val IoU", "TensorRT")
@@ -66,9 +68,12 @@ class ExportPanel(QWidget):
     export_finished = Signal(object)  # ExportSummary
     export_failed = Signal(str)
 
-    def __init__(self, project: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, project: Any, parent: QWidget | None = None, absent: list[str] | None = None) -> None:
+        """absent: the torch-stack modules this install lacks (default: looked up; a station has none of them)."""
         super().__init__(parent)
         self.project_root = Path(project) if isinstance(project, (str, Path)) else Path(project.root)
+        self.unavailable = capabilities.torch_stack_reason(
+            "Export", capabilities.missing() if absent is None else absent)
         self._thread: QThread | None = None
         self._worker: _Worker | None = None
         self._rows: list[dict[str, Any]] = []
@@ -133,6 +138,10 @@ class ExportPanel(QWidget):
         lay.addLayout(run_row)
         lay.addWidget(self.status)
         lay.addWidget(self.table, 1)
+        if self.unavailable:  # a station: nothing can be exported here
+            self.run_button.setEnabled(False)
+            self.run_button.setToolTip(self.unavailable)
+            self.status.setText(self.unavailable)
         self.refresh()
 
     # --- actions -------------------------------------------------------------------------------------------
@@ -152,7 +161,7 @@ class ExportPanel(QWidget):
     def start_export(self, student: Any = None, **overrides: Any) -> bool:
         """Start an export in a worker thread (returns at once). `student`: an in-memory module (tests, the
         training view); `overrides`: ExportOptions fields."""
-        if self.is_running():
+        if self.is_running() or self.unavailable:
             return False
         from inference.export.pipeline import ExportOptions
 
@@ -219,6 +228,8 @@ class ExportPanel(QWidget):
 
     def refresh(self) -> None:
         """Reload the table from the project's Export rows."""
+        if self.unavailable:  # the export package is not in a station bundle
+            return
         from inference.export.pipeline import list_exports
         from store.project import Project
 

@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from inference import capabilities
 from widgets.workers import TaskPool
 
 log = logging.getLogger("maskbench.training_panel")
@@ -70,8 +71,12 @@ class TrainingPanel(QWidget):
     run_finished = Signal(str)  # final status: finished | stopped | failed
     event_received = Signal(dict)
 
-    def __init__(self, project: Any = None, parent: QWidget | None = None, python: str | None = None) -> None:
+    def __init__(self, project: Any = None, parent: QWidget | None = None, python: str | None = None,
+                 absent: list[str] | None = None) -> None:
+        """absent: the torch-stack modules this install lacks (default: looked up; a station has none of them)."""
         super().__init__(parent)
+        self.unavailable = capabilities.torch_stack_reason(
+            "Training", capabilities.missing() if absent is None else absent)
         self.project = project
         self.python = python or sys.executable
         self.extra_args: list[str] = []  # appended to the train command (tests: --log-every 1 ...)
@@ -200,6 +205,11 @@ class TrainingPanel(QWidget):
         enabled = project is not None
         for w in (self.start_btn, self.load_btn, self.save_btn, self.use_btn, self.resume_btn, self.refresh_btn):
             w.setEnabled(enabled and not self.running)
+        if self.unavailable:  # a station: runs made elsewhere can be browsed, none started here
+            for w in (self.start_btn, self.resume_btn, self.use_btn):
+                w.setEnabled(False)
+                w.setToolTip(self.unavailable)
+            self.status_label.setText(self.unavailable)
         self.load_settings()
         self.refresh_runs()
         self.refresh_counts()
@@ -287,7 +297,7 @@ class TrainingPanel(QWidget):
         return args + list(self.extra_args)
 
     def start(self, resume: str | None = None) -> bool:
-        if self.project is None or self.running:
+        if self.project is None or self.running or self.unavailable:
             return False
         if not resume:
             self.save_settings()
