@@ -1,6 +1,8 @@
 """Dataset ingest: find image/mask pairs in the three supported layouts and store whole samples only.
 
 Layouts, tried in this order:
+  * YOLO segmentation: a folder with data.yaml, images/ and labels/ (what `export-labels --format yolo` writes).
+  * labelme: a folder of labelme JSON files next to their images (what `export-labels --format labelme` writes).
   * COCO JSON: DATASET is a .json file, or a folder with annotations/*.json or a single *.json next to the images.
   * images/ + masks/ folders: pairs matched by relative path stem; class from a sub-folder of images/.
   * side by side: X.jpg with X.png (or X_mask.png) in the same folder; class from the folder (MT_Crack -> crack).
@@ -33,6 +35,7 @@ from store import rle as rle_mod
 from store.db import Database
 from store.errors import UserError
 from store.images import IMAGE_EXTS, BadFile, decode_image, decode_mask, sha256_bytes
+from store.polygons import polygons_to_mask
 from store.schema import Mask, MaskSource, Sample
 from store.splits import assign_splits
 
@@ -49,6 +52,9 @@ class Candidate:
     mask: Path | None
     defect_class: str
     coco_mask: dict[str, Any] | None = None  # {"polygons" | "rle": ..., "size": [h, w]}
+    # pixel polygons (labelme: pixels; YOLO: fractions of the image size, `normalized`), filled boundary included
+    polygons: list[np.ndarray] | None = None
+    normalized: bool = False
 
 
 @dataclass
@@ -174,10 +180,92 @@ def _discover_coco(json_path: Path) -> tuple[list[Candidate], list[tuple[str, st
     return cands, bad
 
 
+def _labelme_doc(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and "shapes" in doc and "imagePath" in doc else None
+
+
+def _is_labelme(root: Path) -> bool:
+    return root.is_dir() and any(_labelme_doc(p) is not None for p in sorted(root.glob("*.json"))[:3])
+
+
+def _majority(labels: list[str]) -> str:
+    return Counter(labels).most_common(1)[0][0] if labels else "free"
+
+
+def _discover_labelme(root: Path) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    """One labelme JSON per image: polygon shapes (label = defect class; no shape: a defect-free crop)."""
+    cands: list[Candidate] = []
+    bad: list[tuple[str, str]] = []
+    for jp in sorted(root.glob("*.json")):
+        doc = _labelme_doc(jp)
+        if doc is None:
+            bad.append((str(jp), "not a labelme file (no shapes / imagePath)"))
+            continue
+        image = (jp.parent / str(doc["imagePath"])).resolve()
+        if not image.is_file():
+            bad.append((str(jp), f"image {doc['imagePath']} not found"))
+            continue
+        shapes = [sh for sh in doc["shapes"] if sh.get("shape_type", "polygon") == "polygon"]
+        skipped = len(doc["shapes"]) - len(shapes)
+        if skipped:
+            bad.append((str(jp), f"{skipped} non-polygon shape(s) left out"))
+        polys = [np.asarray(sh["points"], np.float64).reshape(-1, 2) for sh in shapes]
+        cls = class_from_folder(_majority([str(sh["label"]) for sh in shapes]))
+        cands.append(Candidate(image, None, cls, polygons=polys))
+    return cands, bad
+
+
+def _discover_yolo(root: Path) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    """Ultralytics segmentation layout: data.yaml (names), images/<split>/, labels/<split>/<stem>.txt with lines
+    `class x1 y1 ...` in fractions of the image size. An image without a label file is unlabelled; an empty label
+    file is a defect-free crop."""
+    import yaml
+
+    try:
+        names = yaml.safe_load((root / "data.yaml").read_text(encoding="utf-8")).get("names")
+    except (OSError, yaml.YAMLError, AttributeError) as exc:
+        raise IngestError(f"{root / 'data.yaml'}: not a readable YOLO data file ({exc})") from None
+    if isinstance(names, list):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict):
+        raise IngestError(f"{root / 'data.yaml'}: no class names ('names')")
+    cands: list[Candidate] = []
+    bad: list[tuple[str, str]] = []
+    for image in sorted(p for p in (root / "images").rglob("*") if _is_image(p)):
+        label = root / "labels" / image.relative_to(root / "images").with_suffix(".txt")
+        if not label.is_file():
+            cands.append(Candidate(image, None, "unknown"))  # unlabelled; YOLO folders name splits, not classes
+            continue
+        polys, classes = [], []
+        try:
+            for line in label.read_text(encoding="utf-8").splitlines():
+                parts = line.split()
+                if not parts:
+                    continue
+                values = [float(v) for v in parts[1:]]
+                if len(values) < 6 or len(values) % 2:
+                    raise ValueError(f"a polygon needs >= 3 x,y pairs: {line[:60]}")
+                classes.append(str(names[int(parts[0])]))
+                polys.append(np.asarray(values, np.float64).reshape(-1, 2))
+        except (ValueError, KeyError) as exc:
+            bad.append((str(label), f"bad YOLO label: {exc}"))
+            continue
+        cands.append(Candidate(image, None, class_from_folder(_majority(classes)), polygons=polys, normalized=True))
+    return cands, bad
+
+
 def discover(dataset: Path) -> tuple[str, list[Candidate], list[tuple[str, str]]]:
     dataset = Path(dataset)
     if not dataset.exists():
         raise IngestError(f"{dataset}: no such file or folder")
+    if dataset.is_dir() and (dataset / "data.yaml").is_file() and (dataset / "labels").is_dir():
+        return ("yolo", *_discover_yolo(dataset))
+    if _is_labelme(dataset):
+        return ("labelme", *_discover_labelme(dataset))
     coco = _find_coco_json(dataset)
     if coco is not None:
         return ("coco", *_discover_coco(coco))
@@ -227,6 +315,9 @@ def _load(c: Candidate) -> Loaded:
             raise BadFile(f"{c.mask}: mask unreadable ({exc.strerror})") from None
         except BadFile as exc:
             raise BadFile(f"{c.mask}: mask {exc}") from None
+    elif c.polygons is not None:
+        scale = np.array([w, h], np.float64) if c.normalized else np.ones(2)
+        mask = polygons_to_mask([p * scale for p in c.polygons], h, w)
     elif c.coco_mask is not None:
         try:
             mask = _coco_mask(c.coco_mask)

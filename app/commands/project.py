@@ -59,20 +59,29 @@ def ingest(
 
 def export_labels(
     project: Path = typer.Option(..., "--project", "-p"),
-    fmt: str = typer.Option("coco", "--format", help="coco (verified masks, RLE) or csv (verdict trail)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file; defaults inside the project."),
+    fmt: str = typer.Option("coco", "--format",
+                            help="coco (verified masks, RLE), yolo (segmentation polygons, Ultralytics layout), "
+                                 "labelme (polygon JSON per crop) or csv (verdict trail)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Output file (coco, csv) or folder (yolo, labelme); defaults inside the "
+                                            "project."),
 ) -> None:
-    """Write verified masks as COCO JSON (RLE) or the verdicts as CSV."""
+    """Write the verified masks (COCO, YOLO segmentation, labelme) or the verdicts (CSV)."""
+    from review.labels import export_coco, export_labelme, export_verdicts_csv, export_yolo
     from store.errors import UserError
-    from review.labels import export_coco, export_verdicts_csv
     from store.project import Project
 
-    if fmt not in ("coco", "csv"):
-        raise UserError(f"--format must be coco or csv, not {fmt!r}")
+    writers = {"coco": (export_coco, "labels_coco.json", "annotations"),
+               "yolo": (export_yolo, "labels_yolo", "polygons"),
+               "labelme": (export_labelme, "labels_labelme", "polygons"),
+               "csv": (export_verdicts_csv, "verdicts.csv", "verdicts")}
+    if fmt not in writers:
+        raise UserError(f"--format must be one of {', '.join(writers)}, not {fmt!r}")
+    write, default_name, what = writers[fmt]
     with Project.open(project) as p:
-        target = out or p.root / ("labels_coco.json" if fmt == "coco" else "verdicts.csv")
-        n = export_coco(p.db, target) if fmt == "coco" else export_verdicts_csv(p.db, target)
-    typer.echo(f"wrote {n} {'annotations' if fmt == 'coco' else 'verdicts'} to {target}")
+        target = out or p.root / default_name
+        n = write(p.db, target)
+    typer.echo(f"wrote {n} {what} to {target}")
 
 
 def demo(

@@ -102,4 +102,4 @@ def test_export_labels_coco_and_csv(tmp_path: Path, magnetic_tile_pairs: list) -
 def test_export_labels_rejects_unknown_format(tmp_path: Path, fmt: str, capsys) -> None:
     Project.create(tmp_path / "p").close()
     assert main(["export-labels", "--project", str(tmp_path / "p"), "--format", fmt]) == 1
-    assert "coco or csv" in capsys.readouterr().err
+    assert "one of coco, yolo, labelme, csv" in capsys.readouterr().err
