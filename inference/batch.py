@@ -22,14 +22,14 @@ from sqlalchemy import select
 
 from inference.errors import ModelError
 from inference.prompts import mask_prompt, prompt_from_json, prompt_to_json, saliency_prompt
-from inference.segmenter import Prompt
+from inference.segmenter import Decoded, Prompt
 from store import rle as rle_mod
 from store.images import BadFile, load_image
 from store.schema import Mask, MaskSource, Prediction, Sample
 
 log = logging.getLogger("maskbench.predict")
 ProgressFn = Callable[[int, int], None]
-BATCH_PROMPT_SOURCES = ("saliency", "ground_truth", "teacher")
+BATCH_PROMPT_SOURCES = ("saliency", "ground_truth", "teacher", "auto")
 
 
 @dataclass
@@ -104,6 +104,34 @@ def make_prompt(
     raise ModelError(f"prompt source must be one of {', '.join(BATCH_PROMPT_SOURCES)}, not {source!r}")
 
 
+@dataclass(frozen=True)
+class AutoOptions:
+    """`--prompts auto`: inference.automask's grid, filters and NMS; the best mask found is the prediction."""
+
+    points_per_side: int = 16
+    min_score: float = 0.7
+    min_stability: float = 0.8
+    nms_iou: float = 0.7
+
+
+def auto_prediction(segmenter: Any, image: np.ndarray, sha256: str, opts: AutoOptions) -> tuple[Prompt, Decoded]:
+    """The automatic-mask generator's best mask, with the grid point that produced it as the prompt (so decoding
+    that point reproduces the mask); no mask passing the filters: an empty mask and no points (nothing found)."""
+    from inference.automask import generate_masks
+
+    found = generate_masks(segmenter, image, image_sha256=sha256, points_per_side=opts.points_per_side,
+                           pred_score_thresh=opts.min_score, stability_thresh=opts.min_stability,
+                           nms_thresh=opts.nms_iou)
+    h, w = image.shape[:2]
+    if not found:
+        empty = Prompt(np.zeros((0, 2), np.float32), np.zeros(0, np.int32), "auto", {"found": 0})
+        return empty, Decoded(logits=np.full((h, w), -1.0, np.float32), score=0.0)
+    best = found[0]
+    prompt = Prompt(np.asarray([best.point], np.float32), np.ones(1, np.int32), "auto",
+                    {"found": len(found), "stability": best.stability})
+    return prompt, Decoded(logits=np.where(best.mask, 1.0, -1.0).astype(np.float32), score=best.score)
+
+
 def predict_project(
     project: Any,
     kind: str,
@@ -119,6 +147,7 @@ def predict_project(
     gt_negative: int = 0,
     limit: int | None = None,
     split: str | None = None,
+    auto: AutoOptions | None = None,
 ) -> PredictReport:
     if prompt_source not in BATCH_PROMPT_SOURCES:
         raise ModelError(f"prompt source must be one of {', '.join(BATCH_PROMPT_SOURCES)}, not {prompt_source!r}")
@@ -166,7 +195,11 @@ def predict_project(
                 if prompt_source == "teacher":
                     if r.id not in stored:
                         raise ValueError("no teacher prediction to take the clicks from")
+                    if len(stored[r.id].labels) == 0:
+                        raise ValueError("the teacher's prediction has no clicks (its automatic masks found nothing)")
                     prompt = stored[r.id]
+                elif prompt_source == "auto":
+                    prompt = Prompt(np.zeros((0, 2), np.float32), np.zeros(0, np.int32), "auto")  # found below
                 else:
                     prompt = make_prompt(prompt_source, image, gts.get(r.id), r.id, seed, gt_points, gt_negative)
             except (BadFile, OSError, ValueError) as exc:
@@ -175,8 +208,13 @@ def predict_project(
                 continue
             items.append((r, image, prompt))
         if items:
-            decoded = segmenter.predict([it[1] for it in items], [it[2] for it in items],
-                                        image_sha256s=[it[0].sha256 for it in items])
+            if prompt_source == "auto":  # one grid of prompts per crop on its one embedding
+                pairs = [auto_prediction(segmenter, im, r.sha256, auto or AutoOptions()) for r, im, _ in items]
+                items = [(r, im, pr) for (r, im, _), (pr, _) in zip(items, pairs)]
+                decoded = [dec for _, dec in pairs]
+            else:
+                decoded = segmenter.predict([it[1] for it in items], [it[2] for it in items],
+                                            image_sha256s=[it[0].sha256 for it in items])
             for (r, _, prompt), dec in zip(items, decoded):
                 mask = dec.mask
                 points, labels = prompt_to_json(prompt)

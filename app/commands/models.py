@@ -116,14 +116,19 @@ def predict(
     precision: str = typer.Option("fp32", help="fp32, fp16 (GPU) or bf16."),
     shard: Optional[str] = typer.Option(None, help="i/n: only samples with id % n == i (parallel processes)."),
     batch: int = typer.Option(8, "--batch", "-b", help="Images per encoder batch."),
-    prompts: str = typer.Option("saliency", help="Prompt source: saliency, ground_truth, or teacher (the clicks of "
-                                "the latest teacher prediction on each crop)."),
+    prompts: str = typer.Option("saliency", help="Prompt source: saliency, ground_truth, teacher (the clicks of "
+                                "the latest teacher prediction on each crop), or auto (automatic masks: a grid of "
+                                "point prompts, score and stability filters, NMS; the best mask is kept with the "
+                                "point that produced it)."),
+    auto_grid: int = typer.Option(16, help="--prompts auto: grid points per side."),
+    auto_min_score: float = typer.Option(0.7, help="--prompts auto: lowest predicted mask quality kept."),
+    auto_min_stability: float = typer.Option(0.8, help="--prompts auto: lowest stability score kept."),
     seed: int = typer.Option(0, help="Seed of ground-truth point sampling."),
     limit: Optional[int] = typer.Option(None, help="At most this many new samples (per model)."),
     split: Optional[str] = typer.Option(None, help="Only samples of this split (train, val or test)."),
 ) -> None:
     """Predict masks for every sample (resumes; skips samples this model already predicted with these prompts)."""
-    from inference.batch import parse_shard, predict_project
+    from inference.batch import AutoOptions, parse_shard, predict_project
     from inference.errors import ModelError, NoActiveModel
     from inference.registry import active_model
     from store.project import Project
@@ -148,7 +153,7 @@ def predict(
             with bar(f"predict {k}") as progress:
                 report = predict_project(p, k, device=device, precision=precision, shard=sh, batch_size=batch,
                                          prompt_source=prompts, progress=progress, seed=seed, limit=limit,
-                                         split=split)
+                                         split=split, auto=AutoOptions(auto_grid, auto_min_score, auto_min_stability))
             typer.echo(report.summary())
             for sid, why in report.failed[:10]:
                 typer.echo(f"  sample {sid}: {why}")

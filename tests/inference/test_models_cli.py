@@ -150,3 +150,34 @@ def test_missing_model_file_is_reported(project, student_ckpt: Path, capsys) -> 
     (project.root / info.checkpoint_path).unlink()
     assert "model file is missing" in _one_line_error(capsys, "predict", "-p", project.root, "--model", "student")
     shutil.copy(student_ckpt, project.root / info.checkpoint_path)
+
+
+def test_predict_with_automatic_masks_stores_a_reproducible_prompt(project, student_ckpt: Path, capsys) -> None:
+    from inference.registry import load_segmenter
+    from store import rle as rle_mod
+    from store.images import load_image
+
+    assert _run(capsys, "models", "add", "student", student_ckpt, "-p", project.root)[0] == 0
+    code, out, err = _run(capsys, "predict", "-p", project.root, "--model", "student", "--prompts", "auto",
+                          "--auto-grid", "4", "--auto-min-score", "0", "--auto-min-stability", "0", "--limit", "3")
+    assert code == 0, err
+    seg = load_segmenter(project, "student")
+    with project.db.session() as sess:
+        rows = sess.execute(select(Prediction, Sample.path).join(Sample, Sample.id == Prediction.sample_id)).all()
+        assert len(rows) == 3 and {p.prompt_source for p, _ in rows} == {"auto"}
+        for pred, path in rows:  # the stored grid point gives the stored mask back
+            assert pred.labels == [1] and len(pred.points) == 1
+            stored = rle_mod.decode(sess.get(Mask, pred.mask_id).rle)
+            again = seg.decode(seg.embed(load_image(path)), np.asarray(pred.points, np.float32),
+                               np.asarray(pred.labels, np.int32)).mask
+            union = (stored | again).sum()
+            assert union == 0 or (stored & again).sum() / union >= 0.99
+    # filters nothing passes: an empty mask, no points (nothing found), still one prediction per crop
+    code, _, err = _run(capsys, "predict", "-p", project.root, "--model", "student", "--prompts", "auto",
+                        "--auto-grid", "2", "--auto-min-score", "1.01", "--limit", "2")
+    assert code == 0, err
+    with project.db.session() as sess:  # the first three were done already: the run resumes with the next two
+        new = list(sess.scalars(select(Prediction).order_by(Prediction.id)))[3:]
+        assert len(new) == 2
+        for pred in new:
+            assert pred.points == [] and pred.labels == [] and sess.get(Mask, pred.mask_id).area == 0
