@@ -284,7 +284,9 @@ def to_int8_static(src: Path, dst: Path, reader: Any, method: str = "minmax",
             op_types_to_quantize=list(op_types) if op_types else None,
             nodes_to_exclude=list(nodes_to_exclude) + output_heads(pre),
             calibrate_method=methods[method],
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+            # symmetric (zero points 0) and float biases: TensorRT's explicit-quantisation form (its parser takes
+            # no INT32 DequantizeLinear, which is what quantised biases become; inference.export.trt_compat checks)
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                            "CalibMovingAverage": method == "minmax", "CalibTensorRangeSymmetric": True},
         )
     return compact(dst, int8_tables=True)
