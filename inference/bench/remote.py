@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from inference.bench import machine
-from inference.export import trt_compat
 from inference.bench.core import BenchResult, LogFn, _default_log
 from inference.bench.errors import BenchError, ModelLoadError, TensorRTIncompatible, TrtexecMissing
 from inference.bench.ssh import Remote
@@ -28,6 +27,7 @@ from inference.bench.trtexec import (
     require_summary,
     shapes_from_profile,
 )
+from inference.export import trt_compat
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 TRTEXEC_CANDIDATES = ("/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec", "/opt/tensorrt/bin/trtexec")
@@ -167,7 +167,10 @@ def run_remote(
         raise ModelLoadError(f"no model file at {path}")
     is_engine = path.suffix.lower() in ENGINE_SUFFIXES
     if not is_engine:
-        compat = trt_compat.check_file(path)
+        try:
+            compat = trt_compat.check_file(path)
+        except trt_compat.UnreadableOnnx as exc:
+            raise ModelLoadError(str(exc)) from None
         if not compat.ok:
             raise TensorRTIncompatible(f"{path.name}: {compat.summary()}; nothing was uploaded")
     precision = normalize_precision(opts.precision) if not (is_engine and opts.precision is None) else "engine"

@@ -88,7 +88,7 @@ def _elem_types(model: Any) -> dict[str, int]:
 
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
-    except (onnx.onnx_cpp2py_export.shape_inference.InferenceError, ValueError):  # keep what the file declares
+    except (onnx.shape_inference.InferenceError, ValueError):  # keep what the file declares
         inferred = model
     g = inferred.graph
     types = {t.name: t.data_type for t in g.initializer}
@@ -103,15 +103,13 @@ def _elem_types(model: Any) -> dict[str, int]:
     return types
 
 
-def _constant_values(model: Any) -> dict[str, Any]:
-    """Initializers and Constant outputs as arrays (for the zero-point rules)."""
-    from onnx import numpy_helper
-
+def _constants(model: Any) -> dict[str, Any]:
+    """Initializers and Constant outputs by name, as TensorProtos (converted only where a rule reads one)."""
     values = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant" and node.output and _attr(node, "value") is not None:
             values[node.output[0]] = _attr(node, "value")
-    return {k: numpy_helper.to_array(v) for k, v in values.items()}
+    return values
 
 
 def check_model(model: Any, matrix: dict[str, Any] | None = None) -> CompatReport:
@@ -124,7 +122,7 @@ def check_model(model: Any, matrix: dict[str, Any] | None = None) -> CompatRepor
         if imp.domain in DEFAULT_DOMAINS and not lo <= imp.version <= hi:
             report.findings.append(Finding("", "opset", f"opset {imp.version} is outside the parser's {lo}-{hi}"))
     types = _elem_types(model)
-    consts = _constant_values(model)
+    consts = _constants(model)
     counts: Counter[str] = Counter()
 
     def visit(graph: Any) -> None:
@@ -176,14 +174,25 @@ def _check_node(node: Any, ops: dict[str, Any], rules: dict[str, Any], types: di
         findings.append(Finding(name, op, f"only the first {rule['max_outputs']} output(s) are supported"))
     zi = rule.get("zero_input")
     if zi is not None and len(node.input) > zi and node.input[zi]:
+        from onnx import numpy_helper
+
         zp = consts.get(node.input[zi])
         if zp is None:
             findings.append(Finding(name, op, "zero point is not a constant (must be zero)"))
-        elif zp.any():
+        elif numpy_helper.to_array(zp).any():
             findings.append(Finding(name, op, "zero point must be zero (TensorRT quantises symmetrically)"))
+
+
+class UnreadableOnnx(ValueError):
+    pass
 
 
 def check_file(path: Path | str) -> CompatReport:
     import onnx
+    from google.protobuf.message import DecodeError
 
-    return check_model(onnx.load(str(path), load_external_data=False))
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError) as exc:
+        raise UnreadableOnnx(f"{Path(path).name} is not a readable ONNX file ({exc})") from None
+    return check_model(model)

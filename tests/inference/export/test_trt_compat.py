@@ -90,3 +90,12 @@ def test_student_exports_pass(tmp_path: Path, backbone: str) -> None:
         report = check_file(path)
         assert report.ok, report.summary()
         assert report.op_counts.get("Conv", 0) > 0
+
+
+def test_an_unreadable_file_is_one_clear_error(tmp_path: Path) -> None:
+    from inference.export.trt_compat import UnreadableOnnx
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\xff" * 300)
+    with pytest.raises(UnreadableOnnx, match="junk.onnx is not a readable ONNX file"):
+        check_file(junk)
