@@ -158,9 +158,9 @@ def export_labelme(db: Database, out: Path) -> int:
         shapes = [{"label": smp.defect_class, "points": poly.tolist(), "group_id": None, "description": "",
                    "shape_type": "polygon", "flags": {}} for poly in _polygons(lab)]
         n += len(shapes)
-        doc = {"version": LABELME_VERSION, "flags": {"maskbench_source": lab.source, "split": smp.split},
-               "shapes": shapes, "imagePath": name, "imageData": None, "imageHeight": smp.height,
-               "imageWidth": smp.width}
+        doc = {"version": LABELME_VERSION, "flags": {}, "shapes": shapes, "imagePath": name, "imageData": None,
+               "imageHeight": smp.height, "imageWidth": smp.width,
+               "maskbench": {"source": lab.source, "split": smp.split, "sha256": smp.sha256}}  # kept by labelme
         _atomic_text(out / f"{Path(name).stem}.json", json.dumps(doc, indent=1))
     return n
 
