@@ -34,10 +34,15 @@ class Backup:
     made: dt.datetime  # file modification time, UTC
 
 
+def _ro_uri(path: Path) -> str:
+    """A read-only SQLite URI (as_uri escapes spaces, '?' and '#' in folder names)."""
+    return Path(path).resolve().as_uri() + "?mode=ro"
+
+
 def quick_check(path: Path) -> list[str]:
     """Problems SQLite finds in the file ([] when it is sound). Read-only: never changes the file."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(_ro_uri(path), uri=True)
     except sqlite3.Error as exc:
         return [str(exc)]
     try:
@@ -68,7 +73,7 @@ def newest_good_backup(store: Path) -> Backup | None:
 def snapshot(src: Path, dst: Path) -> None:
     """SQLite online backup of src into dst (written to a temporary name first, then renamed)."""
     tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")  # two processes backing up at once never share a file
-    s = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    s = sqlite3.connect(_ro_uri(src), uri=True)
     d = sqlite3.connect(tmp)
     try:
         s.backup(d)
