@@ -243,6 +243,7 @@ class MainWindow(QMainWindow):
         self._action(v, "Reset colours (Okabe-Ito)", self.reset_colours)
         h = self.menuBar().addMenu("&Help")
         self._action(h, "Keyboard shortcuts  (?)", lambda: self.review.overlay.toggle())
+        self._action(h, "Change keyboard shortcuts…", self.review.edit_shortcuts)
 
     def _action(self, menu: Any, text: str, fn: Callable[[], Any], key: Any = None) -> QAction:
         act = QAction(text, self)

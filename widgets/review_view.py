@@ -9,6 +9,7 @@ Crops load in worker threads and the next ones are prefetched (image, masks, and
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
+    QDialog,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -44,7 +46,8 @@ from widgets.palette import LAYER_TITLES, OKABE_ITO_LAYERS
 from widgets.queue_data import VERDICT_LABEL, QueueColumns, load_queue
 from widgets.queue_view import QueueWidget
 from widgets.sample_data import SampleCache, SampleData, load_sample
-from widgets.shortcuts import SHORTCUTS, ShortcutOverlay
+from widgets import shortcuts as shortcuts_mod
+from widgets.shortcuts import ShortcutOverlay
 from widgets.workers import TaskPool
 
 log = logging.getLogger("maskbench.review")
@@ -322,7 +325,9 @@ class ReviewWidget(QWidget):
             "save_correction": self.save_correction,
             "help": self.overlay.toggle,
         }
-        for name, keys, desc, _group in SHORTCUTS:
+        overrides = self._saved_shortcuts()
+        self.overlay.entries = shortcuts_mod.effective(overrides)
+        for name, keys, desc, _group in self.overlay.entries:
             act = QAction(desc, self)
             act.setShortcuts([QKeySequence(k) for k in keys])
             act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
@@ -330,6 +335,42 @@ class ReviewWidget(QWidget):
             act.triggered.connect(handlers[name])
             self.addAction(act)
             self.actions_by_name[name] = act
+
+    def _saved_shortcuts(self) -> dict[str, list[str]]:
+        """The user's keys from the settings; a saved set that no longer works (edited by hand) is not used."""
+        raw = self.prefs.get(shortcuts_mod.PREFS_KEY, None) if self.prefs is not None else None
+        try:
+            saved = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            saved = None
+        if not isinstance(saved, dict):
+            if raw:
+                log.warning("saved shortcuts unreadable; the default keys apply")
+            return {}
+        overrides = {str(k): [str(x) for x in v] for k, v in saved.items() if isinstance(v, list)}
+        found = shortcuts_mod.problems(overrides)
+        if found:
+            log.warning("saved shortcuts not used (%s); the default keys apply", "; ".join(found[:3]))
+            return {}
+        return overrides
+
+    def apply_shortcuts(self, overrides: dict[str, list[str]]) -> None:
+        """Use these keys (only the changed actions need be given) and save them; refuses conflicts."""
+        found = shortcuts_mod.problems(overrides)
+        if found:
+            raise ValueError("; ".join(found))
+        self.overlay.entries = shortcuts_mod.effective(overrides)
+        for name, keys, _desc, _group in self.overlay.entries:
+            self.actions_by_name[name].setShortcuts([QKeySequence(k) for k in keys])
+        self._pref(shortcuts_mod.PREFS_KEY, json.dumps(overrides))  # JSON: INI settings lose list types
+
+    def edit_shortcuts(self) -> bool:
+        """The shortcuts dialog; True when new keys were applied."""
+        dialog = shortcuts_mod.ShortcutsDialog(self._saved_shortcuts(), self)
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return False
+        self.apply_shortcuts(dialog.overrides())
+        return True
 
     def _restore_prefs(self) -> None:
         if self.prefs is None:

@@ -1,10 +1,20 @@
-"""The review view's keys, in one table (the actions, the `?` overlay and the docs read it)."""
+"""The review view's keys, in one table (the actions, the `?` overlay and the docs read it), and the dialog that
+changes them (saved in the user's settings; a key on two actions is refused)."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QKeyEvent, QMouseEvent, QPainter, QPaintEvent
-from PySide6.QtWidgets import QWidget
+from PySide6.QtGui import QColor, QFont, QKeyEvent, QKeySequence, QMouseEvent, QPainter, QPaintEvent
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 # (action name, key sequences, description, group)
 SHORTCUTS: list[tuple[str, list[str], str, str]] = [
@@ -46,6 +56,100 @@ def keys_for(action: str) -> list[str]:
     raise KeyError(action)
 
 
+PREFS_KEY = "review/shortcuts"  # {action: [key, ...]}: only the actions a user changed
+
+
+def effective(overrides: dict[str, list[str]] | None = None) -> list[tuple[str, list[str], str, str]]:
+    """SHORTCUTS with a user's keys in place of the defaults."""
+    ov = overrides or {}
+    return [(name, list(ov.get(name, keys)), desc, group) for name, keys, desc, group in SHORTCUTS]
+
+
+def normalise(key: str) -> str:
+    """One spelling per key ("ctrl+z" and "Ctrl+Z" are the same); empty when Qt does not know the key."""
+    return QKeySequence(key.strip()).toString(QKeySequence.SequenceFormat.PortableText)
+
+
+def problems(mapping: dict[str, list[str]]) -> list[str]:
+    """What stops a set of keys from being used: unknown actions, keys Qt cannot read, one key on two actions."""
+    names = {n for n, *_ in SHORTCUTS}
+    out = [f"unknown action {n!r}" for n in mapping if n not in names]
+    owner: dict[str, str] = {}
+    for name, keys, _d, _g in effective(mapping):
+        for k in keys:
+            norm = normalise(k)
+            if not norm:
+                out.append(f"{name}: {k!r} is not a key")
+            elif norm in owner and owner[norm] != name:
+                out.append(f"{norm} is on both {owner[norm]} and {name}")
+            else:
+                owner[norm] = name
+    return out
+
+
+def parse_keys(text: str) -> list[str]:
+    """'T; Shift+T' -> ['T', 'Shift+T'] (a semicolon separates keys; a key may contain '+')."""
+    return [normalise(k) or k.strip() for k in text.split(";") if k.strip()]
+
+
+class ShortcutsDialog(QDialog):
+    """Every review action with its keys, editable ("T; Shift+T"); OK refuses keys Qt cannot read and conflicts, and
+    says which. `overrides()` is what differs from the defaults (what gets saved)."""
+
+    def __init__(self, current: dict[str, list[str]], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Keyboard shortcuts")
+        self.table = QTableWidget(len(SHORTCUTS), 3)
+        self.table.setHorizontalHeaderLabels(["Action", "Group", "Keys (separate with ;)"])
+        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        for row, (name, keys, desc, group) in enumerate(effective(current)):
+            for col, text in enumerate((desc, group)):
+                item = QTableWidgetItem(text)
+                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                item.setData(Qt.ItemDataRole.UserRole, name)
+                self.table.setItem(row, col, item)
+            self.table.setItem(row, 2, QTableWidgetItem("; ".join(keys)))
+        self.error = QLabel("")
+        self.error.setStyleSheet("color: #D55E00")
+        self.error.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+                                   | QDialogButtonBox.StandardButton.RestoreDefaults)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        buttons.button(QDialogButtonBox.StandardButton.RestoreDefaults).clicked.connect(self.restore_defaults)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.table)
+        lay.addWidget(self.error)
+        lay.addWidget(buttons)
+        self.resize(620, 640)
+
+    def set_keys(self, action: str, text: str) -> None:
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) == action:
+                self.table.item(row, 2).setText(text)
+                return
+        raise KeyError(action)
+
+    def restore_defaults(self) -> None:
+        for name, keys, _d, _g in SHORTCUTS:
+            self.set_keys(name, "; ".join(keys))
+
+    def mapping(self) -> dict[str, list[str]]:
+        return {self.table.item(r, 0).data(Qt.ItemDataRole.UserRole): parse_keys(self.table.item(r, 2).text())
+                for r in range(self.table.rowCount())}
+
+    def overrides(self) -> dict[str, list[str]]:
+        defaults = {n: [normalise(k) for k in keys] for n, keys, _d, _g in SHORTCUTS}
+        return {n: keys for n, keys in self.mapping().items() if keys != defaults[n]}
+
+    def accept(self) -> None:
+        found = problems(self.mapping())
+        if found:
+            self.error.setText("Not saved: " + "; ".join(found[:6]))
+            return
+        super().accept()
+
+
 class ShortcutOverlay(QWidget):
     """Translucent sheet listing every key; any key or click closes it."""
 
@@ -53,6 +157,7 @@ class ShortcutOverlay(QWidget):
 
     def __init__(self, parent: QWidget) -> None:
         super().__init__(parent)
+        self.entries = effective()  # the keys in use (ReviewWidget.apply_shortcuts updates them)
         self.setAttribute(Qt.WidgetAttribute.WA_NoSystemBackground, True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.hide()
@@ -103,7 +208,7 @@ class ShortcutOverlay(QWidget):
         for group in GROUPS:
             col = placement[group]
             x, y = x0 + col * col_w, ys[col]
-            items = [s for s in SHORTCUTS if s[3] == group]
+            items = [s for s in self.entries if s[3] == group]
             p.setFont(keyfont)
             p.setPen(QColor("#56B4E9"))
             p.drawText(QRectF(x, y, col_w, line_h), Qt.AlignmentFlag.AlignLeft, group)
