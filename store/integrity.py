@@ -106,6 +106,8 @@ def prune(store: Path, keep: int) -> list[Path]:
     removed = [b.path for b in scheduled[max(keep, 1):]]
     for p in removed:
         p.unlink()
+        for side in ("-wal", "-shm"):  # left by the read-only check of a WAL-mode copy
+            p.with_name(p.name + side).unlink(missing_ok=True)
     return removed
 
 

@@ -71,7 +71,10 @@ def test_stored_prediction_replays_exactly(project, student_ckpt: Path) -> None:
         prompt = prompt_from_json(pred.points, pred.labels, pred.prompt_source)
         emb = seg.embed(load_image(sample.path), sample.sha256)
         dec = seg.decode(emb, prompt.points, prompt.labels)
-        assert np.array_equal(dec.mask, rle.decode(mask.rle))
+        # the same mask; a pixel may only differ where its logit is a float rounding away from the threshold
+        # (the stored mask came from a batched decoder call, the replay from a single one)
+        differ = dec.mask != rle.decode(mask.rle)
+        assert differ.sum() <= 3 and (np.abs(dec.logits[differ]) < 1e-5).all()
         assert abs(dec.score - pred.score) < 1e-6
     assert seg.encoder_images == 0  # all six from the cache
 
