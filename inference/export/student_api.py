@@ -133,6 +133,8 @@ def load_for_export(project: Any, checkpoint: Path | str | None) -> tuple[Any, d
                                 .order_by(TrainingRun.id.desc())).first()
                 if run is not None:
                     checkpoint, meta["training_run_id"] = run.best_checkpoint, run.id
+        if checkpoint is not None and not Path(checkpoint).is_absolute():  # stored relative to the project
+            checkpoint = Path(project.root) / checkpoint
         if checkpoint is None:
             raise StudentLoadError("no student to export: pass --checkpoint or train/register a student first")
     model, ck_meta = load_checkpoint(checkpoint)

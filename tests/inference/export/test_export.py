@@ -272,3 +272,19 @@ def test_cli_export(project: Project, student, capsys) -> None:
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "student_single_fp32.onnx" in out and "ok" in out
+
+
+def test_export_finds_the_active_student_from_any_folder(project: Project, student, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry stores the active student's path relative to the project; the export (CLI or Export tab, run
+    from anywhere) resolves it there."""
+    from inference.registry import add_model
+    from inference.student import save_checkpoint
+
+    ckpt = save_checkpoint(student, tmp_path / "outside.pt")
+    add_model(project, "student", ckpt, name="registered")
+    monkeypatch.chdir(tmp_path)  # not the project folder
+    summary = run_export(project, options=ExportOptions(precisions=["fp32"], split_pair=False, val_limit=2,
+                                                        parity_samples=2, command="pytest active"))
+    row = _by(summary, "fp32")
+    assert row["status"] == "ok" and row["card"]["model"]["model_id"] is not None
