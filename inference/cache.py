@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from inference.layout import Layout
-from inference.segmenter import Decoded, Embedding, Prompt
+from inference.segmenter import Decoded, Embedding, Prompt, decode_prompt
 
 log = logging.getLogger("maskbench.cache")
 TMP_PREFIX = ".tmp-"
@@ -222,6 +222,8 @@ class CachedSegmenter:
         if len(images) != len(prompts):
             raise ValueError("predict needs one prompt per image")
         embs = self.embed_batch(images, image_sha256s)
+        if not all(getattr(p, "points_only", True) for p in prompts):  # a box or mask: never dropped on the way
+            return [decode_prompt(self.inner, e, p) for e, p in zip(embs, prompts)]
         batch = getattr(self.inner, "decode_batch", None)
         if batch is not None:
             return batch(embs, [(p.points, p.labels) for p in prompts])

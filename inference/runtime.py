@@ -19,7 +19,7 @@ import numpy as np
 
 from inference import layout as lay
 from inference import preprocess as pp
-from inference.segmenter import Decoded, Embedding, Prompt
+from inference.segmenter import Decoded, Embedding, Prompt, PromptNotSupported, not_supported_message
 
 STUDENT_FEATURES = ("image_embed", "high_res")
 LAYOUTS = ("native", "resize")
@@ -126,10 +126,19 @@ class StudentRuntime:
                 out.append(self._finish(masks[i], scores[i], len(np.asarray(lbs).reshape(-1)), embedding.orig_hw))
         return out
 
+    def decode_full(self, embedding: Embedding, prompt: Prompt) -> Decoded:
+        """The student has no box or mask encoder (it is distilled on point prompts, design seed 001): a box or mask
+        prompt is refused with the reason rather than decoded as if it were not there."""
+        if prompt.points_only:
+            return self.decode(embedding, prompt.points, prompt.labels)
+        raise PromptNotSupported(not_supported_message(self))
+
     def predict(self, images: Sequence[np.ndarray], prompts: Sequence[Prompt]) -> list[Decoded]:
         """Batched encoder pass, then one decoder call for the whole batch (one prompt per image)."""
         if len(images) != len(prompts):
             raise ValueError("predict needs one prompt per image")
+        if not all(p.points_only for p in prompts):
+            raise PromptNotSupported(not_supported_message(self))
         if not images:
             return []
         embs = self.embed_batch(images)

@@ -46,11 +46,14 @@ class Sam2Net(nn.Module):
         return self.encode_normalised((images01 - self.mean) / self.std)
 
     def decode_all(self, feats: dict[str, torch.Tensor], points: torch.Tensor,
-                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                   labels: torch.Tensor, mask_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, 4, S/4, S/4), iou (B, 4)): output 0 is SAM's single-mask answer, 1..3 the multimask
-        candidates. An image side of batch 1 is repeated over B prompts."""
+        candidates. An image side of batch 1 is repeated over B prompts. A box goes in as two points labelled 2 and
+        3 in front of the clicks (what SAM2ImagePredictor does); `mask_input` (B, 1, S/4, S/4) is SAM 2's mask
+        input, in logits."""
         m = self.model
-        sparse, dense = m.sam_prompt_encoder(points=(points.float(), labels.int()), boxes=None, masks=None)
+        sparse, dense = m.sam_prompt_encoder(points=(points.float(), labels.int()), boxes=None,
+                                             masks=None if mask_input is None else mask_input.float())
         b = points.shape[0]
         repeat = feats["image_embed"].shape[0] == 1 and b > 1
         hi = [feats["high_res_0"], feats["high_res_1"]]

@@ -3,6 +3,10 @@
 Interactive work needs the split: `embed` is the expensive per-image encoder pass (cached on disk), `decode` the
 cheap per-click decoder pass. Coordinates are always (x, y) in original image pixels, so stored prompts replay
 exactly whatever the model's input size.
+
+Box and mask prompts (SAM 2's `box=` and `mask_input=`) are the teacher's only: the student was distilled on point
+prompts and has no box or mask encoder (design seed 001). They go through `decode_prompt`, which refuses them for a
+model without `decode_full` instead of dropping them, so a box never silently turns into "no prompt".
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from inference.errors import ModelError
 from inference.layout import Layout
 
 
@@ -34,6 +39,53 @@ class Prompt:
     labels: np.ndarray  # (N,) int32, 1 positive, 0 negative
     source: str = "human"  # saliency | ground_truth | human | grid
     meta: dict[str, object] = field(default_factory=dict)
+    box: np.ndarray | None = None  # (4,) float32 x0, y0, x1, y1 in original image pixels (teacher only)
+    mask: np.ndarray | None = None  # (H, W) bool at original image size, SAM 2's mask input (teacher only)
+
+    @property
+    def points_only(self) -> bool:
+        return self.box is None and self.mask is None
+
+
+class PromptNotSupported(ModelError):
+    """A box or mask prompt for a model that only takes points (the student)."""
+
+
+def decode_prompt(segmenter: object, embedding: Embedding, prompt: Prompt) -> Decoded:
+    """Decode points, plus a box and/or a mask when the prompt has them. A points-only prompt is the ordinary
+    `decode`; box and mask need the model's `decode_full` (the SAM 2 teacher) and are refused, never ignored, by a
+    model without it."""
+    if prompt.points_only:
+        return segmenter.decode(embedding, prompt.points, prompt.labels)  # type: ignore[attr-defined]
+    full = getattr(segmenter, "decode_full", None)
+    if full is None:
+        raise PromptNotSupported(not_supported_message(segmenter))
+    return full(embedding, prompt)
+
+
+def not_supported_message(segmenter: object) -> str:
+    name = getattr(segmenter, "name", "this model")
+    kind = getattr(segmenter, "kind", "model")
+    return (f"{name} ({kind}) takes point prompts only; box and mask prompts need the SAM 2 teacher "
+            "(switch the correction model to the teacher)")
+
+
+# SAM 2's mask input is the decoder's own low-resolution logits (the previous prediction's, in SAM's iterative
+# refinement; SAM2ImagePredictor.predict documents it as 1 x H x W, 256 x 256 for a 1024 input). A stored binary
+# mask becomes logits of this magnitude: +L inside, -L outside, linear in the covered fraction at boundary cells.
+# 10 saturates the sigmoid (p > 0.9999), so the mask reads as a confident previous prediction, and the mapping is
+# deterministic, so a stored mask replays to the same logits.
+MASK_PROMPT_LOGIT = 10.0
+
+
+def mask_to_logits(mask: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
+    """A bool (H, W) mask -> float32 logits on a (h, w) grid: area-averaged coverage f mapped to L * (2f - 1)."""
+    import cv2
+
+    m = np.asarray(mask, np.float32)
+    gh, gw = int(grid_hw[0]), int(grid_hw[1])
+    frac = cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA) if m.shape != (gh, gw) else m
+    return (MASK_PROMPT_LOGIT * (2.0 * np.clip(frac, 0.0, 1.0) - 1.0)).astype(np.float32)
 
 
 @dataclass

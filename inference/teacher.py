@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
 from inference.errors import CheckpointError, ModelError, ModelMismatchError
-from inference.segmenter import Decoded, Embedding, Prompt
+from inference.segmenter import Decoded, Embedding, Prompt, mask_to_logits
 from inference.torch_backend import autocast, check_precision, resolve_device
 
 # Short names accepted by --config -> the package's Hydra config path.
@@ -224,11 +225,47 @@ class Sam2Segmenter:
             p.reset_predictor()
         return [r for r in results if r is not None]
 
+    def mask_input(self, mask: np.ndarray) -> np.ndarray:
+        """A bool mask at the crop's size -> SAM 2's mask input, (1, S/4, S/4) logits.
+
+        The predictor resizes the crop to the S x S square without keeping its aspect ratio, and the prompt
+        encoder's mask grid (`mask_input_size`, 256 x 256 for S = 1024) covers that square, so the mask is resized
+        the same way (area averaging) and mapped to logits by inference.segmenter.mask_to_logits."""
+        grid = tuple(int(v) for v in self.model.sam_prompt_encoder.mask_input_size)
+        return mask_to_logits(mask, grid)[None]
+
+    def decode_full(self, embedding: Embedding, prompt: Prompt) -> Decoded:
+        """Points plus an optional box (x0, y0, x1, y1) and mask (SAM 2's `box=` and `mask_input=`).
+
+        SAM's own rule for the output: the best of three candidates only for a single click, which is ambiguous; a
+        box or a mask says which object is meant, so the single-mask output is used."""
+        pts = np.asarray(prompt.points, np.float32).reshape(-1, 2)
+        lbs = np.asarray(prompt.labels, np.int32).reshape(-1)
+        box = None if prompt.box is None else np.asarray(prompt.box, np.float32).reshape(4)
+        logits = None if prompt.mask is None else self.mask_input(prompt.mask)
+        if logits is not None and tuple(np.asarray(prompt.mask).shape[:2]) != tuple(embedding.orig_hw):
+            raise ModelError(f"mask prompt is {np.asarray(prompt.mask).shape[:2]}, the crop {embedding.orig_hw}")
+        multimask = len(lbs) == 1 and box is None and logits is None
+        self._set_embedding(embedding)
+        p = self.predictor
+        try:
+            with autocast(self.device, self.precision):
+                mask_in, unnorm, lbl, unnorm_box = p._prep_prompts(
+                    pts[None] if len(lbs) else None, lbs[None] if len(lbs) else None, box, logits, True)
+                masks, ious, _ = p._predict(unnorm, lbl, unnorm_box, mask_in, multimask, return_logits=True)
+            masks = masks.float().cpu().numpy()
+            ious = ious.float().cpu().numpy()
+        finally:
+            p.reset_predictor()
+        k = int(np.argmax(ious[0])) if multimask else 0
+        return Decoded(logits=masks[0, k], score=float(ious[0, k]))
+
     def predict(self, images: Sequence[np.ndarray], prompts: Sequence[Prompt]) -> list[Decoded]:
         if len(images) != len(prompts):
             raise ValueError("predict needs one prompt per image")
         embs = self.embed_batch(images)
-        return [self.decode(e, p.points, p.labels) for e, p in zip(embs, prompts)]
+        return [self.decode(e, p.points, p.labels) if p.points_only else self.decode_full(e, p)
+                for e, p in zip(embs, prompts)]
 
 
 class Sam2NativeSegmenter:
@@ -314,6 +351,73 @@ class Sam2NativeSegmenter:
                     pieces[p].append((t, chosen[j], float(scores[j])))
         return [stitched(lo, parts) for parts in pieces]
 
+    def decode_full(self, embedding: Embedding, prompt: Prompt) -> Decoded:
+        """Points plus an optional box and mask at native scale, tile by tile (inference.layout).
+
+        A tile is decoded when the box overlaps it, or when it holds a positive click, or (with neither) when the
+        mask prompt has pixels in it; each decoded tile sees its own clicks, the box clipped to it and the part of
+        the mask prompt it covers on its canvas (padding is background), in canvas pixels. With a box or a mask the
+        single-mask output is used (they are not ambiguous); otherwise SAM's rule (inference.sam2_net.choose_output).
+        """
+        from inference import layout as lay
+        from inference.runtime import stitched
+        from inference.sam2_net import choose_output
+
+        lo = embedding.layout
+        if lo is None:
+            raise ModelError("this embedding was not made at native scale; re-embed the crop with this teacher")
+        s, sc = lo.canvas, lo.scale
+        hs, ws = lo.scaled_hw
+        pts = np.asarray(prompt.points, np.float32).reshape(-1, 2) * np.float32(sc)
+        lbs = np.asarray(prompt.labels, np.float32).reshape(-1)
+        box = None if prompt.box is None else np.asarray(prompt.box, np.float32).reshape(4) * np.float32(sc)
+        scaled_mask = None
+        if prompt.mask is not None:
+            m = np.asarray(prompt.mask, np.float32)
+            if m.shape != tuple(embedding.orig_hw):
+                raise ModelError(f"mask prompt is {m.shape}, the crop {tuple(embedding.orig_hw)}")
+            scaled_mask = m if (hs, ws) == m.shape else cv2.resize(m, (ws, hs), interpolation=cv2.INTER_AREA)
+        grid = tuple(int(v) for v in self.net.model.sam_prompt_encoder.mask_input_size)
+        parts: list[tuple[int, np.ndarray, float]] = []
+        for t, (y0, x0) in enumerate(lo.tiles):
+            local = pts - np.array([x0, y0], np.float32)
+            inside = (local[:, 0] >= 0) & (local[:, 0] < s) & (local[:, 1] >= 0) & (local[:, 1] < s)
+            tbox = None
+            if box is not None:
+                bx = np.clip(box - np.array([x0, y0, x0, y0], np.float32), 0, [min(s, ws - x0), min(s, hs - y0)] * 2)
+                tbox = bx if bx[2] > bx[0] and bx[3] > bx[1] else None
+            canvas = None
+            if scaled_mask is not None:
+                canvas = np.zeros((s, s), np.float32)
+                part = scaled_mask[y0:y0 + s, x0:x0 + s]
+                canvas[:part.shape[0], :part.shape[1]] = part
+            if box is not None:
+                wanted = tbox is not None or bool((lbs[inside] == 1).any())
+            elif (lbs == 1).any():
+                wanted = bool((lbs[inside] == 1).any())
+            else:
+                wanted = (canvas is not None and bool(canvas.any())) or bool(inside.any()) or not len(lbs)
+            if not wanted:
+                continue
+            coords, labels = local[inside], lbs[inside]
+            if tbox is not None:
+                coords = np.concatenate([tbox.reshape(2, 2), coords])
+                labels = np.concatenate([np.array([2, 3], np.float32), labels])
+            feats = {k: torch.from_numpy(np.ascontiguousarray(embedding.features[k][t:t + 1], np.float32))
+                     .to(self.device) for k in FEATURE_NAMES}
+            c_t = torch.from_numpy(np.ascontiguousarray(coords, np.float32)[None]).to(self.device)
+            l_t = torch.from_numpy(np.ascontiguousarray(labels, np.float32)[None]).to(self.device)
+            m_t = None if canvas is None else torch.from_numpy(mask_to_logits(canvas, grid)[None, None]).to(self.device)
+            with autocast(self.device, self.precision):
+                masks, iou = self.net.decode_all(feats, c_t, l_t, mask_input=m_t)
+                if tbox is None and m_t is None:
+                    chosen, idx = choose_output(masks, iou, l_t)
+                else:
+                    chosen, idx = masks[:, :1], torch.zeros(1, dtype=torch.long, device=masks.device)
+            score = float(iou.float().gather(1, idx[:, None])[0, 0].cpu())
+            parts.append((t, chosen[0, 0].float().cpu().numpy(), score))
+        return stitched(lo, parts)
+
     def decode_batch(self, embeddings: Sequence[Embedding], prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
         return [self.decode(e, p, lb) for e, (p, lb) in zip(embeddings, prompts)]
 
@@ -321,7 +425,8 @@ class Sam2NativeSegmenter:
         if len(images) != len(prompts):
             raise ValueError("predict needs one prompt per image")
         embs = self.embed_batch(images)
-        return [self.decode(e, p.points, p.labels) for e, p in zip(embs, prompts)]
+        return [self.decode(e, p.points, p.labels) if p.points_only else self.decode_full(e, p)
+                for e, p in zip(embs, prompts)]
 
 
 def load_teacher_segmenter(

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, aliased
 from store import rle as rle_mod
 from store.db import Database
 from store.errors import UserError
-from store.schema import Disagreement, Mask, ModelKind, ModelRecord, Prediction, Sample
+from store.schema import HUMAN_PROMPT_SOURCE, Disagreement, Mask, ModelKind, ModelRecord, Prediction, Sample
 
 from review.metrics import PairMetrics, is_flagged, pair_metrics
 from review.verdicts import ground_truth_masks, latest_disagreements_subquery
@@ -53,9 +53,10 @@ class FlagReport:
 
 
 def latest_predictions_subquery(kind: ModelKind, model_id: int | None = None):  # noqa: ANN201 - SQLAlchemy subquery
-    """Subquery (sample_id, pid): each sample's latest prediction by an active model of `kind` (or by model_id)."""
+    """Subquery (sample_id, pid): each sample's latest prediction by an active model of `kind` (or by model_id).
+    Predictions a reviewer prompted in the correction tool are not the model's own answer and are left out."""
     q = select(Prediction.sample_id.label("sample_id"), func.max(Prediction.id).label("pid")).join(
-        ModelRecord, ModelRecord.id == Prediction.model_id)
+        ModelRecord, ModelRecord.id == Prediction.model_id).where(Prediction.prompt_source != HUMAN_PROMPT_SOURCE)
     if model_id is not None:
         q = q.where(ModelRecord.id == model_id)
     else:

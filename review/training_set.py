@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from review.weights import SampleWeights, sample_weights
-from store.schema import Mask, ModelKind, ModelRecord, Prediction, Sample
+from store.schema import HUMAN_PROMPT_SOURCE, Mask, ModelKind, ModelRecord, Prediction, Sample
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,8 @@ def latest_teacher_prompts(session: Any, ids: list[int]) -> dict[int, tuple[list
     """sample_id -> (points, labels) of the latest teacher prediction on it."""
     latest = (select(func.max(Prediction.id).label("pid"))
               .join(ModelRecord, ModelRecord.id == Prediction.model_id)
-              .where(ModelRecord.kind == ModelKind.TEACHER, Prediction.sample_id.in_(ids))
+              .where(ModelRecord.kind == ModelKind.TEACHER, Prediction.sample_id.in_(ids),
+                     Prediction.prompt_source != HUMAN_PROMPT_SOURCE)  # points alone would not replay a box
               .group_by(Prediction.sample_id).subquery())
     rows = session.execute(select(Prediction.sample_id, Prediction.points, Prediction.labels)
                            .join(latest, latest.c.pid == Prediction.id)).all()

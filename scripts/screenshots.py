@@ -104,9 +104,94 @@ def wait(app: object, cond, timeout: float = 30.0) -> None:  # noqa: ANN001
         loop.exec()
 
 
+def box_prompt_shot(app: object, rv: object, root: Path, shot) -> None:  # noqa: ANN001
+    """Register the shipped demo teacher, switch to the box tool (R) and put a box around the defect; the teacher's
+    mask for the box is decoded in the correction worker, then the shot. The demo teacher was trained on synthetic
+    crops only, so of the first few crops in the queue the one where its box mask is closest to the ground truth is
+    shown: the picture is of the tool, not a claim about the model."""
+    import json
+
+    from app.demo_models import demo_models_dir
+    from inference.registry import add_model
+    from store.project import Project
+
+    d = demo_models_dir()
+    t = json.loads((d / "manifest.json").read_text())["teacher"]
+    with Project.open(root) as p:
+        add_model(p, "teacher", d / t["file"], config=t["config"], name="demo teacher (not SA-1B SAM 2)",
+                  image_size=int(t["image_size"]))
+    rv.correction.forget_model("teacher")
+    q = rv.queue.model
+    ids = [q.sample_id_at(r) for r in range(min(8, q.rowCount()))]
+    rv.set_tool("box")  # the box is the teacher's prompt: the correction model switches to the teacher
+
+    def boxed(sid: int) -> float:
+        rv.queue.select_sample(sid)
+        wait(app, lambda: rv.current is not None and rv.current.sample_id == sid)
+        wait(app, lambda: rv.correction.has_embedding(sid, "teacher"), 120.0)
+        gt = rv.current.masks["gt"]
+        ys, xs = np.nonzero(gt)
+        if not len(ys):
+            return -1.0
+        h, w = gt.shape
+        m = 6
+        rv.correction.set_box(max(0, xs.min() - m), max(0, ys.min() - m), min(w, xs.max() + 1 + m),
+                              min(h, ys.max() + 1 + m))
+        wait(app, lambda: rv.correction.current_mask() is not None and not rv.correction.decoding(), 60.0)
+        got = rv.correction.current_mask()
+        return float((got & gt).sum() / max(1, (got | gt).sum())) if got is not None else -1.0
+
+    scores = {sid: boxed(sid) for sid in ids}
+    boxed(max(scores, key=scores.get))
+    for name in ("teacher", "student"):
+        rv.layer_boxes[name].setChecked(False)
+    rv.set_mode("fill")
+    shot("box_prompt")
+    for name in ("teacher", "student"):
+        rv.layer_boxes[name].setChecked(True)
+    rv.clear_correction()
+    rv.set_tool("points")
+
+
+def auto_masks_shot(app: object, win: object, root: Path, shot) -> None:  # noqa: ANN001
+    """U (automatic masks) with the teacher as the correction model, on a crop of a small demo project: synthetic
+    crops and the shipped demo models (app.demo), because the demo teacher was trained on such crops and finds their
+    defects with the CLI's default filters. The best candidate becomes the correction (purple); the model layers
+    are hidden so it reads."""
+    from sqlalchemy import select
+
+    from app.demo import build_demo_project
+    from store.project import Project
+    from store.schema import Sample
+
+    build_demo_project(root, count=6)
+    win.open_project(root)
+    rv = win.review
+    wait(app, lambda: rv.current is not None and rv.queue.model.rowCount() > 0)
+    with Project.open(root) as p, p.db.session() as s:
+        sid = s.scalar(select(Sample.id).where(Sample.path.like("%dent_00002%")))
+    rv.queue.select_sample(sid)
+    wait(app, lambda: rv.current is not None and rv.current.sample_id == sid)
+    rv.model_box.setCurrentIndex(rv.model_box.findData("teacher"))
+    rv.auto_masks()
+    wait(app, lambda: rv.correction.auto_candidates() is not None, 900.0)  # a 16x16 grid of SAM 2 decodes on CPU
+    for name in ("teacher", "student", "gt"):
+        rv.layer_boxes[name].setChecked(False)
+    rv.set_mode("fill")
+    opacity = rv.opacity_slider.value()
+    rv.opacity_slider.setValue(70)
+    shot("auto_masks")
+    rv.opacity_slider.setValue(opacity)
+    for name in ("teacher", "student", "gt"):
+        rv.layer_boxes[name].setChecked(True)
+    rv.clear_correction()
+    rv.model_box.setCurrentIndex(rv.model_box.findData("student"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
+    ap.add_argument("--only", choices=["auto_masks"], help="render just this shot (it needs no magnetic-tile data)")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get(
         "MASKBENCH_MAGNETIC_TILE", REPO.parent / "shared" / "datasets" / "magnetic-tile")))
     args = ap.parse_args()
@@ -121,6 +206,20 @@ def main() -> int:
     from app.settings import Settings
     from app.window_main import MainWindow
 
+    if args.only == "auto_masks":
+        args.out.mkdir(parents=True, exist_ok=True)
+        win = MainWindow(Settings(), dialogs=False)
+        win.resize(1600, 940)
+        win.show()
+
+        def only_shot(name: str) -> None:
+            wait(app, lambda: False, 0.4)
+            win.grab().save(str(args.out / f"{name}.png"))
+            print(args.out / f"{name}.png")
+
+        auto_masks_shot(app, win, tmp / "demo-project", only_shot)
+        win.close()
+        return 0
     root = build(tmp / "project", args.data)
     args.out.mkdir(parents=True, exist_ok=True)
     win = MainWindow(Settings(), dialogs=False)
@@ -182,6 +281,10 @@ def main() -> int:
         win.tabs.setCurrentWidget(win.panels["Judge"])
         shot("judge_panel")
     win.tabs.setCurrentIndex(0)
+    # 8. the box tool: a box prompt decoded by a real teacher (the shipped demo SAM 2, see its model card)
+    box_prompt_shot(app, rv, root, shot)
+    # 9. automatic masks (U) with the teacher, on a demo-project crop (its own project: see auto_masks_shot)
+    auto_masks_shot(app, win, tmp / "demo-project", shot)
     win.close()
     print("\n".join(shots))
     return 0

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install maskbench into ./.venv.
 #   bash scripts/setup.sh full     workbench with torch, SAM 2, timm, ONNX tooling (GUI + training + export)
-#   bash scripts/setup.sh test     full + test tools (+ OpenSSH server for the SSH benchmark tests, via apt, as root)
+#   bash scripts/setup.sh test     full + test tools (+ OpenSSH server for the SSH benchmark tests and PostgreSQL server
+#                                  for the shared-store tests, via apt, as root, when missing)
 #   bash scripts/setup.sh station  review/annotation with ONNX Runtime only: no torch (inspection stations)
 # Re-running is cheap: pip skips what is already installed.
 set -euo pipefail
@@ -31,6 +32,11 @@ case "$profile" in
       if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null) \
           || echo "warning: could not install openssh-server; the SSH benchmark tests will fail" >&2
+      fi
+      # A PostgreSQL server for the shared-store tests (tests/store/test_postgres*.py start their own on loopback).
+      if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+          || echo "warning: could not install postgresql; the PostgreSQL store tests will fail" >&2
       fi
     else
       "${pip[@]}" -e ".[full]"

@@ -17,6 +17,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from store import integrity
@@ -24,6 +25,7 @@ from store.errors import UserError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 30_000
+PG_MIGRATION_LOCK = 0x6D61736B  # "mask": the PostgreSQL advisory lock key that serialises migrations
 
 
 class StoreError(UserError):
@@ -39,19 +41,34 @@ def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     cur.close()
 
 
+def driver_url(url: str) -> str:
+    """A plain postgresql:// (or postgres://) URL pointed at psycopg 3, the PostgreSQL driver maskbench installs.
+
+    Why: users write plain postgresql:// URLs, and SQLAlchemy 2.0 maps those to psycopg2 (2.1 to psycopg), so the
+    same project.yaml would open or fail depending on the SQLAlchemy release. Other URLs are returned unchanged."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        try:
+            engine = create_engine(driver_url(url), pool_pre_ping=True)
+        except (ImportError, NoSuchModuleError) as exc:  # a driver this install lacks: one line, not a traceback
+            raise StoreError(f"no Python driver for the database URL scheme {url.split(':', 1)[0]!r} ({exc}); "
+                             "PostgreSQL uses psycopg: pip install 'psycopg[binary]'") from None
     return engine
 
 
 def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.set_main_option("sqlalchemy.url", driver_url(url).replace("%", "%%"))
     return cfg
 
 
@@ -82,6 +99,12 @@ def upgrade(engine: Engine, url: str, revision: str = "head") -> None:
         integrity.snapshot(path, path.with_name(f"{path.name}{integrity.MIGRATION_MARK}{current}"))
     cfg = alembic_config(url)
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Stations opening one shared store at the same time: without a lock each runs the migration and all but
+            # one fail ("alembic_version already exists"). One migrates; the others wait here, then find it done.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK})")
+            if MigrationContext.configure(conn).get_current_revision() == target:
+                return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

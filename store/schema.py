@@ -42,6 +42,15 @@ class MaskSource(str, enum.Enum):
     TEACHER = "teacher"
     STUDENT = "student"
     CORRECTED = "corrected"
+    # A model's output for a reviewer's prompts in the correction tool (Prediction.prompt_source "human"): kept apart
+    # from TEACHER / STUDENT so it never stands in for the model's own prediction (review layers, approvals).
+    PROMPTED = "prompted"
+    # A mask a reviewer gave SAM 2 as its mask input (Prediction.mask_prompt_id), when it is not an existing row.
+    MASK_PROMPT = "mask_prompt"
+
+
+# Prediction.prompt_source of a mask a reviewer prompted in the correction tool (points, box, mask input)
+HUMAN_PROMPT_SOURCE = "human"
 
 
 class ModelKind(str, enum.Enum):
@@ -129,6 +138,10 @@ class Prediction(Base):
     points: Mapped[list[Any]] = mapped_column(JSON)  # [[x, y], ...] in image pixels
     labels: Mapped[list[Any]] = mapped_column(JSON)  # 1 positive, 0 negative
     prompt_source: Mapped[str] = mapped_column(String(16))  # saliency | ground_truth | human | grid
+    # Teacher-only prompts of the correction tool, so a human-prompted mask replays: a box [x0, y0, x1, y1] in image
+    # pixels and the mask given as SAM 2's mask input (inference.segmenter.mask_to_logits turns it into logits).
+    box: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    mask_prompt_id: Mapped[int | None] = mapped_column(ForeignKey("masks.id"), default=None)
     score: Mapped[float] = mapped_column(Float)
     device: Mapped[str | None] = mapped_column(String(32), default=None)
     precision: Mapped[str | None] = mapped_column(String(16), default=None)

@@ -4,9 +4,20 @@ The expensive encoder pass runs once per crop and model in a worker (and ahead o
 click only decodes, in a second worker, against the cached embedding. Clicks that arrive while a decode is still
 queued replace it (only the latest point set matters), and a result for an older point set is dropped.
 
-The mask shown is `(base | painted) & ~erased`, where base is the decoded mask once there is a point, else the
+The mask shown is `(base | painted) & ~erased`, where base is the decoded mask once there is a prompt, else the
 chosen model's existing prediction (so the brush can touch up a prediction directly), else empty. Backspace takes
-back the last action (point or brush stroke).
+back the last action (point, box, mask prompt or brush stroke).
+
+Box and mask prompts (the teacher's only, design seed 001): a dragged box and a mask given as SAM 2's mask input
+(the current correction or the ground truth, to refine it) are decoded together with the points, in the same worker
+and with the same "latest wins" rule. `prompt_record` hands the prompts and the model's answer to the save, which
+stores them as a Prediction so the mask replays.
+
+Automatic masks (U): inference.automask's grid of point prompts, decoded in the decode worker against the crop's
+cached embedding (no extra encoder pass; when the embedding is not there yet the search starts when it arrives).
+The candidates, best first, are stepped through with U; the one shown is the grid point that produced it plus its
+decoded mask, exactly as if the reviewer had clicked there, so further clicks refine it, the brush touches it up,
+Backspace takes it back and Enter saves it like any correction.
 """
 
 from __future__ import annotations
@@ -26,7 +37,10 @@ import cv2
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from inference.segmenter import Embedding, Segmenter
+from inference.automask import AutoMask, generate_masks
+from inference.batch import AutoOptions
+from inference.segmenter import Embedding, Prompt, Segmenter, decode_prompt
+from review.verdicts import HumanPrompt
 from widgets.workers import TaskPool
 
 log = logging.getLogger("maskbench.correction")
@@ -60,6 +74,8 @@ class CorrectionController(QObject):
     pointsChanged = Signal(object, object)  # points [(x, y)], labels [int]
     statusChanged = Signal(str)
     embeddingReady = Signal(int, str)  # sample id, kind
+    autoMasksReady = Signal(int, str, int)  # sample id, kind, candidates found
+    boxChanged = Signal(object)  # (x0, y0, x1, y1) in image pixels, or None
 
     def __init__(self, provider: SegmenterProvider | None = None, embedder: Embedder | None = None,
                  parent: QObject | None = None, embed_cache: int = 8) -> None:
@@ -93,6 +109,19 @@ class CorrectionController(QObject):
         self.last_decode_ms: float | None = None  # worker time of the last decode
         self.last_click_to_mask_ms: float | None = None  # click to mask delivered on the GUI thread
         self.brush_radius = 6
+        # teacher-only prompts (SAM 2's box= and mask_input=), decoded with the points; see set_box/set_mask_prompt
+        self.box: tuple[float, float, float, float] | None = None
+        self.mask_prompt: np.ndarray | None = None
+        self.mask_prompt_source: str | None = None  # "current" | "ground_truth"
+        self._decoded_meta: tuple[float, int | None] | None = None  # (score, model id) of the decode shown
+        # automatic masks: the CLI's defaults (`predict --prompts auto`); candidates of one (kind, sample) at a time
+        self.auto_options = AutoOptions()
+        self._auto: list[AutoMask] | None = None
+        self._auto_key: tuple[str, int] | None = None
+        self._auto_index = -1
+        self._auto_due = False
+        self._auto_running: tuple[str, int] | None = None
+        self.last_auto_ms: float | None = None
 
     # sample ---------------------------------------------------------------------------------------------------
     def set_sample(self, sample_id: int, image: np.ndarray, base_masks: dict[str, np.ndarray | None],
@@ -103,13 +132,19 @@ class CorrectionController(QObject):
         self.image = image
         self.base_masks = {"teacher": base_masks.get("teacher"), "student": base_masks.get("student")}
         self._reset_edits()
+        self._auto, self._auto_key, self._auto_index, self._auto_due = None, None, -1, False
         self.pointsChanged.emit([], [])
         if self.provider is not None:
             self.ensure_embedding(sample_id, image, priority=0)
 
     def _reset_edits(self) -> None:
         self.points, self.labels, self._actions = [], [], []
+        if self.box is not None:
+            self.boxChanged.emit(None)
+        self.box = None
+        self.mask_prompt = self.mask_prompt_source = None
         self._decoded = None
+        self._decoded_meta = None
         self._painted = self._erased = None
         self._seq += 1
         self._decode_due = False
@@ -123,9 +158,15 @@ class CorrectionController(QObject):
         if kind not in ("teacher", "student") or kind == self.kind:
             return
         self.kind = kind
+        if kind == "student" and (self.box is not None or self.mask_prompt is not None):
+            # the student takes points only: its decode would refuse these (and Enter would wait for it forever)
+            self._actions = [a for a in self._actions if a[0] not in ("box", "mask_prompt")]
+            self.box = self.mask_prompt = self.mask_prompt_source = None
+            self.boxChanged.emit(None)
+            self.statusChanged.emit("box and mask prompts dropped: the student takes points only")
         if self.sample_id is not None and self.image is not None and self.provider is not None:
             self.ensure_embedding(self.sample_id, self.image, priority=0)
-            if self.points:
+            if self.has_prompts:
                 self._request_decode()
             else:
                 self._emit_mask()
@@ -195,6 +236,8 @@ class CorrectionController(QObject):
             self.statusChanged.emit(f"{kind} ready (embedding {ms:.0f} ms)")
             if self._decode_due:
                 self._request_decode()
+            if self._auto_due:
+                self._run_auto()
 
     def _embed_failed(self, key: tuple[str, int], exc: BaseException) -> None:
         self._emb_wanted.discard(key)
@@ -228,6 +271,63 @@ class CorrectionController(QObject):
         self.pointsChanged.emit(list(self.points), list(self.labels))
         self._request_decode()
 
+    @property
+    def has_prompts(self) -> bool:
+        """Points, a box or a mask prompt: the base of the mask is a decode, not the stored prediction."""
+        return bool(self.points) or self.box is not None or self.mask_prompt is not None
+
+    def _teacher_only(self, what: str) -> bool:
+        if self.kind == "teacher":
+            return True
+        self.statusChanged.emit(f"{what} prompts use the teacher (SAM 2); the student takes points only — press M")
+        return False
+
+    def set_box(self, x0: float, y0: float, x1: float, y1: float) -> bool:
+        """A box prompt (teacher only), replacing the previous box; corners in image pixels, any order, clipped to
+        the crop. Decoded with the points and mask prompt in the decode worker; Backspace takes it back."""
+        if self.image is None or not self._teacher_only("box"):
+            return False
+        h, w = self.image.shape[:2]
+        xa, xb = sorted((float(np.clip(x0, 0, w)), float(np.clip(x1, 0, w))))
+        ya, yb = sorted((float(np.clip(y0, 0, h)), float(np.clip(y1, 0, h))))
+        if xb - xa < 1 or yb - ya < 1:
+            return False
+        self._click_t = time.perf_counter()
+        self._actions.append(("box", self.box))
+        self.box = (xa, ya, xb, yb)
+        self.boxChanged.emit(self.box)
+        self._request_decode()
+        return True
+
+    def set_mask_prompt(self, mask: np.ndarray, source: str) -> bool:
+        """SAM 2's mask input (teacher only): `mask` (bool, crop size) is refined by the teacher together with the
+        points and box; `source` says where it came from ("current" correction or "ground_truth")."""
+        if self.image is None or not self._teacher_only("mask"):
+            return False
+        m = np.asarray(mask).astype(bool)
+        if m.shape != self.image.shape[:2]:
+            self.statusChanged.emit(f"mask prompt is {m.shape[1]}×{m.shape[0]}, the crop is "
+                                    f"{self.image.shape[1]}×{self.image.shape[0]}")
+            return False
+        self._click_t = time.perf_counter()
+        self._actions.append(("mask_prompt", (self.mask_prompt, self.mask_prompt_source)))
+        self.mask_prompt, self.mask_prompt_source = m.copy(), source
+        self._request_decode()
+        return True
+
+    def prompt_record(self) -> HumanPrompt | None:
+        """The prompts and the model's answer behind the mask on screen, for storing with a saved correction (None
+        when the mask is not a decode of a registered model: brush only, an automatic mask, a decode in flight)."""
+        if not self.has_prompts or self._decoded is None or self._decoded_meta is None or self.decoding():
+            return None
+        score, model_id = self._decoded_meta
+        if model_id is None:
+            return None
+        return HumanPrompt(model_id=int(model_id), points=[[x, y] for x, y in self.points],
+                           labels=list(self.labels), mask=self._decoded.copy(), score=score,
+                           box=None if self.box is None else list(self.box),
+                           mask_prompt=None if self.mask_prompt is None else self.mask_prompt.copy())
+
     def remove_last(self) -> bool:
         if not self._actions:
             return False
@@ -236,14 +336,21 @@ class CorrectionController(QObject):
             self.points.pop()
             self.labels.pop()
             self.pointsChanged.emit(list(self.points), list(self.labels))
-            if self.points:
+        elif kind == "box":
+            self.box = payload
+            self.boxChanged.emit(self.box)
+        elif kind == "mask_prompt":
+            self.mask_prompt, self.mask_prompt_source = payload
+        else:
+            self._painted, self._erased = payload
+        if kind in ("point", "box", "mask_prompt"):
+            if self.has_prompts:
                 self._request_decode()
                 return True
             self._seq += 1
             self._decoded = None
+            self._decoded_meta = None
             self._decode_due = False
-        else:
-            self._painted, self._erased = payload
         self._emit_mask()
         return True
 
@@ -278,7 +385,7 @@ class CorrectionController(QObject):
         if self.sample_id is None or self.image is None:
             return
         self._seq += 1
-        if not self.points:
+        if not self.has_prompts:
             self._decoded = None
             self._emit_mask()
             return
@@ -293,33 +400,142 @@ class CorrectionController(QObject):
             return
         self._decode_due = False
         seq, sid, kind = self._seq, self.sample_id, self.kind
-        pts = np.asarray(self.points, np.float32).reshape(-1, 2)
-        labs = np.asarray(self.labels, np.int32)
+        prompt = Prompt(np.asarray(self.points, np.float32).reshape(-1, 2), np.asarray(self.labels, np.int32),
+                        box=None if self.box is None else np.asarray(self.box, np.float32),
+                        mask=self.mask_prompt)
 
-        def work() -> tuple[np.ndarray, float]:
+        def work() -> tuple[np.ndarray, float, float, int | None]:
             t0 = time.perf_counter()
             _torch_threads(1)
             seg = self._segmenter(kind)
             with self._guard(kind):
-                out = seg.decode(emb, pts, labs)
-            return np.asarray(out.mask, bool), (time.perf_counter() - t0) * 1000
+                out = decode_prompt(seg, emb, prompt)
+            ms = (time.perf_counter() - t0) * 1000
+            return np.asarray(out.mask, bool), ms, float(out.score), getattr(seg, "model_id", None)
 
         self.decode_pool.submit(work, priority=0, key="decode",
                                 on_result=lambda r: self._decoded_ready(seq, sid, r),
                                 on_error=lambda e: self.statusChanged.emit(f"decode failed: {e}"), owner=self)
 
-    def _decoded_ready(self, seq: int, sample_id: int, result: tuple[np.ndarray, float]) -> None:
+    def _decoded_ready(self, seq: int, sample_id: int, result: tuple[np.ndarray, float, float, int | None]) -> None:
         if seq != self._seq or sample_id != self.sample_id:
             return  # a newer click or another crop superseded this decode
-        mask, ms = result
+        mask, ms, score, model_id = result
         self._decoded = mask
+        self._decoded_meta = (score, model_id)
         self._done_seq = seq
         self.last_decode_ms = ms
         self._emit_mask()
         if self._click_t is not None:
             self.last_click_to_mask_ms = (time.perf_counter() - self._click_t) * 1000
             self._click_t = None
-        self.statusChanged.emit(f"{self.kind}: {len(self.points)} point(s), decode {ms:.0f} ms")
+        extra = (" + box" if self.box is not None else "") + (
+            f" + {self.mask_prompt_source.replace('_', ' ')} mask" if self.mask_prompt is not None else "")
+        self.statusChanged.emit(f"{self.kind}: {len(self.points)} point(s){extra}, decode {ms:.0f} ms")
+
+    # automatic masks ----------------------------------------------------------------------------------------------
+    def auto_candidates(self) -> list[AutoMask] | None:
+        """The automatic masks found for the crop on screen with the current model (None: not searched yet)."""
+        return self._auto if self._auto_key == (self.kind, self.sample_id) else None
+
+    def request_auto(self) -> None:
+        """U: search the crop on screen for automatic masks and show the best; once found, each call shows the next
+        candidate (wrapping), replacing the edits made on the previous one."""
+        if self.sample_id is None or self.image is None:
+            return
+        key = (self.kind, self.sample_id)
+        found = self.auto_candidates()
+        if found is not None:
+            if found:
+                self._select_auto((self._auto_index + 1) % len(found))
+            else:
+                self.statusChanged.emit(self._auto_none_message())
+            return
+        if self._auto_running == key:
+            self.statusChanged.emit("automatic masks: still searching…")
+            return
+        if self.provider is None:
+            self.statusChanged.emit("automatic masks need a model")
+            return
+        if key not in self._emb:
+            self._auto_due = True  # runs when the embedding arrives (_embedded): never a second encoder pass
+            if key in self._emb_wanted:
+                self.statusChanged.emit(f"automatic masks: waiting for the {self.kind} embedding…")
+            else:
+                self.ensure_embedding(self.sample_id, self.image, priority=0)
+            return
+        self._run_auto()
+
+    def _run_auto(self) -> None:
+        self._auto_due = False
+        if self.sample_id is None or self.image is None:
+            return
+        key = (self.kind, self.sample_id)
+        emb = self._emb.get(key)
+        if emb is None:
+            return
+        kind, sid, image, opts = self.kind, self.sample_id, self.image, self.auto_options
+        mark = (self._seq, len(self._actions))  # edits made while it runs win over the result
+
+        def work() -> tuple[list[AutoMask], float]:
+            t0 = time.perf_counter()
+            _torch_threads(None)  # a batch of grid prompts, not one click: all threads
+            seg = self._segmenter(kind)
+            with self._guard(kind):
+                found = generate_masks(seg, image, embedding=emb, points_per_side=opts.points_per_side,
+                                       pred_score_thresh=opts.min_score, stability_thresh=opts.min_stability,
+                                       nms_thresh=opts.nms_iou)
+            return found, (time.perf_counter() - t0) * 1000
+
+        self._auto_running = key
+        self.statusChanged.emit(f"automatic masks: {opts.points_per_side}×{opts.points_per_side} grid on the {kind}…")
+        self.decode_pool.submit(work, priority=1, key="auto",
+                                on_result=lambda r: self._auto_ready(key, mark, r),
+                                on_error=lambda e: self._auto_failed(key, e), owner=self)
+
+    def _auto_ready(self, key: tuple[str, int], mark: tuple[int, int],
+                    result: tuple[list[AutoMask], float]) -> None:
+        if self._auto_running == key:
+            self._auto_running = None
+        if key != (self.kind, self.sample_id):
+            return  # another crop or model by now
+        found, ms = result
+        self._auto, self._auto_key, self._auto_index = found, key, -1
+        self.last_auto_ms = ms
+        self.autoMasksReady.emit(key[1], key[0], len(found))
+        if not found:
+            self.statusChanged.emit(self._auto_none_message())
+        elif mark != (self._seq, len(self._actions)):
+            self.statusChanged.emit(f"{len(found)} automatic mask(s) found ({ms:.0f} ms): U shows them")
+        else:
+            self._select_auto(0)
+
+    def _auto_failed(self, key: tuple[str, int], exc: BaseException) -> None:
+        if self._auto_running == key:
+            self._auto_running = None
+        log.warning("automatic masks failed for sample %s (%s): %s", key[1], key[0], exc)
+        if key == (self.kind, self.sample_id):
+            self.statusChanged.emit(f"automatic masks failed: {exc}")
+
+    def _auto_none_message(self) -> str:
+        o = self.auto_options
+        return (f"no automatic mask passed the filters (score ≥ {o.min_score:g}, stability ≥ {o.min_stability:g}): "
+                f"click points or paint")
+
+    def _select_auto(self, index: int) -> None:
+        """Show candidate `index` as a one-point correction: its grid point and its already decoded mask."""
+        found = self._auto or []
+        c = found[index]
+        self._auto_index = index
+        self._reset_edits()
+        self.points, self.labels = [c.point], [1]
+        self._actions = [("point", None)]
+        self._decoded = c.mask.copy()
+        self._done_seq = self._seq
+        self.pointsChanged.emit(list(self.points), list(self.labels))
+        self._emit_mask()
+        self.statusChanged.emit(f"{self.kind}: automatic mask {index + 1}/{len(found)} (score {c.score:.2f}, "
+                                f"stability {c.stability:.2f}, {c.area} px) · U next · Enter saves")
 
     # result -----------------------------------------------------------------------------------------------------
     def current_mask(self) -> np.ndarray | None:
@@ -327,10 +543,10 @@ class CorrectionController(QObject):
         if self.image is None or not self._actions:
             return None
         h, w = self.image.shape[:2]
-        if self.points:
+        if self.has_prompts:
             base = self._decoded
             if base is None:
-                return None  # the decode of the current points is still running
+                return None  # the decode of the current prompts is still running
         else:
             base = self.base_masks.get(self.kind)
         out = np.zeros((h, w), bool) if base is None else base.copy()
@@ -340,8 +556,8 @@ class CorrectionController(QObject):
         return out
 
     def decoding(self) -> bool:
-        """A decode for the current point set has not come back yet."""
-        return bool(self.points) and self._done_seq != self._seq
+        """A decode for the current prompts has not come back yet."""
+        return self.has_prompts and self._done_seq != self._seq
 
     def _emit_mask(self) -> None:
         self.maskChanged.emit(self.current_mask())

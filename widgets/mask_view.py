@@ -8,8 +8,9 @@ square and contours sit on pixel edges.
 
 Modes: "fill" (translucent fill), "contour" (1-pixel inner boundary) and "diff" (teacher-only pixels in the
 teacher colour, student-only in the student colour, agreement faint grey; GT and corrected as contours).
-Mouse: left/right click emit positive/negative points (point tool) or paint/erase (brush tools); wheel zooms
-around the cursor; middle button, or Space + left button, pans.
+Mouse: left/right click emit positive/negative points (point tool) or paint/erase (brush tools); with the box tool
+(the teacher's box prompt) a left drag draws a box and clicks still add points; wheel zooms around the cursor;
+middle button, or Space + left button, pans.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from PySide6.QtWidgets import (
     QGraphicsEllipseItem,
     QGraphicsItem,
     QGraphicsPixmapItem,
+    QGraphicsRectItem,
     QGraphicsScene,
     QGraphicsView,
     QStyleOptionGraphicsItem,
@@ -95,6 +97,7 @@ class MaskView(QGraphicsView):
     pointClicked = Signal(float, float, int)  # x, y in image pixels; 1 positive, 0 negative
     brushStroke = Signal(float, float, float, float, bool)  # x0, y0, x1, y1, paint (False: erase)
     brushFinished = Signal()
+    boxDrawn = Signal(float, float, float, float)  # x0, y0, x1, y1 in image pixels (box tool, left drag)
     zoomChanged = Signal(float)
     hovered = Signal(int, int)  # image pixel under the cursor
 
@@ -125,6 +128,7 @@ class MaskView(QGraphicsView):
         self._last_pan = QPointF()
         self._brush_last: QPointF | None = None
         self._brush_paint = True
+        self._box_start: QPointF | None = None
         self._fitted = True
 
         sc = self.scene()
@@ -138,6 +142,16 @@ class MaskView(QGraphicsView):
         self.cursor_item.setZValue(30)
         self.cursor_item.setVisible(False)
         sc.addItem(self.cursor_item)
+        # the box prompt (solid) and the box being dragged (dashed); cosmetic pens: 2 screen pixels at any zoom
+        self.box_item = QGraphicsRectItem()
+        self.rubber_item = QGraphicsRectItem()
+        for item, style in ((self.box_item, Qt.PenStyle.SolidLine), (self.rubber_item, Qt.PenStyle.DashLine)):
+            pen = QPen(POS_COLOUR, 2, style)
+            pen.setCosmetic(True)
+            item.setPen(pen)
+            item.setZValue(25)
+            item.setVisible(False)
+            sc.addItem(item)
         self.image_hw: tuple[int, int] = (0, 0)
         self.image: np.ndarray | None = None
         self.composited: np.ndarray | None = None  # what is on screen, at image resolution (tests, screenshots)
@@ -163,6 +177,7 @@ class MaskView(QGraphicsView):
         self.image_item.setPixmap(QPixmap())
         self.masks = {k: None for k in LAYERS}
         self.set_points([], [])
+        self.set_box(None)
         self.image_hw = (0, 0)
 
     def set_mask(self, name: str, mask: np.ndarray | None) -> None:
@@ -264,12 +279,21 @@ class MaskView(QGraphicsView):
             self.scene().addItem(it)
             self.point_items.append(it)
 
+    def set_box(self, box: tuple[float, float, float, float] | None) -> None:
+        """Show the box prompt (corners in image pixels, pixel edges), or hide it."""
+        if box is None:
+            self.box_item.setVisible(False)
+            return
+        x0, y0, x1, y1 = box
+        self.box_item.setRect(QRectF(QPointF(x0, y0), QPointF(x1, y1)).normalized())
+        self.box_item.setVisible(True)
+
     # tools --------------------------------------------------------------------------------------------------
     def set_tool(self, tool: str) -> None:
-        if tool not in ("points", "brush", "eraser"):
+        if tool not in ("points", "brush", "eraser", "box"):
             raise ValueError(tool)
         self.tool = tool
-        self.cursor_item.setVisible(tool != "points")
+        self.cursor_item.setVisible(tool in ("brush", "eraser"))
         self.viewport().setCursor(Qt.CursorShape.CrossCursor)
 
     def set_brush_radius(self, r: int) -> None:
@@ -327,7 +351,11 @@ class MaskView(QGraphicsView):
             return
         p = self.image_pos(e.position())
         if btn in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton) and self._in_image(p):
-            if self.tool == "points":
+            if self.tool == "box" and btn == Qt.MouseButton.LeftButton:
+                self._box_start = p
+                self.rubber_item.setRect(QRectF(p, p))
+                self.rubber_item.setVisible(True)
+            elif self.tool in ("points", "box"):
                 self.pointClicked.emit(float(int(p.x())), float(int(p.y())),
                                        1 if btn == Qt.MouseButton.LeftButton else 0)
             else:
@@ -348,8 +376,12 @@ class MaskView(QGraphicsView):
             e.accept()
             return
         p = self.image_pos(e.position())
-        if self.tool != "points":
+        if self.tool in ("brush", "eraser"):
             self._place_cursor(p)
+        if self._box_start is not None:
+            self.rubber_item.setRect(QRectF(self._box_start, self._clamped(p)).normalized())
+            e.accept()
+            return
         if self._in_image(p):
             self.hovered.emit(int(p.x()), int(p.y()))
         if self._brush_last is not None:
@@ -370,7 +402,22 @@ class MaskView(QGraphicsView):
             self.brushFinished.emit()
             e.accept()
             return
+        if self._box_start is not None:
+            a, b = self._box_start, self._clamped(self.image_pos(e.position()))
+            self._box_start = None
+            self.rubber_item.setVisible(False)
+            if abs(b.x() - a.x()) < 2 and abs(b.y() - a.y()) < 2:  # a click, not a drag: a positive point
+                self.pointClicked.emit(float(int(a.x())), float(int(a.y())), 1)
+            else:  # corners on pixel edges: the box covers every pixel the drag passed over
+                self.boxDrawn.emit(float(int(min(a.x(), b.x()))), float(int(min(a.y(), b.y()))),
+                                   float(int(max(a.x(), b.x())) + 1), float(int(max(a.y(), b.y())) + 1))
+            e.accept()
+            return
         super().mouseReleaseEvent(e)
+
+    def _clamped(self, p: QPointF) -> QPointF:
+        h, w = self.image_hw
+        return QPointF(min(max(p.x(), 0.0), w - 0.001), min(max(p.y(), 0.0), h - 0.001))
 
     def contextMenuEvent(self, e) -> None:  # noqa: ANN001 - right click is a negative point, not a menu
         e.accept()

@@ -197,6 +197,15 @@ class QueueModel(QAbstractTableModel):
         if row >= 0:
             self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
 
+    def set_vlm(self, sample_id: int, verdict: str | None, confidence: float | None = None) -> None:
+        """Reflect a VLM verdict a reviewer just rejected (None) without re-reading the queue."""
+        qrow = self.q.row_of.get(int(sample_id))
+        if qrow is None:
+            return
+        self.q.vlm[qrow] = VERDICTS.index(verdict) if verdict in VERDICTS else -1
+        self.q.vlm_conf[qrow] = np.nan if confidence is None or verdict is None else confidence
+        self.set_human(sample_id, VERDICTS[self.q.human[qrow]] if self.q.human[qrow] >= 0 else None)
+
     def counts(self) -> dict[str, int]:
         st = self._status
         return {

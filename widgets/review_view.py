@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from review.verdicts import latest_verdicts, record_verdict, undo_last
+from review.verdicts import accept_vlm_verdict, latest_verdicts, record_verdict, reject_vlm_verdict, undo_last
 from store.project import Project
 from store.schema import VerdictAuthorKind
 from widgets.correction import CorrectionController, Embedder, SegmenterProvider
@@ -128,9 +128,12 @@ class ReviewWidget(QWidget):
         self.view.pointClicked.connect(self._point_clicked)
         self.view.brushStroke.connect(self._brush_stroke)
         self.view.brushFinished.connect(self._brush_done)
+        self.view.boxDrawn.connect(self._box_drawn)
         self.correction.maskChanged.connect(self._correction_mask)
         self.correction.pointsChanged.connect(self.view.set_points)
+        self.correction.boxChanged.connect(self.view.set_box)
         self.correction.statusChanged.connect(self._correction_status)
+        self.correction.autoMasksReady.connect(self._auto_masks_ready)
         self.loading_label = QLabel("", self.view)
         self.loading_label.setStyleSheet("color: white; background: rgba(0,0,0,140); padding: 4px;")
         self.loading_label.move(8, 8)
@@ -245,6 +248,13 @@ class ReviewWidget(QWidget):
             gl.addWidget(b, i // 2, i % 2)
         self.human_label = QLabel("")
         gl.addWidget(self.human_label, 2, 0, 1, 2)
+        self.accept_vlm_button = QPushButton("accept VLM  [A]")
+        self.reject_vlm_button = QPushButton("reject VLM  [X]")
+        for i, (b, fn) in enumerate(((self.accept_vlm_button, self.accept_vlm),
+                                     (self.reject_vlm_button, self.reject_vlm))):
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            b.clicked.connect(lambda _c=False, f=fn: f())
+            gl.addWidget(b, 3, i)
         v.addWidget(box)
 
         box = QGroupBox("Correct (click: + point, right click: − point)")
@@ -258,7 +268,8 @@ class ReviewWidget(QWidget):
         gl.addWidget(self.model_box, 0, 1, 1, 2)
         self.tool_buttons: dict[str, QToolButton] = {}
         tools = QHBoxLayout()
-        for tool, title in (("points", "points [P]"), ("brush", "brush [D]"), ("eraser", "eraser [E]")):
+        for tool, title in (("points", "points [P]"), ("box", "box [R]"), ("brush", "brush [D]"),
+                            ("eraser", "eraser [E]")):
             b = QToolButton()
             b.setText(title)
             b.setCheckable(True)
@@ -276,6 +287,11 @@ class ReviewWidget(QWidget):
         self.brush_spin.valueChanged.connect(self._brush_radius)
         gl.addWidget(QLabel("brush radius"), 2, 0)
         gl.addWidget(self.brush_spin, 2, 1)
+        self.auto_button = QPushButton("auto masks [U]")
+        self.auto_button.setToolTip("automatic masks of this crop with the chosen model; U again: next candidate")
+        self.auto_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.auto_button.clicked.connect(self.auto_masks)
+        gl.addWidget(self.auto_button, 6, 0, 1, 3)  # a row of its own, below the prompt tools: the label fits
         self.save_button = QPushButton("save correction [Enter]")
         self.save_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.save_button.clicked.connect(self.save_correction)
@@ -287,6 +303,19 @@ class ReviewWidget(QWidget):
         self.correction_label = QLabel("")
         self.correction_label.setWordWrap(True)
         gl.addWidget(self.correction_label, 4, 0, 1, 3)
+        # teacher-only mask prompts: SAM 2 refines a mask given as its mask input, with any points and box
+        self.refine_buttons: dict[str, QPushButton] = {}
+        refine = QHBoxLayout()
+        for source, title, tip in (
+                ("current", "refine mask [C]", "the teacher refines the mask on screen (SAM 2 mask input)"),
+                ("ground_truth", "refine GT [⇧C]", "Shift+C: the teacher refines the ground-truth mask")):
+            b = QPushButton(title)
+            b.setToolTip(tip)
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            b.clicked.connect(lambda _c=False, src=source: self.refine_mask(src))
+            self.refine_buttons[source] = b
+            refine.addWidget(b)
+        gl.addLayout(refine, 5, 0, 1, 3)
         v.addWidget(box)
 
         self.session_label = QLabel("session: 0 verdicts")
@@ -302,6 +331,8 @@ class ReviewWidget(QWidget):
             "student_better": lambda: self.give_verdict("student_better"),
             "both_good": lambda: self.give_verdict("both_good"),
             "both_bad": lambda: self.give_verdict("both_bad"),
+            "accept_vlm": self.accept_vlm,
+            "reject_vlm": self.reject_vlm,
             "undo": self.undo,
             "next": lambda: self.step(1),
             "prev": lambda: self.step(-1),
@@ -317,9 +348,13 @@ class ReviewWidget(QWidget):
             "tool_points": lambda: self.set_tool("points"),
             "tool_brush": lambda: self.set_tool("brush"),
             "tool_eraser": lambda: self.set_tool("eraser"),
+            "tool_box": lambda: self.set_tool("box"),
+            "refine_mask": lambda: self.refine_mask("current"),
+            "refine_gt": lambda: self.refine_mask("ground_truth"),
             "brush_smaller": lambda: self.brush_spin.setValue(max(1, int(self.brush_spin.value() / 1.3))),
             "brush_bigger": lambda: self.brush_spin.setValue(int(self.brush_spin.value() * 1.3) + 1),
             "switch_model": self.switch_model,
+            "auto_masks": self.auto_masks,
             "remove_point": self.remove_last_point,
             "clear_points": self._escape,
             "save_correction": self.save_correction,
@@ -586,8 +621,16 @@ class ReviewWidget(QWidget):
                 cb.setIcon(swatch(colours[name]))
 
     def set_tool(self, tool: str) -> None:
+        if tool == "box":
+            self._use_teacher("box")
         self.view.set_tool(tool)
         self.tool_buttons[tool].setChecked(True)
+
+    def _use_teacher(self, what: str) -> None:
+        """Box and mask prompts are the teacher's (the student takes points only): switch the model, and say so."""
+        if self.correction.kind != "teacher":
+            self.model_box.setCurrentIndex(max(0, self.model_box.findData("teacher")))
+            self.message.emit(f"{what} prompts use the teacher model (M switches back to the student)")
 
     def _brush_radius(self, r: int) -> None:
         self.view.set_brush_radius(r)
@@ -631,6 +674,59 @@ class ReviewWidget(QWidget):
                     on_result=lambda _v: self.verdictStored.emit(sid, kind),
                     on_error=lambda e: self._write_failed(sid, kind, e))
         self._after_verdict(sid, kind)
+
+    def _shown_vlm(self) -> tuple[int, dict[str, Any]] | None:
+        """The crop on screen and its VLM verdict, or None with a one-line message saying why not."""
+        if self.project is None or self.current is None or self.current.sample_id != self.current_id:
+            self.message.emit("wait for the crop to show before judging it")
+            return None
+        if not self.current.vlm:
+            self.message.emit(f"#{self.current.sample_id}: no VLM verdict on this crop: nothing to accept or reject")
+            return None
+        return self.current.sample_id, self.current.vlm
+
+    def accept_vlm(self) -> None:
+        """A: the VLM judge's verdict becomes the reviewer's (review.verdicts.accept_vlm_verdict), then the next crop."""
+        shown = self._shown_vlm()
+        if shown is None or self.project is None:
+            return
+        sid, vlm = shown
+        kind = vlm["verdict"]
+        if kind not in VERDICT_KEYS:  # "uncertain": no human verdict says that
+            self.message.emit(f"#{sid}: the VLM judge is {VERDICT_LABEL.get(kind, kind)}: nothing to accept, "
+                              "give your own verdict")
+            return
+        db = self.project.db
+        self._write(accept_vlm_verdict, db, sid, self.reviewer, vlm.get("id"),
+                    on_result=lambda _v: self.verdictStored.emit(sid, kind),
+                    on_error=lambda e: self._write_failed(sid, kind, e))
+        self._after_verdict(sid, kind)
+
+    def reject_vlm(self) -> None:
+        """X: the VLM judge's verdict stops counting (review.verdicts.reject_vlm_verdict) and the crop stays pending
+        for a human verdict; the view moves on. Ctrl+Z takes a rejection back."""
+        shown = self._shown_vlm()
+        if shown is None or self.project is None:
+            return
+        sid, vlm = shown
+        db = self.project.db
+        self._write(reject_vlm_verdict, db, sid, self.reviewer, vlm.get("id"),
+                    on_result=lambda _v: self._vlm_rejected(sid),
+                    on_error=lambda e: self._write_failed(sid, "reject VLM", e))
+        self.current.vlm = None  # the cached crop shows "not judged" until it is read again
+        self.queue.model.set_vlm(sid, None)
+        self._emit_counts()
+        self.session.add(1)
+        self._emit_session()
+        msg = f"#{sid}: VLM verdict {VERDICT_LABEL.get(vlm['verdict'], vlm['verdict'])} rejected, still pending"
+        self.message.emit(msg)
+        if not self.queue.step(1):
+            self._update_side(self.current)
+            self.message.emit(f"{msg} — end of the queue")
+
+    def _vlm_rejected(self, sid: int) -> None:
+        self.cache.drop(sid)  # read again on return: an older VLM verdict, if any, is the one in effect now
+        self.verdictStored.emit(sid, "reject_vlm")
 
     def _after_verdict(self, sid: int, kind: str) -> None:
         self.queue.model.set_human(sid, kind)
@@ -719,6 +815,34 @@ class ReviewWidget(QWidget):
     def _brush_done(self) -> None:
         self._stroking = False
 
+    def _box_drawn(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        if self.current is None:
+            return
+        self._use_teacher("box")
+        self.correction.set_box(x0, y0, x1, y1)
+
+    def refine_mask(self, source: str) -> None:
+        """C / Shift+C: give the teacher a mask as SAM 2's mask input, to refine with any points and box: the mask on
+        screen ("current": the correction, else the saved correction, else the teacher's prediction) or the ground
+        truth ("ground_truth")."""
+        if self.current is None or self.current.sample_id != self.current_id:
+            self.message.emit("wait for the crop to show first")
+            return
+        masks = self.current.masks
+        if source == "ground_truth":
+            mask, what = masks.get("gt"), "ground-truth"
+        else:
+            mask = self.correction.current_mask()
+            for name in ("corrected", "teacher"):
+                mask = masks.get(name) if mask is None else mask
+            what = "current"
+        if mask is None:
+            self.message.emit(f"#{self.current.sample_id}: no {what} mask to refine")
+            return
+        self._use_teacher("mask")
+        if self.correction.set_mask_prompt(mask, source):
+            self.message.emit(f"#{self.current.sample_id}: the teacher refines the {what} mask; add points or a box")
+
     def _correction_mask(self, mask: np.ndarray | None) -> None:
         if self.current is None:
             return
@@ -731,6 +855,20 @@ class ReviewWidget(QWidget):
         if self._save_when_decoded and not self.correction.decoding():
             self._save_when_decoded = False
             self.save_correction()
+
+    def auto_masks(self) -> None:
+        """U: automatic masks of the crop on screen with the chosen correction model (the first press searches in a
+        worker, each further press shows the next candidate)."""
+        if self.current is None or self.current.sample_id != self.current_id:
+            self.message.emit("wait for the crop to show first")
+            return
+        self.correction.request_auto()
+
+    def _auto_masks_ready(self, sid: int, kind: str, n: int) -> None:
+        if n:
+            self.message.emit(f"#{sid}: {n} automatic mask(s) from the {kind}; U: next, Enter: save")
+        else:
+            self.message.emit(f"#{sid}: no automatic mask from the {kind} passed the filters")
 
     def _correction_status(self, text: str) -> None:
         self.correction_label.setText(text)
@@ -763,7 +901,9 @@ class ReviewWidget(QWidget):
         data = self.cache.get(sid)
         if data is not None:
             data.masks["corrected"] = mask
-        self._write(record_verdict, db, sid, "corrected", self.reviewer, corrected_mask=mask,
+        # the prompts and the model's answer behind the mask, stored with it in the same transaction (replayable)
+        prompt = self.correction.prompt_record()
+        self._write(record_verdict, db, sid, "corrected", self.reviewer, corrected_mask=mask, prompt=prompt,
                     on_result=lambda _v: self.verdictStored.emit(sid, "corrected"),
                     on_error=lambda e: self._write_failed(sid, "corrected", e))
         self._after_verdict(sid, "corrected")

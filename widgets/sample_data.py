@@ -31,7 +31,7 @@ class SampleData:
     masks: dict[str, np.ndarray | None]  # teacher, student, gt, corrected
     metrics: dict[str, float | None] = field(default_factory=dict)
     flagged: bool = False
-    vlm: dict[str, Any] | None = None  # verdict, confidence, reason, author
+    vlm: dict[str, Any] | None = None  # verdict, confidence, reason, author, id (of the VLM verdict row)
     human: str | None = None  # standing human verdict
     sha256: str = ""
     error: str | None = None
@@ -79,7 +79,7 @@ def load_sample(db: Database, sample_id: int) -> SampleData:
         vlm = None
         if vv is not None:
             vlm = {"verdict": vv.verdict.value, "confidence": vv.confidence, "reason": vv.reason or "",
-                   "author": vv.author}
+                   "author": vv.author, "id": vv.id}
         path, cls, split, sha = smp.path, smp.defect_class, smp.split, smp.sha256
         flagged = bool(d.flagged) if d is not None else False
         human = hv.verdict.value if hv is not None else None

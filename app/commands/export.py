@@ -26,7 +26,14 @@ def export(
     calibration: str = typer.Option("stratified", "--calibration", help="stratified or hard (favours hard crops)."),
     calibration_samples: Optional[int] = typer.Option(None, "--calibration-samples",
                                                       help="INT8 calibration crops (default hardware.calibration_samples)."),
-    calibration_method: str = typer.Option("minmax", "--calibration-method", help="minmax, entropy or percentile."),
+    calibration_method: str = typer.Option("auto", "--calibration-method",
+                                           help="auto (tries minmax, entropy, percentile; keeps the best parity), "
+                                                "minmax, entropy or percentile."),
+    int8_target: float = typer.Option(0.95, "--int8-target",
+                                      help="INT8 parity mean IoU to reach by keeping the most sensitive layers in "
+                                           "float (a per-layer sensitivity sweep; the card lists it)."),
+    latency_runs: int = typer.Option(20, "--latency-runs",
+                                     help="CPU latency runs per precision for the model cards (0 skips)."),
     tensorrt: bool = typer.Option(False, "--tensorrt", help="Build TensorRT engines (or print the trtexec commands)."),
     teacher: bool = typer.Option(False, "--teacher", help="Also export the SAM 2 teacher as an encoder/decoder pair."),
     split_pair: bool = typer.Option(True, "--split-pair/--no-split-pair", help="Also write the encoder/decoder pair."),
@@ -38,7 +45,8 @@ def export(
 
     opts = ExportOptions(
         precisions=parse_precisions(precision), calibration=calibration, calibration_samples=calibration_samples,
-        calibration_method=calibration_method, tensorrt=tensorrt, teacher=teacher, split_pair=split_pair,
+        calibration_method=calibration_method, int8_target=int8_target, latency_runs=latency_runs,
+        tensorrt=tensorrt, teacher=teacher, split_pair=split_pair,
         val_limit=val_limit, command="maskbench export " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         if len(sys.argv) > 2 and sys.argv[1] == "export" else None,
     )

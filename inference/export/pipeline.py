@@ -19,8 +19,11 @@ from typing import Any
 
 from inference.export import calibration as calib_mod
 from inference.export import card as card_mod
+from inference.export import int8_search
+from inference.export import latency as latency_mod
 from inference.export import parity as parity_mod
 from inference.export import tensorrt as trt_mod
+from inference.export.quantize import CALIBRATION_METHODS
 from store.errors import UserError
 from store.schema import Export
 
@@ -54,7 +57,11 @@ class ExportOptions:
     precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))
     calibration: str = "stratified"
     calibration_samples: int | None = None  # None: the project's hardware.calibration_samples (500)
-    calibration_method: str = "minmax"
+    calibration_method: str = "auto"  # auto: min-max, entropy and percentile tried, the best parity kept
+    int8_target: float = 0.95  # parity mean IoU the INT8 search aims for (keeps sensitive layers in float)
+    int8_keep_float_steps: tuple[int, ...] = int8_search.EXCLUDE_STEPS  # () turns the sensitivity sweep off
+    sensitivity_crops: int = 4
+    latency_runs: int = 20  # CPU latency per precision (ONNX Runtime, 1 thread) in the cards; 0 skips it
     tensorrt: bool = False
     split_pair: bool = True
     teacher: bool = False
@@ -109,6 +116,9 @@ def run_export(project: Any, checkpoint: Path | str | None = None, options: Expo
 
     opts = options or ExportOptions()
     precisions = parse_precisions(opts.precisions)
+    if opts.calibration_method not in ("auto", *CALIBRATION_METHODS):
+        raise ExportError(f"unknown calibration method {opts.calibration_method!r}; use auto, "
+                          + ", ".join(CALIBRATION_METHODS))
     command = opts.command or default_command()
     messages: list[str] = []
 
@@ -177,8 +187,21 @@ def run_export(project: Any, checkpoint: Path | str | None = None, options: Expo
                 calib_set = calib_mod.select_calibration(project.db, n_cal, opts.calibration, opts.seed)
                 say(f"calibration set: {calib_set.size} crops ({opts.calibration}), hash {calib_set.hash[:12]}, "
                     f"per class {calib_set.per_class}")
-            reader = calib_mod.CropReader(calib_set, geom)
-            quantize.to_int8_static(raw_path, path, reader, method=opts.calibration_method)
+            cs = calib_set
+
+            def check(candidate: Path) -> parity_mod.Parity:
+                return parity_mod.compare(ref_check, parity_mod.run_all(parity_mod.OrtRunner(candidate), check_crops,
+                                                                        geom))
+
+            methods = (CALIBRATION_METHODS if opts.calibration_method == "auto"
+                       else (opts.calibration_method,))
+            found = int8_search.search_static_int8(
+                raw_path, path, lambda: calib_mod.CropReader(cs, geom), check, methods=methods,
+                target=opts.int8_target, steps=opts.int8_keep_float_steps, say=say,
+                sensitivity_feeds=[calib_mod.model_inputs(c, geom) for c in check_crops[: opts.sensitivity_crops]])
+            extra["int8_search"] = found.card()
+            say(f"int8: {found.method} calibration, {len(found.kept_float)} layer(s) kept in float, parity target "
+                f"{opts.int8_target} {'met' if found.met else 'NOT met'}")
         elif precision == "int8_weight":
             quantize.to_int8_weight(raw_path, path)
         files[precision] = path
@@ -204,6 +227,14 @@ def run_export(project: Any, checkpoint: Path | str | None = None, options: Expo
         ))
         step(f"{precision}: {status}, {path.stat().st_size / 1e6:.2f} MB, parity IoU {par.iou:.4f}, "
              f"max |dlogit| {par.max_abs:.4g}, val IoU {acc['iou']}")
+
+    if opts.latency_runs and rows:
+        singles = {r["precision"]: Path(r["path"]) for r in rows}
+        lat = latency_mod.cpu_latency(singles, calib_mod.model_inputs(check_crops[0], geom), runs=opts.latency_runs)
+        for r in rows:
+            _add_to_card(project, r, "cpu_latency", lat[r["precision"]])
+        say("CPU latency (ONNX Runtime, 1 thread, p50): " + ", ".join(
+            f"{k} {v['p50_ms']:.1f} ms ({v['vs_fp32']}x)" for k, v in lat.items()))
 
     if "fp32" not in precisions:
         fp32_path.unlink()
@@ -304,6 +335,17 @@ def _record(project: Any, path: Path, model_info: dict[str, Any], variant: str, 
         s.add(e)
         s.flush()
         return _row_dict(e)
+
+
+def _add_to_card(project: Any, row: dict[str, Any], key: str, value: Any) -> None:
+    """A measurement taken after the file was carded (latency is measured for all precisions at once)."""
+    card = dict(row["card"])
+    card[key] = value
+    card_mod.write_card(Path(row["path"]), card)
+    with project.db.session() as s:
+        e = s.get(Export, row["id"])
+        e.card = card
+    row["card"] = card
 
 
 def export_teacher(project: Any, out_dir: Path, crops: Sequence[calib_mod.Crop], command: str,

@@ -245,7 +245,7 @@ def fold_identities(path: Path, out: Path) -> Path:
     return out
 
 
-def _pre_process(src: Path, tmpdir: Path) -> Path:
+def pre_process(src: Path, tmpdir: Path) -> Path:
     """Shape inference and graph cleanup ORT recommends before quantisation (symbolic shapes when they resolve),
     then Identity folding."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -269,27 +269,41 @@ INT8_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 def to_int8_static(src: Path, dst: Path, reader: Any, method: str = "minmax",
                    op_types: Sequence[str] | None = INT8_OPS, nodes_to_exclude: Sequence[str] = ()) -> Path:
     """reader: an object with get_next() -> feeds | None (e.g. calibration.CropReader)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = pre_process(src, Path(tmp))
+        quantize_qdq(pre, dst, reader, method, op_types, nodes_to_exclude)
+    return compact(dst, int8_tables=True)
+
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def quantize_qdq(pre: Path, dst: Path, reader: Any, method: str = "minmax",
+                 op_types: Sequence[str] | None = INT8_OPS, nodes_to_exclude: Sequence[str] = ()) -> Path:
+    """Static QDQ INT8 of an already pre-processed graph (`pre_process`), tensor names kept as they are (the
+    per-layer sensitivity pass matches the QDQ graph's activations to the float graph's by name; `compact`
+    renames them)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = _pre_process(src, Path(tmp))
-        quantize_static(
-            str(pre), str(dst), reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=list(op_types) if op_types else None,
-            nodes_to_exclude=list(nodes_to_exclude) + output_heads(pre),
-            calibrate_method=methods[method],
-            # symmetric (zero points 0) and float biases: TensorRT's explicit-quantisation form (its parser takes
-            # no INT32 DequantizeLinear, which is what quantised biases become; inference.export.trt_compat checks)
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                           "CalibMovingAverage": method == "minmax", "CalibTensorRangeSymmetric": True},
-        )
-    return compact(dst, int8_tables=True)
+    if method not in methods:
+        raise ValueError(f"unknown calibration method {method!r}; use {', '.join(CALIBRATION_METHODS)} or auto")
+    quantize_static(
+        str(pre), str(dst), reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=list(op_types) if op_types else None,
+        nodes_to_exclude=list(nodes_to_exclude) + output_heads(pre),
+        calibrate_method=methods[method],
+        # symmetric (zero points 0) and float biases: TensorRT's explicit-quantisation form (its parser takes
+        # no INT32 DequantizeLinear, which is what quantised biases become; inference.export.trt_compat checks)
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                       "CalibMovingAverage": method == "minmax", "CalibTensorRangeSymmetric": True},
+    )
+    return dst
 
 
 def weight_only_int8(model: Any, exclude: Sequence[str] = ()) -> int:
@@ -355,7 +369,7 @@ def to_int8_weight(src: Path, dst: Path) -> Path:
     import onnx
 
     with tempfile.TemporaryDirectory() as tmp:
-        pre = _pre_process(src, Path(tmp))
+        pre = pre_process(src, Path(tmp))
         model = onnx.load(str(pre))
         weight_only_int8(model, exclude=output_heads(pre))
         onnx.save(model, str(dst))

@@ -14,11 +14,13 @@ from sqlalchemy import event, insert, select
 from review.flagging import flag
 from review.verdicts import (
     VerdictError,
+    accept_vlm_verdict,
     effective_verdict,
     ground_truth_masks,
     next_pending,
     queue_count,
     record_verdict,
+    reject_vlm_verdict,
     review_queue,
     trail,
     undo_last,
@@ -186,3 +188,54 @@ def test_vlm_author_kind_enum_roundtrip(project: Project) -> None:
     sid = _ids(project)[0]
     v = record_verdict(project.db, sid, "uncertain", "vlm:m", author_kind=VerdictAuthorKind.VLM)
     assert v.author_kind == VerdictAuthorKind.VLM and v.confidence is None
+
+
+def test_accept_and_reject_the_vlm_verdict_and_undo_a_rejection(project: Project) -> None:
+    from review.verdicts import latest_verdicts
+    from review.weights import WeightPolicy, compute_weights
+
+    a, b, c = _ids(project)[:3]
+    va = record_verdict(project.db, a, "student_better", "vlm:openai/x", author_kind="vlm", confidence=0.9)
+    vb = record_verdict(project.db, b, "student_better", "vlm:openai/x", author_kind="vlm", confidence=0.9)
+    vc = record_verdict(project.db, c, "uncertain", "vlm:openai/x", author_kind="vlm", confidence=0.4)
+    policy = WeightPolicy()
+    with project.db.session() as s:
+        before = compute_weights(s, policy)
+    assert before[b].source == "vlm" and before[b].feature == pytest.approx(1 + 0.5 * 0.9 * (0.3 - 1))
+
+    acc = accept_vlm_verdict(project.db, a, "ana", va.id)
+    assert (acc.author_kind, acc.verdict, acc.supersedes_id) == (VerdictAuthorKind.HUMAN, VerdictKind.STUDENT_BETTER,
+                                                                 va.id)
+    assert "accepted VLM verdict" in acc.reason and acc.confidence is None
+    rej = reject_vlm_verdict(project.db, b, "ana", vb.id)
+    assert (rej.author_kind, rej.verdict, rej.supersedes_id) == (VerdictAuthorKind.HUMAN, VerdictKind.UNDO, vb.id)
+    with pytest.raises(VerdictError, match="nothing to accept"):
+        accept_vlm_verdict(project.db, c, "ana", vc.id)
+    with pytest.raises(VerdictError, match="changed"):
+        accept_vlm_verdict(project.db, c, "ana", va.id)  # not the verdict on screen
+    with pytest.raises(VerdictError, match="no VLM verdict"):
+        reject_vlm_verdict(project.db, b, "ana", vb.id)  # already rejected: nothing in effect
+    with project.db.session() as s:
+        human = latest_verdicts(s, VerdictAuthorKind.HUMAN)
+        vlm = latest_verdicts(s, VerdictAuthorKind.VLM)
+        w = compute_weights(s, policy)
+    assert human[a].id == acc.id and b not in human  # a rejection is no verdict: b stays pending
+    assert b not in vlm and vlm[a].id == va.id
+    assert w[a].source == "human" and w[a].feature == pytest.approx(0.3)  # full policy, no VLM trust scaling
+    assert w[b].source == "none" and (w[b].feature, w[b].soft) == (1.0, 1.0)  # the rejected verdict weighs nothing
+    with project.db.session() as s:
+        assert s.scalar(select(Verdict).where(Verdict.sample_id == b, Verdict.author_kind == VerdictAuthorKind.HUMAN,
+                                              Verdict.verdict != VerdictKind.UNDO)) is None
+
+    # undo walks back: first the rejection (the VLM verdict is back), then the acceptance
+    u1 = undo_last(project.db, "ana")
+    assert u1.supersedes_id == rej.id and "rejection of VLM verdict" in u1.reason
+    with project.db.session() as s:
+        assert latest_verdicts(s, VerdictAuthorKind.VLM)[b].id == vb.id
+        assert compute_weights(s, policy)[b] == before[b]
+    u2 = undo_last(project.db, "ana")
+    assert u2.supersedes_id == acc.id
+    assert undo_last(project.db, "ana") is None  # undo rows themselves are never undone
+    with project.db.session() as s:
+        assert latest_verdicts(s, VerdictAuthorKind.HUMAN) == {}
+        assert compute_weights(s, policy) == before

@@ -59,7 +59,9 @@ def student() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def summary(project: Project, student: torch.nn.Module):
-    opts = ExportOptions(calibration_samples=24, parity_samples=6, tensorrt=True, command="pytest export")
+    # one calibration method and no sensitivity sweep here: the INT8 search has its own test below
+    opts = ExportOptions(calibration_samples=24, parity_samples=6, tensorrt=True, command="pytest export",
+                         calibration_method="minmax", int8_keep_float_steps=())
     return run_export(project, options=opts, student=student)
 
 
@@ -288,3 +290,26 @@ def test_export_finds_the_active_student_from_any_folder(project: Project, stude
                                                         parity_samples=2, command="pytest active"))
     row = _by(summary, "fp32")
     assert row["status"] == "ok" and row["card"]["model"]["model_id"] is not None
+
+
+def test_int8_search_and_cpu_latency_are_in_the_cards(project: Project, student) -> None:
+    """Default export: every calibration method tried, the sensitivity sweep run (the target here is out of reach,
+    so it runs), the best trial shipped; CPU latency of every precision measured in one run."""
+    s = run_export(project, options=ExportOptions(
+        precisions=["fp32", "int8"], split_pair=False, calibration_samples=8, parity_samples=4, val_limit=4,
+        int8_target=1.01, int8_keep_float_steps=(1,), sensitivity_crops=2, latency_runs=3, command="pytest search"),
+        student=student)
+    int8 = _by(s, "int8")
+    search = int8["card"]["int8_search"]
+    assert [t["method"] for t in search["trials"][:3]] == ["minmax", "entropy", "percentile"]
+    assert len(search["trials"]) == 4 and search["trials"][3]["kept_float"] == 1
+    assert not search["met"] and search["sensitivity_layers"] > 10
+    sqnr = [w["sqnr_db"] for w in search["sensitivity_worst"] if w["sqnr_db"] is not None]
+    assert sqnr == sorted(sqnr)
+    best = max(search["trials"], key=lambda t: (t["parity_mean_iou"], t["parity_iou"]))
+    assert search["method"] == best["method"] and len(search["kept_float"]) == best["kept_float"]
+    assert int8["parity_iou"] == pytest.approx(best["parity_iou"], abs=1e-5)  # the shipped file is the best trial
+    lat = {r["precision"]: r["card"]["cpu_latency"] for r in s.rows}
+    assert lat["fp32"]["vs_fp32"] == 1.0 and lat["int8"]["p50_ms"] > 0 and lat["int8"]["runs"] == 3
+    on_disk = json.loads(Path(int8["path"] + ".card.json").read_text())
+    assert on_disk["cpu_latency"] == lat["int8"] and on_disk["int8_search"]["method"] == search["method"]

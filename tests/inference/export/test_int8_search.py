@@ -1,0 +1,113 @@
+"""The static INT8 search: per-layer sensitivity finds the layer whose activations cannot be held in 8 bits, the sweep
+keeps it in float until parity is met, and the calibration method is the one with the best measured parity. A small
+hand-built graph with a known bad layer, quantised and run by real ONNX Runtime sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from inference.export import int8_search, parity  # noqa: E402
+
+N = 16
+
+
+def two_branch_model(path: Path) -> Path:
+    """x -> MatMul(good) -> MatMul(head) -> out_x and y -> MatMul(bad) -> MatMul(head) -> out_y. The heads stay
+    float (the exporter never quantises an output head); `good` and `bad` get QDQ on their inputs x and y."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal((N, N)) / 4).astype(np.float32), n)
+             for n in ("w_good", "w_head_x", "w_bad", "w_head_y")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_good"], ["hx"], name="good"),
+        helper.make_node("MatMul", ["hx", "w_head_x"], ["out_x"], name="head_x"),
+        helper.make_node("MatMul", ["y", "w_bad"], ["hy"], name="bad"),
+        helper.make_node("MatMul", ["hy", "w_head_y"], ["out_y"], name="head_y"),
+    ]
+    vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, N, N])  # noqa: E731
+    graph = helper.make_graph(nodes, "two_branch", [vi("x"), vi("y")], [vi("out_x"), vi("out_y")], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def feeds(n: int, outlier: bool, seed: int) -> list[dict[str, np.ndarray]]:
+    """Calibration crops carry one huge value on y (min-max calibration then spends the whole INT8 range on it);
+    evaluation crops do not, so y's ordinary values all round to zero in the QDQ graph."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        x = rng.standard_normal((1, N, N)).astype(np.float32)
+        y = rng.standard_normal((1, N, N)).astype(np.float32)
+        if outlier:
+            y[0, 0, 0] = 5000.0
+        out.append({"x": x, "y": y})
+    return out
+
+
+def run(path: Path, fs: list[dict[str, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outs = []
+    for f in fs:
+        ox, oy = sess.run(None, f)
+        outs.append((oy[0], ox[0, 0, :1]))  # y's branch as the "mask logits", a value of x's as the "score"
+    return outs
+
+
+@pytest.fixture()
+def model(tmp_path: Path) -> Path:
+    return two_branch_model(tmp_path / "two_branch.onnx")
+
+
+def test_sensitivity_ranks_the_layer_with_the_outlier_first(model: Path, tmp_path: Path) -> None:
+    from inference.export import quantize
+
+    pre = quantize.pre_process(model, tmp_path)
+    qdq = quantize.quantize_qdq(pre, tmp_path / "qdq.onnx", int8_search.FeedList(feeds(4, True, 1)), "minmax")
+    sens = int8_search.layer_sensitivity(pre, qdq, feeds(2, False, 2), tmp_path)
+    by_node: dict[str, float] = {}
+    for s in sens:
+        by_node[s.node] = min(s.sqnr_db, by_node.get(s.node, np.inf))
+    assert set(by_node) == {"good", "bad"}  # the heads stay float: their input's noise is charged to the layer before
+    assert sens[0].node == "bad"
+    assert by_node["bad"] < 5.0 < 30.0 < by_node["good"], by_node
+
+
+def test_sweep_keeps_the_sensitive_layer_in_float_until_parity_is_met(model: Path, tmp_path: Path) -> None:
+    evals = feeds(3, False, 3)
+    refs = run(model, evals)
+
+    def check(candidate: Path) -> parity.Parity:
+        return parity.compare(refs, run(candidate, evals))
+
+    found = int8_search.search_static_int8(
+        model, tmp_path / "int8.onnx", lambda: int8_search.FeedList(feeds(4, True, 1)), check,
+        methods=("minmax",), target=0.95, sensitivity_feeds=feeds(2, False, 2), steps=(1, 2))
+    first, *rest = found.trials
+    assert first.kept_float == [] and first.parity.mean_iou < 0.95  # quantised as is, y's branch is lost
+    assert found.met and found.kept_float == ["bad"]
+    assert len(rest) == 1 and rest[0].parity.mean_iou >= 0.95  # the sweep stopped at the first step that met it
+    assert check(found.path).mean_iou == pytest.approx(rest[0].parity.mean_iou)  # the shipped file is that trial
+    card = found.card()
+    assert card["sensitivity_worst"][0]["node"] == "bad" and card["trials"][1]["kept_float"] == 1
+
+
+def test_auto_keeps_the_calibration_method_with_the_best_parity(model: Path, tmp_path: Path) -> None:
+    evals = feeds(3, False, 3)
+    refs = run(model, evals)
+    found = int8_search.search_static_int8(
+        model, tmp_path / "int8.onnx", lambda: int8_search.FeedList(feeds(4, True, 1)),
+        lambda c: parity.compare(refs, run(c, evals)), target=0.0, steps=())
+    assert [t.method for t in found.trials] == ["minmax", "entropy", "percentile"]
+    best = max(found.trials, key=lambda t: (t.parity.mean_iou, t.parity.iou))
+    assert found.method == best.method and found.kept_float == []
