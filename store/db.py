@@ -1,8 +1,9 @@
 """Database engine and migrations.
 
 SQLite gets WAL (readers never block the reviewer's writes), foreign keys and a busy timeout so the GUI, a judge run
-and a CLI predict can share one file. Any other SQLAlchemy URL (a shared PostgreSQL) works unchanged. Migrations
-run on open; on SQLite a copy of the file is kept before a migration touches it.
+and a CLI predict can share one file. Any other SQLAlchemy URL (a shared PostgreSQL; plain postgresql:// means the
+psycopg 3 driver) works too. Migrations run on open; on SQLite a copy of the file is kept before a migration touches
+it, on PostgreSQL they run under an advisory lock so stations opening the store together migrate it once.
 """
 
 from __future__ import annotations

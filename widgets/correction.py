@@ -13,7 +13,7 @@ Box and mask prompts (the teacher's only, design seed 001): a dragged box and a 
 and with the same "latest wins" rule. `prompt_record` hands the prompts and the model's answer to the save, which
 stores them as a Prediction so the mask replays.
 
-Automatic masks (U): inference.automask's grid of point prompts, decoded in the decode worker against the crop's
+Automatic masks (U): inference.automask's grid of point prompts, decoded in a worker of their own against the crop's
 cached embedding (no extra encoder pass; when the embedding is not there yet the search starts when it arrives).
 The candidates, best first, are stepped through with U; the one shown is the grid point that produced it plus its
 decoded mask, exactly as if the reviewer had clicked there, so further clicks refine it, the brush touches it up,
@@ -93,6 +93,9 @@ class CorrectionController(QObject):
         self._teacher_lock = threading.Lock()
         self.embed_pool = TaskPool("embed", workers=1)
         self.decode_pool = TaskPool("decode", workers=1)
+        # automatic masks get their own worker: a grid search (seconds, a minute for SAM 2 on a CPU) must not hold
+        # up the clicks of a reviewer who goes on with points meanwhile (the teacher lock still serialises SAM 2)
+        self.auto_pool = TaskPool("automask", workers=1)
         self.sample_id: int | None = None
         self.image: np.ndarray | None = None
         self.base_masks: dict[str, np.ndarray | None] = {}
@@ -489,7 +492,7 @@ class CorrectionController(QObject):
 
         self._auto_running = key
         self.statusChanged.emit(f"automatic masks: {opts.points_per_side}×{opts.points_per_side} grid on the {kind}…")
-        self.decode_pool.submit(work, priority=1, key="auto",
+        self.auto_pool.submit(work, priority=0, key="auto",
                                 on_result=lambda r: self._auto_ready(key, mark, r),
                                 on_error=lambda e: self._auto_failed(key, e), owner=self)
 
@@ -565,3 +568,4 @@ class CorrectionController(QObject):
     def close(self) -> None:
         self.embed_pool.close()
         self.decode_pool.close()
+        self.auto_pool.close()

@@ -93,7 +93,7 @@ class ReviewWidget(QWidget):
     sessionChanged = Signal(int, float)  # verdicts this session, per hour
     message = Signal(str)
     sampleShown = Signal(int)  # sample id, after the crop and overlays are on screen
-    verdictStored = Signal(int, str)  # sample id, verdict (after commit)
+    verdictStored = Signal(int, str)  # sample id, verdict or "reject_vlm" (after commit)
 
     def __init__(
         self,
