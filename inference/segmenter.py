@@ -57,10 +57,16 @@ def decode_prompt(segmenter: object, embedding: Embedding, prompt: Prompt) -> De
     model without it."""
     if prompt.points_only:
         return segmenter.decode(embedding, prompt.points, prompt.labels)  # type: ignore[attr-defined]
-    full = getattr(segmenter, "decode_full", None)
-    if full is None:
+    if not isinstance(segmenter, BoxMaskSegmenter):
         raise PromptNotSupported(not_supported_message(segmenter))
-    return full(embedding, prompt)
+    return segmenter.decode_full(embedding, prompt)
+
+
+@runtime_checkable
+class BoxMaskSegmenter(Protocol):
+    """A model that takes box and mask prompts besides points (the SAM 2 teacher)."""
+
+    def decode_full(self, embedding: Embedding, prompt: Prompt) -> Decoded: ...
 
 
 def not_supported_message(segmenter: object) -> str:
