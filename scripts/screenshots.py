@@ -271,6 +271,16 @@ def main() -> int:
     rv.overlay.toggle()
     shot("shortcuts")
     rv.overlay.close_overlay()
+    # 5b. the dialog that changes them (Help > Keyboard shortcuts)
+    from widgets.shortcuts import ShortcutsDialog
+
+    dialog = ShortcutsDialog({}, win)
+    dialog.resize(820, 1120)
+    dialog.show()
+    wait(app, lambda: False, 0.4)
+    dialog.grab().save(str(args.out / "shortcuts_dialog.png"))
+    shots.append(str(args.out / "shortcuts_dialog.png"))
+    dialog.close()
     # 6. filtered queue: VLM-judged crops
     rv.queue.vlm_box.setCurrentIndex(0)
     rv.queue.flagged_box.setChecked(True)

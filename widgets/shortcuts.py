@@ -107,7 +107,9 @@ class ShortcutsDialog(QDialog):
         self.setWindowTitle("Keyboard shortcuts")
         self.table = QTableWidget(len(SHORTCUTS), 3)
         self.table.setHorizontalHeaderLabels(["Action", "Group", "Keys (separate with ;)"])
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
         for row, (name, keys, desc, group) in enumerate(effective(current)):
             for col, text in enumerate((desc, group)):
                 item = QTableWidgetItem(text)
