@@ -23,12 +23,14 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDialog,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QRadioButton,
+    QScrollArea,
     QSlider,
     QSpinBox,
     QSplitter,
@@ -145,11 +147,19 @@ class ReviewWidget(QWidget):
 
         # right: details and controls
         side = self._build_side(colours or OKABE_ITO_LAYERS)
+        # the controls scroll rather than set the window's minimum height (a 768 px laptop screen must fit)
+        side_scroll = QScrollArea()
+        side_scroll.setWidget(side)
+        side_scroll.setWidgetResizable(True)
+        side_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        side_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        side_scroll.setMinimumWidth(side.minimumWidth() + side_scroll.verticalScrollBar().sizeHint().width())
+        side_scroll.setMaximumWidth(side.maximumWidth() + side_scroll.verticalScrollBar().sizeHint().width())
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.queue)
         split.addWidget(self.view)
-        split.addWidget(side)
+        split.addWidget(side_scroll)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
         split.setStretchFactor(2, 0)

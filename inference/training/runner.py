@@ -1,5 +1,6 @@
 """One training run: `distill` (seed 001's loss, optionally without the feature term), `finetune-teacher` (SAM 2 on
-verified masks) or `unet` (the plain supervised baseline of the distillation table). Single process or
+verified masks), `unet` (the plain supervised baseline of the distillation table) or `qat` (a trained student
+fine-tuned by distillation with fake INT8 quantisation, inference.training.qat). Single process or
 `torchrun --nproc_per_node N` (DDP; gloo on CPU, NCCL on CUDA). Rank 0 prints JSON lines, draws the progress bar
 on stderr, writes checkpoints and the TrainingRun row.
 
@@ -43,19 +44,19 @@ import torch.nn as nn
 from inference.training import crops as cr
 from inference.training.ema import ModelEMA
 from inference.training.settings import resolve, teacher_config_name, teacher_from_store
-from inference.training.tasks import DistillTask, FinetuneTask, Task, TrainStep, UNetTask
+from inference.training.tasks import DistillTask, FinetuneTask, QATTask, Task, TrainStep, UNetTask
 from inference.training.validation import ValSet, predict_views
 from store.errors import UserError
 
 MODE_NAMES = {("distill", False): "distill", ("distill", True): "distill_naive",
-              ("finetune-teacher", False): "finetune_teacher", ("unet", False): "unet"}
-MODES = ("distill", "finetune-teacher", "unet")
+              ("finetune-teacher", False): "finetune_teacher", ("unet", False): "unet", ("qat", False): "qat"}
+MODES = ("distill", "finetune-teacher", "unet", "qat")
 
 
 @dataclass
 class TrainOptions:
     project: Path
-    mode: str = "distill"  # distill | finetune-teacher | unet
+    mode: str = "distill"  # distill | finetune-teacher | unet | qat
     no_feature_loss: bool = False
     config_file: Path | None = None
     epochs: int | None = None
@@ -68,6 +69,7 @@ class TrainOptions:
     progress: bool = True
     emit: Callable[[dict[str, Any]], None] | None = None  # default: one JSON line per event on stdout
     overrides: dict[str, Any] = field(default_factory=dict)  # deep-merged into the distillation section
+    checkpoint: Path | None = None  # qat: the trained student to fine-tune (default: qat.checkpoint, active student)
 
 
 class _Stop:
@@ -292,13 +294,20 @@ def _build_task(mode_name: str, dist_cfg: dict[str, Any], train_crops: cr.CropSe
                 seed: int) -> tuple[Task, Any]:
     """The task and, for distillation, the teacher (to answer the validation clicks)."""
     tcfg = dist_cfg["training"]
-    if mode_name in ("distill", "distill_naive"):
-        from inference.student import ARCHITECTURE, StudentConfig, StudentModel
+    if mode_name in ("distill", "distill_naive", "qat"):
+        from inference.student import ARCHITECTURE, StudentConfig, StudentModel, load_checkpoint
         from inference.training.teacher import build_teacher_net
         from inference.training.teacher_targets import TeacherTargets
 
-        scfg = StudentConfig.from_project(dist_cfg["student"])
-        student = StudentModel(scfg)
+        if mode_name == "qat":  # the trained student, fake quantisation on before the EMA copy and the optimiser
+            from inference.training import qat
+
+            student = load_checkpoint(dist_cfg["qat"]["checkpoint"]).train()
+            qat.prepare_qat(student, momentum=float(dist_cfg["qat"]["observer_momentum"]))
+            scfg = student.config
+        else:
+            scfg = StudentConfig.from_project(dist_cfg["student"])
+            student = StudentModel(scfg)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # a random-weights teacher (tests) is the same on every build
             net = build_teacher_net(dist_cfg, device=str(dev))
@@ -314,6 +323,10 @@ def _build_task(mode_name: str, dist_cfg: dict[str, Any], train_crops: cr.CropSe
         emit({"event": "cache_ready", "computed": len(t_views) * n_d, "samples": len(train_crops),
               "views": len(t_views), "dihedral": n_d, "seconds": round(time.perf_counter() - t0, 2)})
         meta = {"architecture": ARCHITECTURE, "config": scfg.to_dict()}
+        if mode_name == "qat":
+            return QATTask(train_crops, scfg.input_size, tcfg, dist_cfg["loss"], student, meta, targets, ratio,
+                           no_feature_loss, source_checkpoint=dist_cfg["qat"]["checkpoint"],
+                           observer_warmup=float(dist_cfg["qat"]["observer_warmup"])), net
         task = DistillTask(train_crops, scfg.input_size, tcfg, dist_cfg["loss"], student, meta, targets, ratio,
                            no_feature_loss)
         return task, net
@@ -344,7 +357,37 @@ def _mode_schedule(mode_name: str, dist_cfg: dict[str, Any]) -> dict[str, Any]:
         u = dist_cfg.get("unet") or {}
         return {"epochs": u.get("epochs") or tcfg["epochs"], "batch_size": u.get("batch_size") or tcfg["batch_size"],
                 "lr": u.get("lr") or tcfg["lr"]}
+    if mode_name == "qat":  # a short fine-tune of trained weights: a fraction of distillation's learning rate
+        q = dist_cfg["qat"]
+        return {"epochs": q["epochs"], "batch_size": q.get("batch_size") or tcfg["batch_size"],
+                "lr": q.get("lr") or float(tcfg["lr"]) * float(q["lr_scale"])}
     return {"epochs": tcfg["epochs"], "batch_size": tcfg["batch_size"], "lr": tcfg["lr"]}
+
+
+def _qat_source(project: Any, dist_cfg: dict[str, Any], checkpoint: Path | None) -> None:
+    """The trained student a qat run fine-tunes: `--checkpoint`, else distillation.qat.checkpoint (relative to the
+    project), else the project's active student. Written into dist_cfg as an absolute path (a resumed run reloads
+    the same file), and its config replaces the run's student settings: the crops are cut at the scale and canvas
+    the checkpoint was trained at, whatever project.yaml says now."""
+    from inference.student import load_checkpoint
+
+    q = dist_cfg["qat"]
+    if checkpoint is not None:
+        src = Path(checkpoint).expanduser().resolve()
+    elif q.get("checkpoint"):
+        src = Path(q["checkpoint"]).expanduser()
+        src = src if src.is_absolute() else Path(project.root) / src
+    else:
+        from inference.registry import active_model
+
+        info = active_model(project, "student")  # NoActiveModel: a one-line UserError naming `models add student`
+        if info.backend != "torch":
+            raise UserError(f"the active student {info.name!r} is an ONNX model; qat fine-tunes a PyTorch student "
+                            "checkpoint (pass --checkpoint)")
+        src = info.resolve(project)
+    student = load_checkpoint(src)  # a missing or non-student file fails here, before any data is decoded
+    dist_cfg["student"] = {**dist_cfg["student"], **student.config.to_dict()}
+    q["checkpoint"] = str(src)
 
 
 def _crop_scale(mode_name: str, dist_cfg: dict[str, Any]) -> tuple[float, int]:
@@ -368,6 +411,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, not {opts.mode!r}")
     if opts.no_feature_loss and opts.mode != "distill":
         raise UserError("--no-feature-loss only applies to --mode distill")
+    if opts.checkpoint is not None and (opts.mode != "qat" or opts.resume is not None):
+        raise UserError("--checkpoint only applies to a new --mode qat run (a resumed run keeps its source)")
     emit_raw = opts.emit or _emit_stdout
     _Stop.requested = False
     _install_stop_handlers()
@@ -394,6 +439,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                 dist_cfg = deep_merge({"d": dist_cfg}, {"d": opts.overrides})["d"]
             teacher_from_store(project, dist_cfg)
             mode_name = MODE_NAMES[(opts.mode, bool(opts.no_feature_loss))]
+            if mode_name == "qat":
+                _qat_source(project, dist_cfg, opts.checkpoint)
         tcfg = dist_cfg["training"]
         sched = _mode_schedule(mode_name, dist_cfg)
         if opts.epochs is not None:
@@ -423,7 +470,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
 
         # ---------------------------------------------------------------- data (review -> training seam)
         samples = training_samples(project, ("train", "val"))  # an invalid weights section fails here
-        distill = mode_name.startswith("distill")
+        distill = mode_name.startswith("distill") or mode_name == "qat"  # qat: distillation's data and loss
         train_s = [s for s in samples if s.split == "train" and (s.labelled or (distill and s.prompt_points))]
         val_s = [s for s in samples if s.split == "val" and s.labelled]
         if not any(s.labelled for s in train_s):
@@ -571,6 +618,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                 if time_budget and _any_across(di, progress >= 1.0):
                     stop = True  # the time budget is spent (a finished schedule, not a user stop)
                     break
+                task.before_step(model, step, total_steps)
                 g_cpu, g_dev = _generators(seed, di.rank, step, di.device)
                 batch = task.batch(batch_size, g_cpu, g_dev)
                 clock.mark("data")
@@ -635,7 +683,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                 if on_interval or stop:
                     write_best()
                 if epoch_done and on_interval:
-                    atomic_save({"model": model.state_dict(), "meta": task.meta, "step": step, "epoch": epoch + 1, **val},
+                    atomic_save({"model": task.plain_state(model), "meta": task.meta, "step": step, "epoch": epoch + 1, **val},
                                 run_dir / "checkpoints" / f"epoch_{epoch + 1:03d}.pt")
                 if on_interval or stop or not epoch_done:
                     save_last(epoch)
@@ -678,7 +726,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
 
 
 def _set_schedule(dist_cfg: dict[str, Any], mode_name: str, key: str, value: int) -> None:
-    section = {"finetune_teacher": "finetune_teacher", "unet": "unet"}.get(mode_name, "training")
+    section = {"finetune_teacher": "finetune_teacher", "unet": "unet", "qat": "qat"}.get(mode_name, "training")
     dist_cfg.setdefault(section, {})[key] = value
 
 

@@ -8,6 +8,9 @@ Keys this package adds to the template (all optional in project.yaml, defaults h
       .class_balance / .pos_weight / .ema_decay / .clicks
   distillation.finetune_teacher.{lr, epochs, batch_size, train_image_encoder}
   distillation.unet.{epochs, batch_size, lr, width, crop_size} : the plain baseline of the distillation table
+  distillation.qat.{epochs, batch_size, lr, lr_scale, checkpoint, observer_warmup, observer_momentum} : the
+      quantisation-aware fine-tune of a trained student (lr None: training.lr x lr_scale; checkpoint None: the
+      project's active student)
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ EXTRA_DEFAULTS: dict[str, Any] = {
         },
         "finetune_teacher": {"lr": 1e-4, "epochs": None, "batch_size": 8, "train_image_encoder": True},
         "unet": {"epochs": None, "batch_size": None, "lr": 3e-3, "width": 16, "crop_size": 256},
+        # a few epochs at a tenth of distillation's rate: the weights only have to settle into the INT8 grid;
+        # the activation observers learn their ranges over the first observer_warmup share of the steps
+        "qat": {"epochs": 5, "batch_size": None, "lr": None, "lr_scale": 0.1, "checkpoint": None,
+                "observer_warmup": 0.2, "observer_momentum": 0.9},
     }
 }
 

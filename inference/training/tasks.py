@@ -13,10 +13,12 @@ decode (SAM's training recipe). Encoders run once per step; only the cheap decod
 * finetune-teacher (SAM 2): supervised term on SAM's outputs (one click: the best of the three multimask
   candidates, as SAM trains; more clicks: the single-mask output) + the IoU head's MSE.
 * unet (the plain baseline): one positive click, supervised term, no follow-ups (as described in issue 14).
+* qat (a trained student, issue 16): distill's loss and batches, with fake INT8 quantisation on the student.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +72,13 @@ class Task(ABC):
 
     @abstractmethod
     def save_best(self, model: nn.Module, path: Any, extra: dict[str, Any]) -> None: ...
+
+    def before_step(self, model: nn.Module, step: int, total_steps: int) -> None:
+        """Called before every optimiser step with the global step (QAT freezes its observers from here)."""
+
+    def plain_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The weights as a plain model holds them (epoch_NNN.pt); QAT strips its fake quantisation first."""
+        return model.state_dict()
 
 
 class PromptedTask(Task):
@@ -232,6 +241,40 @@ class DistillTask(PromptedTask):
         from inference.student import save_checkpoint
 
         save_checkpoint(model, path, extra=extra)
+
+
+class QATTask(DistillTask):
+    """qat: distillation's loss on a trained student with fake INT8 quantisation on (inference.training.qat).
+
+    The observers learn the activation ranges during the first `observer_warmup` share of the steps and are frozen
+    afterwards, so the rest of the fine-tune trains against fixed ranges as the calibrated export runs with. The
+    checkpoints are plain students (fake quantisation stripped, latent float weights): `maskbench export` reads them
+    as any other and its static INT8 is the QAT INT8."""
+
+    name = "qat"
+
+    def __init__(self, *args: Any, source_checkpoint: str, observer_warmup: float, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.source_checkpoint = source_checkpoint
+        self.observer_warmup = float(observer_warmup)
+        self.meta = {**self.meta, "qat": True, "source_checkpoint": source_checkpoint}
+
+    def before_step(self, model, step, total_steps):
+        from inference.training import qat
+
+        qat.set_observing(model, step < max(1, math.ceil(self.observer_warmup * total_steps)))
+
+    def plain_state(self, model):
+        from inference.training import qat
+
+        return qat.stripped_copy(model).state_dict()
+
+    def save_best(self, model, path, extra):
+        from inference.student import save_checkpoint
+        from inference.training import qat
+
+        save_checkpoint(qat.stripped_copy(model), path,
+                        extra={**extra, "qat": True, "source_checkpoint": self.source_checkpoint})
 
 
 # ------------------------------------------------------------------------------------------ teacher fine-tune
