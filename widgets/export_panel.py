@@ -31,7 +31,7 @@ from inference import capabilities
 
 log = logging.getLogger("maskbench.export_panel")
 
-COLUMNS = ("File", "Variant", "Precision", "Status", "Size (MB)", "Parity IoU", "Max |Δlogit|", "Val IoU", "TensorRT")
+COLUMNS = ("File", "Variant", "Precision", "Status", "Size (MB)", "Parity IoU", "Max |Δlogit|", "Val IoU", "TensorRT", "CPU ms (vs FP32)")
 PRECISIONS = (("fp32", "FP32"), ("fp16", "FP16"), ("int8", "INT8"), ("int8_weight", "INT8 weights"))
 
 
@@ -247,13 +247,16 @@ class ExportPanel(QWidget):
         for i, r in enumerate(reversed(self._rows)):
             compat = (r.get("card") or {}).get("tensorrt_compat")
             trt = "–" if compat is None else ("compatible" if compat["compatible"] else "rejected")
+            lat = (r.get("card") or {}).get("cpu_latency")  # ONNX Runtime, 1 thread, measured at export
+            cpu = "–" if lat is None else (f"{lat['p50_ms']:.1f}"
+                                           + (f" ({lat['vs_fp32']:.2f}x)" if lat.get("vs_fp32") is not None else ""))
             cells = (Path(r["path"]).name, r["variant"], r["precision"], r["status"],
                      f"{r['size_bytes'] / 1e6:.2f}", num(r["parity_iou"], ".4f"), num(r["parity_max_abs"], ".3g"),
-                     num(r["val_iou"], ".4f"), trt)
+                     num(r["val_iou"], ".4f"), trt, cpu)
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, r["path"])
-                if 4 <= j < 8:
+                if 4 <= j < 8 or j == 9:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if r["status"] != "ok" or (j == 8 and trt == "rejected"):
                     item.setForeground(Qt.GlobalColor.red)

@@ -69,6 +69,10 @@ def test_panel_exports_in_background_and_fills_table(qtbot, project: Path, monke
     fp32 = texts["student_single_fp32.onnx"]
     assert fp32[3] == "ok" and float(fp32[5]) >= 0.99 and float(fp32[4]) > 1.0 and fp32[7] != "–"
     assert max(progress_seen) >= 1 and str(summary.out_dir) in panel.status.text()
+    cpu = {name: panel.table.item(r, 9).text() for r in range(panel.row_count())
+           for name in [panel.table.item(r, 0).text()]}  # CPU latency measured by the export, one run for both
+    assert cpu["student_single_fp32.onnx"].endswith("(1.00x)") and float(cpu["student_single_fp32.onnx"].split()[0]) > 0
+    assert cpu["student_single_int8_weight.onnx"].endswith("x)")
 
     opened: list[QUrl] = []
     monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda url: opened.append(url) or True))
