@@ -51,6 +51,8 @@ MODES = [  # label, --mode, --no-feature-loss
     ("Distill (feature-aligned)", "distill", False),
     ("Distill, no feature loss (naive baseline)", "distill", True),
     ("Fine-tune teacher (SAM 2)", "finetune-teacher", False),
+    ("Plain U-Net (supervised baseline)", "unet", False),
+    ("Quantisation-aware fine-tune of the active student (INT8)", "qat", False),
 ]
 CURVE_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcbd22"]
 RUN_COLUMNS = ["id", "name", "mode", "status", "epochs", "best IoU", "started"]
@@ -100,6 +102,7 @@ class TrainingPanel(QWidget):
         self.mode_box = QComboBox()
         for label, _, _ in MODES:
             self.mode_box.addItem(label)
+        self.mode_box.currentIndexChanged.connect(self.load_settings)  # each mode has its own epochs, batch, lr
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 10_000)
         self.batch = QSpinBox()
@@ -246,7 +249,7 @@ class TrainingPanel(QWidget):
     def load_settings(self) -> None:
         if self.project is None:
             return
-        from inference.training.settings import resolve  # no torch at import
+        from inference.training.settings import mode_schedule, resolve  # no torch at import
 
         try:
             from store import config as config_mod
@@ -255,25 +258,23 @@ class TrainingPanel(QWidget):
         except Exception as exc:  # noqa: BLE001 - keep the in-memory config, say why
             self._say(f"could not reload project.yaml: {exc}")
         d = resolve(self.project.config)
-        t, ft = d["training"], d["finetune_teacher"]
-        finetune = self.mode_box.currentIndex() == 2
-        self.epochs.setValue(int((ft.get("epochs") if finetune else None) or t["epochs"]))
-        self.batch.setValue(int(ft["batch_size"] if finetune else t["batch_size"]))
-        self.lr.setValue(float(ft["lr"] if finetune else t["lr"]))
-        dev = str(t.get("device", "cpu"))
+        sched = mode_schedule(self._mode_name(), d)  # each mode's own section (finetune_teacher, unet, qat, training)
+        self.epochs.setValue(int(sched["epochs"]))
+        self.batch.setValue(int(sched["batch_size"]))
+        self.lr.setValue(float(sched["lr"]))
+        dev = str(d["training"].get("device", "cpu"))
         self.device.setCurrentText(dev if dev in ("cpu", "cuda") else "cpu")
 
     def save_settings(self) -> None:
         if self.project is None:
             return
+        from inference.training.settings import set_schedule  # no torch at import
+
         d = self._dist()
-        t = d.setdefault("training", {})
-        if self.mode_box.currentIndex() == 2:
-            ft = d.setdefault("finetune_teacher", {})
-            ft.update({"epochs": self.epochs.value(), "batch_size": self.batch.value(), "lr": self.lr.value()})
-        else:
-            t.update({"epochs": self.epochs.value(), "batch_size": self.batch.value(), "lr": self.lr.value()})
-        t["device"] = self.device.currentText()
+        for key, value in (("epochs", self.epochs.value()), ("batch_size", self.batch.value()),
+                           ("lr", self.lr.value())):
+            set_schedule(d, self._mode_name(), key, value)
+        d.setdefault("training", {})["device"] = self.device.currentText()
         self.project.save_config()
         self._say(f"settings saved to {self.project.config_path}")
 
@@ -281,6 +282,12 @@ class TrainingPanel(QWidget):
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.state() != QProcess.NotRunning
+
+    def _mode_name(self) -> str:
+        from inference.training.settings import MODE_NAMES  # no torch at import
+
+        _label, mode, naive = MODES[self.mode_box.currentIndex()]
+        return MODE_NAMES[(mode, naive)]
 
     def command(self, resume: str | None = None) -> list[str]:
         label, mode, naive = MODES[self.mode_box.currentIndex()]

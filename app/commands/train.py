@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
 def train(
     project: Path = typer.Option(..., "--project", "-p", help="Project folder."),
     mode: str = typer.Option("distill", "--mode",
-                             help="distill | finetune-teacher | unet (the plain baseline) | qat (INT8-aware fine-tune)."),
+                             help="distill | finetune-teacher | unet (the plain baseline) | qat (INT8-aware "
+                                  "fine-tune of a trained student)."),
     no_feature_loss: bool = typer.Option(False, "--no-feature-loss", help="Naive logit baseline (ablation)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML laid over the project's distillation settings."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),

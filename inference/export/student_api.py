@@ -129,7 +129,7 @@ def load_for_export(project: Any, checkpoint: Path | str | None) -> tuple[Any, d
                 checkpoint, meta["model_id"] = rec.checkpoint_path, rec.id
             else:
                 run = s.scalars(select(TrainingRun).where(TrainingRun.best_checkpoint.is_not(None),
-                                                          TrainingRun.mode.like("distill%"))
+                                                          TrainingRun.mode.like("distill%") | (TrainingRun.mode == "qat"))
                                 .order_by(TrainingRun.id.desc())).first()
                 if run is not None:
                     checkpoint, meta["training_run_id"] = run.best_checkpoint, run.id

@@ -43,14 +43,19 @@ import torch.nn as nn
 
 from inference.training import crops as cr
 from inference.training.ema import ModelEMA
-from inference.training.settings import resolve, teacher_config_name, teacher_from_store
+from inference.training.settings import (
+    MODE_NAMES,
+    MODES,
+    mode_schedule,
+    resolve,
+    set_schedule,
+    teacher_config_name,
+    teacher_from_store,
+)
 from inference.training.tasks import DistillTask, FinetuneTask, QATTask, Task, TrainStep, UNetTask
 from inference.training.validation import ValSet, predict_views
 from store.errors import UserError
 
-MODE_NAMES = {("distill", False): "distill", ("distill", True): "distill_naive",
-              ("finetune-teacher", False): "finetune_teacher", ("unet", False): "unet", ("qat", False): "qat"}
-MODES = ("distill", "finetune-teacher", "unet", "qat")
 
 
 @dataclass
@@ -347,23 +352,6 @@ def _build_task(mode_name: str, dist_cfg: dict[str, Any], train_crops: cr.CropSe
     return UNetTask(train_crops, unet, tcfg, int(ucfg.get("crop_size", 256)), unet.config.input_size), None
 
 
-def _mode_schedule(mode_name: str, dist_cfg: dict[str, Any]) -> dict[str, Any]:
-    """epochs, batch size and learning rate of the mode (teacher fine-tuning and the U-Net have their own)."""
-    tcfg = dist_cfg["training"]
-    if mode_name == "finetune_teacher":
-        ft = dist_cfg["finetune_teacher"]
-        return {"epochs": ft.get("epochs") or tcfg["epochs"], "batch_size": ft["batch_size"], "lr": ft["lr"]}
-    if mode_name == "unet":
-        u = dist_cfg.get("unet") or {}
-        return {"epochs": u.get("epochs") or tcfg["epochs"], "batch_size": u.get("batch_size") or tcfg["batch_size"],
-                "lr": u.get("lr") or tcfg["lr"]}
-    if mode_name == "qat":  # a short fine-tune of trained weights: a fraction of distillation's learning rate
-        q = dist_cfg["qat"]
-        return {"epochs": q["epochs"], "batch_size": q.get("batch_size") or tcfg["batch_size"],
-                "lr": q.get("lr") or float(tcfg["lr"]) * float(q["lr_scale"])}
-    return {"epochs": tcfg["epochs"], "batch_size": tcfg["batch_size"], "lr": tcfg["lr"]}
-
-
 def _qat_source(project: Any, dist_cfg: dict[str, Any], checkpoint: Path | None) -> None:
     """The trained student a qat run fine-tunes: `--checkpoint`, else distillation.qat.checkpoint (relative to the
     project), else the project's active student. Written into dist_cfg as an absolute path (a resumed run reloads
@@ -442,13 +430,13 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             if mode_name == "qat":
                 _qat_source(project, dist_cfg, opts.checkpoint)
         tcfg = dist_cfg["training"]
-        sched = _mode_schedule(mode_name, dist_cfg)
+        sched = mode_schedule(mode_name, dist_cfg)
         if opts.epochs is not None:
             sched["epochs"] = int(opts.epochs)
-            _set_schedule(dist_cfg, mode_name, "epochs", int(opts.epochs))
+            set_schedule(dist_cfg, mode_name, "epochs", int(opts.epochs))
         if opts.batch_size is not None:
             sched["batch_size"] = int(opts.batch_size)
-            _set_schedule(dist_cfg, mode_name, "batch_size", int(opts.batch_size))
+            set_schedule(dist_cfg, mode_name, "batch_size", int(opts.batch_size))
         if opts.log_every is not None:
             tcfg["log_every"] = int(opts.log_every)
         epochs, batch_size, lr = int(sched["epochs"]), int(sched["batch_size"]), float(sched["lr"])
@@ -723,11 +711,6 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         if di.world > 1 and dist.is_initialized():
             with contextlib.suppress(Exception):
                 dist.destroy_process_group()
-
-
-def _set_schedule(dist_cfg: dict[str, Any], mode_name: str, key: str, value: int) -> None:
-    section = {"finetune_teacher": "finetune_teacher", "unet": "unet", "qat": "qat"}.get(mode_name, "training")
-    dist_cfg.setdefault(section, {})[key] = value
 
 
 @torch.no_grad()

@@ -137,3 +137,32 @@ def data_hash(samples: list[Any], extra: Any = None) -> str:
         h.update(f"{s.sha256}:{s.split}:{s.target_mask_id}:{s.prompt_points}\n".encode())
     h.update(repr(extra).encode())
     return h.hexdigest()
+
+
+# Modes: (--mode, --no-feature-loss) -> the run's mode name (TrainingRun.mode). Here, not in the runner, so the
+# Training panel reads and writes each mode's schedule without importing torch.
+MODE_NAMES = {("distill", False): "distill", ("distill", True): "distill_naive",
+              ("finetune-teacher", False): "finetune_teacher", ("unet", False): "unet", ("qat", False): "qat"}
+MODES = ("distill", "finetune-teacher", "unet", "qat")
+
+
+def mode_schedule(mode_name: str, dist_cfg: dict[str, Any]) -> dict[str, Any]:
+    """epochs, batch size and learning rate of the mode (teacher fine-tuning and the U-Net have their own)."""
+    tcfg = dist_cfg["training"]
+    if mode_name == "finetune_teacher":
+        ft = dist_cfg["finetune_teacher"]
+        return {"epochs": ft.get("epochs") or tcfg["epochs"], "batch_size": ft["batch_size"], "lr": ft["lr"]}
+    if mode_name == "unet":
+        u = dist_cfg.get("unet") or {}
+        return {"epochs": u.get("epochs") or tcfg["epochs"], "batch_size": u.get("batch_size") or tcfg["batch_size"],
+                "lr": u.get("lr") or tcfg["lr"]}
+    if mode_name == "qat":  # a short fine-tune of trained weights: a fraction of distillation's learning rate
+        q = dist_cfg["qat"]
+        return {"epochs": q["epochs"], "batch_size": q.get("batch_size") or tcfg["batch_size"],
+                "lr": q.get("lr") or float(tcfg["lr"]) * float(q["lr_scale"])}
+    return {"epochs": tcfg["epochs"], "batch_size": tcfg["batch_size"], "lr": tcfg["lr"]}
+
+
+def set_schedule(dist_cfg: dict[str, Any], mode_name: str, key: str, value: float) -> None:
+    section = {"finetune_teacher": "finetune_teacher", "unet": "unet", "qat": "qat"}.get(mode_name, "training")
+    dist_cfg.setdefault(section, {})[key] = value

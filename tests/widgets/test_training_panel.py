@@ -79,3 +79,25 @@ def test_panel_without_project_is_inert(qtbot) -> None:
     panel = TrainingPanel(None)
     qtbot.addWidget(panel)
     assert not panel.start() and not panel.start_btn.isEnabled() and panel.runs.rowCount() == 0
+
+
+def test_each_mode_shows_and_saves_its_own_schedule(qtbot, tmp_path) -> None:
+    """Switching the mode shows that mode's epochs / batch / lr (QAT: a tenth of distillation's lr by default) and
+    saving writes them to that mode's section of project.yaml."""
+    from store.project import Project
+    from widgets.training_panel import MODES, TrainingPanel
+
+    project = Project.create(tmp_path / "proj")
+    panel = TrainingPanel(project)
+    qtbot.addWidget(panel)
+    labels = [m[1] for m in MODES]
+    panel.mode_box.setCurrentIndex(labels.index("distill"))
+    distill_lr, distill_epochs = panel.lr.value(), panel.epochs.value()
+    panel.mode_box.setCurrentIndex(labels.index("qat"))
+    assert panel.lr.value() == pytest.approx(distill_lr * 0.1, rel=0.02)
+    panel.epochs.setValue(distill_epochs + 7)
+    panel.save_settings()
+    assert project.config["distillation"]["qat"]["epochs"] == distill_epochs + 7
+    panel.mode_box.setCurrentIndex(labels.index("distill"))
+    assert panel.epochs.value() == distill_epochs  # distillation's own schedule, untouched
+    assert "--mode" in panel.command() and panel.command()[panel.command().index("--mode") + 1] == "distill"
