@@ -62,7 +62,9 @@ def make_engine(url: str) -> Engine:
             engine = create_engine(driver_url(url), pool_pre_ping=True)
         except (ImportError, NoSuchModuleError) as exc:  # a driver this install lacks: one line, not a traceback
             raise StoreError(f"no Python driver for the database URL scheme {url.split(':', 1)[0]!r} ({exc}); "
-                             "PostgreSQL uses psycopg: pip install 'psycopg[binary]'") from None
+                             "PostgreSQL uses psycopg: pip install 'psycopg[binary]' (the standalone station "
+                             "bundle carries SQLite only: install a shared-store station with scripts/setup.sh "
+                             "station)") from None
     return engine
 
 
