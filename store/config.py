@@ -1,47 +1,46 @@
 """project.yaml: the project's settings, following seed 001's configuration template.
 
-Kept as plain nested dicts merged over defaults so a YAML written by a newer version with extra keys still loads,
-and a hand-edited file with missing keys gets the documented defaults.
+Kept as plain nested dicts merged over defaults, so a hand-edited file with missing keys gets the documented
+defaults; the merged result is checked against the typed schema (store.settings_schema) on load, so a misspelled key
+or a value of the wrong type is one ConfigError line naming the file and the key instead of a failure later on.
+Keys nothing reads (settings_schema.DEPRECATED_KEYS, written by `maskbench init` before issue 17) are dropped with a
+log warning.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from store.errors import UserError
+from store import settings_schema
+from store.errors import ConfigError
 
+log = logging.getLogger("maskbench.store")
+
+# What `maskbench init` writes; store.settings_schema types every key (and the optional ones training adds).
 DEFAULTS: dict[str, Any] = {
     "name": "maskbench project",
     "database_url": None,  # None: the project's maskbench.sqlite; any SQLAlchemy URL (e.g. postgresql://) otherwise
     "distillation": {
-        "teacher": {"model": "sam2.1_hiera_s", "precision": "fp16", "freeze": True},
-        "student": {
-            "backbone": "efficientnet_b0",
-            "prompt_encoder": "dense_point_only",
-            "decoder_upsample": "1/2",
-            "quantization": "int8_weight_only",
-            "input_size": 512,
-        },
+        "teacher": {"model": "sam2.1_hiera_s"},
+        "student": {"backbone": "efficientnet_b0", "input_size": 512},
         "loss": {"feature_weight": 0.4, "soft_bce_weight": 0.3, "dice_weight": 0.3, "temperature": 2.0},
         "training": {
             "epochs": 150,
             "batch_size": 32,
             "lr": 1e-3,
             "weight_decay": 0.01,
-            "scheduler": "cosine_annealing",
             "grad_clip": 1.0,
             "split": [0.8, 0.1, 0.1],
             "split_seed": 1234,
-            "points_per_sample": 1,
         },
         "disagreement_threshold": 0.15,
-        "vlm_review": True,
     },
-    "hardware": {"target": "jetson_orin_nano", "target_fps": 30, "calibration_samples": 500},
+    "hardware": {"target_fps": 30, "calibration_samples": 500},
     "judge": {
         "model": "openai/gpt-4o",
         "fallbacks": ["anthropic/claude-3-5-sonnet-20240620"],
@@ -56,7 +55,6 @@ DEFAULTS: dict[str, Any] = {
         # description per defect class
         "domain": {"surface": "an industrial surface", "defects": {}},
         "prices": {},  # model -> {"input_per_1k": USD, "output_per_1k": USD}, when LiteLLM does not know the model
-        "trust": 0.5,
     },
     "weights": {
         "student_better_teacher_scale": 0.3,
@@ -80,18 +78,21 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-class ConfigError(UserError):
-    pass
+__all__ = ["DEFAULTS", "ConfigError", "deep_merge", "load", "save", "threshold"]
 
 
 def load(path: Path) -> dict[str, Any]:
+    """project.yaml merged over DEFAULTS and validated (ConfigError, one line, on a key or value the schema refuses)."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return deep_merge(DEFAULTS, raw)
+    raw, dropped = settings_schema.strip_deprecated(raw)
+    if dropped:
+        log.warning("%s: ignoring settings nothing reads any more (safe to delete): %s", path, ", ".join(dropped))
+    return settings_schema.validate_project(deep_merge(DEFAULTS, raw), str(path))
 
 
 def save(path: Path, cfg: dict[str, Any]) -> None:

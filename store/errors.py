@@ -3,3 +3,8 @@
 
 class UserError(Exception):
     pass
+
+
+class ConfigError(UserError):
+    """A settings file (project.yaml, a `train --config` overlay) that does not load or does not fit the schema
+    (store.settings_schema): one line naming the file and the key."""

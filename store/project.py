@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from store import config as config_mod
-from store import integrity
+from store import integrity, settings_schema
 from store.db import Database, sqlite_path
 from store.errors import UserError
 
@@ -19,6 +19,10 @@ log = logging.getLogger("maskbench.store")
 
 class ProjectError(UserError):
     pass
+
+
+class ProjectConfigError(ProjectError, config_mod.ConfigError):
+    """project.yaml does not load or does not fit the schema (store.settings_schema): one line, file and key."""
 
 
 class Project:
@@ -73,6 +77,11 @@ class Project:
             raise ProjectError(f"cannot create project folder {root}: {exc.strerror}") from None
         cfg = config_mod.deep_merge(config_mod.DEFAULTS, overrides or {})
         cfg["name"] = name or root.name
+        cfg, _ = settings_schema.strip_deprecated(cfg)
+        try:  # refuse bad overrides before writing a project.yaml that would not open
+            settings_schema.validate_project(cfg, str(root / CONFIG_NAME))
+        except config_mod.ConfigError as exc:
+            raise ProjectConfigError(str(exc)) from None
         config_mod.save(root / CONFIG_NAME, cfg)
         return cls.open(root, scheduled_backup=False)  # nothing to keep yet
 
@@ -87,7 +96,7 @@ class Project:
         try:
             cfg = config_mod.load(cfg_path)
         except config_mod.ConfigError as exc:
-            raise ProjectError(str(exc)) from None
+            raise ProjectConfigError(str(exc)) from None
         url = cls.database_url(root, cfg)
         db = Database(url)
         store = sqlite_path(url)

@@ -111,8 +111,11 @@ def test_shared_project_ingest_predict_flag_judge(tmp_path: Path, postgres_url: 
     from inference.batch import predict_project
     from inference.registry import add_model, add_onnx_student
     from review.flagging import flag
-    from review.judge import JudgeRun, JudgeSettings, label_to_verdict, pending_items
-    from review.verdicts import approved_masks, effective_verdicts, queue_count, record_verdict, review_queue, undo_last
+    from review.judge import JudgeRun, JudgeSettings
+    from review.judge.items import pending_items
+    from review.judge.parsing import label_to_verdict
+    from review.queue_rows import queue_count, review_queue
+    from review.verdicts import approved_masks, effective_verdicts, record_verdict, undo_last
     from store.ingest import ingest
     from store.project import Project
     from store.schema import Disagreement, JudgeCall, Mask, Prediction, Sample, Verdict, VerdictAuthorKind, VerdictKind
