@@ -47,7 +47,8 @@ from typing import Any, overload
 import numpy as np
 from sqlalchemy.orm import Session
 
-from review.verdicts import QueueRow, VerdictError, review_queue
+from review.queue_rows import QueueRow, review_queue
+from review.verdicts import VerdictError
 
 ORDERS = ("disagreement", "hardness", "random")
 
@@ -93,7 +94,7 @@ def ordered_queue(
     status: str = "all",
     limit: int | None = None,
 ) -> list[QueueRow]:
-    """The review queue's rows (review.verdicts.review_queue filters: class, status all | pending | reviewed,
+    """The review queue's rows (review.queue_rows.review_queue filters: class, status all | pending | reviewed,
     flagged only) in `order`, at most `limit` of them."""
     if order not in ORDERS:
         raise VerdictError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")

@@ -16,7 +16,6 @@ table is one query, not one per row.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +49,7 @@ class VerdictError(UserError):
     pass
 
 
-def _kind(verdict: VerdictKind | str) -> VerdictKind:
+def as_verdict_kind(verdict: VerdictKind | str) -> VerdictKind:
     if isinstance(verdict, VerdictKind):
         return verdict
     try:
@@ -81,7 +80,7 @@ def add_verdict(
     judge_call_id: int | None = None,
 ) -> Verdict:
     """Validate and add one verdict (and its corrected mask) to an open session; the caller commits."""
-    kind, akind = _kind(verdict), _author_kind(author_kind)
+    kind, akind = as_verdict_kind(verdict), _author_kind(author_kind)
     if kind == VerdictKind.UNDO:
         raise VerdictError("an undo is recorded with undo_last(), not as a verdict")
     allowed = HUMAN_KINDS if akind == VerdictAuthorKind.HUMAN else VLM_KINDS
@@ -321,7 +320,7 @@ def reject_vlm_verdict(db: Database, sample_id: int, author: str, vlm_verdict_id
 # Reading
 
 
-def _latest_ids(author_kind: VerdictAuthorKind, kinds: Iterable[VerdictKind] | None = None) -> Any:
+def latest_verdict_ids(author_kind: VerdictAuthorKind, kinds: Iterable[VerdictKind] | None = None) -> Any:
     """Subquery (sample_id, vid): id of each sample's latest verdict of that author kind still in effect."""
     q = select(Verdict.sample_id.label("sample_id"), func.max(Verdict.id).label("vid")).where(
         Verdict.author_kind == author_kind, Verdict.verdict != VerdictKind.UNDO, Verdict.id.not_in(_undone_ids()))
@@ -333,7 +332,7 @@ def _latest_ids(author_kind: VerdictAuthorKind, kinds: Iterable[VerdictKind] | N
 def latest_verdicts(session: Session, author_kind: VerdictAuthorKind | str,
                     sample_ids: Iterable[int] | None = None) -> dict[int, Verdict]:
     """Latest verdict still in effect per sample, for one author kind (one query)."""
-    sub = _latest_ids(_author_kind(author_kind))
+    sub = latest_verdict_ids(_author_kind(author_kind))
     q = select(Verdict).join(sub, sub.c.vid == Verdict.id)
     if sample_ids is not None:
         q = q.where(Verdict.sample_id.in_(list(sample_ids)))
@@ -354,7 +353,7 @@ def effective_verdict(session: Session, sample_id: int) -> Verdict | None:
 
 def corrected_masks(session: Session, sample_ids: Iterable[int] | None = None) -> dict[int, int]:
     """sample_id -> mask id of the latest corrected mask whose human verdict is still in effect."""
-    sub = _latest_ids(VerdictAuthorKind.HUMAN, [VerdictKind.CORRECTED])
+    sub = latest_verdict_ids(VerdictAuthorKind.HUMAN, [VerdictKind.CORRECTED])
     q = select(Verdict.sample_id, Verdict.corrected_mask_id).join(sub, sub.c.vid == Verdict.id)
     if sample_ids is not None:
         q = q.where(Verdict.sample_id.in_(list(sample_ids)))
@@ -386,7 +385,7 @@ def approved_masks(session: Session, sample_ids: Iterable[int] | None = None) ->
     the student's. The mask is the one the reviewer saw: of the pair the sample's latest disagreement record made
     before the verdict points at (a re-prediction after the review is not approved). VLM verdicts never approve.
     One query."""
-    sub = _latest_ids(VerdictAuthorKind.HUMAN)
+    sub = latest_verdict_ids(VerdictAuthorKind.HUMAN)
     reviewed = (
         select(Verdict.sample_id.label("sample_id"), Verdict.verdict.label("verdict"),
                func.max(Disagreement.id).label("did"))
@@ -417,138 +416,17 @@ def latest_disagreements_subquery() -> Any:
             .group_by(Disagreement.sample_id).subquery())
 
 
-@dataclass(frozen=True)
-class QueueRow:
-    sample_id: int
-    path: str
-    defect_class: str
-    split: str | None
-    disagreement_id: int
-    iou_ts: float
-    dice_ts: float
-    boundary_f: float
-    iou_teacher_gt: float | None
-    iou_student_gt: float | None
-    flagged: bool
-    vlm_verdict: str | None
-    vlm_confidence: float | None
-    human_verdict: str | None  # None: not reviewed by a human yet
-    human_author: str | None
-    human_at: dt.datetime | None
-    teacher_score: float | None = None  # Prediction.score of the teacher prediction the disagreement compared
-    student_score: float | None = None  # and of the student prediction
-
-    @property
-    def human_status(self) -> str:
-        return "pending" if self.human_verdict is None else "reviewed"
-
-
-ORDERS = ("disagreement", "class", "sample")
-
-
-def _queue_select(defect_class: str | None, status: str, flagged_only: bool, vlm: str | None) -> Select[Any]:
-    latest_d = latest_disagreements_subquery()
-    vlm_ids = _latest_ids(VerdictAuthorKind.VLM)
-    human_ids = _latest_ids(VerdictAuthorKind.HUMAN)
-    vv, hv = aliased(Verdict), aliased(Verdict)
-    tp, sp = aliased(Prediction), aliased(Prediction)
-    q = (
-        select(
-            Sample.id, Sample.path, Sample.defect_class, Sample.split, Disagreement.id, Disagreement.iou_ts,
-            Disagreement.dice_ts, Disagreement.boundary_f, Disagreement.iou_teacher_gt, Disagreement.iou_student_gt,
-            Disagreement.flagged, vv.verdict, vv.confidence, hv.verdict, hv.author, hv.created_at, tp.score,
-            sp.score,
-        )
-        .select_from(latest_d)
-        .join(Disagreement, Disagreement.id == latest_d.c.did)
-        .join(Sample, Sample.id == latest_d.c.sample_id)
-        .outerjoin(tp, tp.id == Disagreement.teacher_prediction_id)
-        .outerjoin(sp, sp.id == Disagreement.student_prediction_id)
-        .outerjoin(vlm_ids, vlm_ids.c.sample_id == Sample.id)
-        .outerjoin(vv, vv.id == vlm_ids.c.vid)
-        .outerjoin(human_ids, human_ids.c.sample_id == Sample.id)
-        .outerjoin(hv, hv.id == human_ids.c.vid)
-    )
-    if flagged_only:
-        q = q.where(Disagreement.flagged.is_(True))
-    if defect_class:
-        q = q.where(Sample.defect_class == defect_class)
-    if status == "pending":
-        q = q.where(hv.id.is_(None))
-    elif status == "reviewed":
-        q = q.where(hv.id.is_not(None))
-    elif status != "all":
-        raise VerdictError(f"status must be all, pending or reviewed, not {status!r}")
-    if vlm == "none":
-        q = q.where(vv.id.is_(None))
-    elif vlm:
-        q = q.where(vv.verdict == _kind(vlm))
-    return q
-
-
-def review_queue(
-    session: Session,
-    *,
-    defect_class: str | None = None,
-    status: str = "all",
-    vlm: str | None = None,
-    flagged_only: bool = True,
-    order: str = "disagreement",
-    limit: int | None = None,
-    offset: int = 0,
-) -> list[QueueRow]:
-    """Rows for the review table in one query: flagged samples, most disagreeing first (lowest teacher/student IoU),
-    with class, IoU, the VLM verdict and confidence and the human status. `limit`/`offset` page through it."""
-    q = _queue_select(defect_class, status, flagged_only, vlm)
-    if order == "disagreement":
-        q = q.order_by(Disagreement.iou_ts.asc(), Sample.id.asc())
-    elif order == "class":
-        q = q.order_by(Sample.defect_class.asc(), Disagreement.iou_ts.asc(), Sample.id.asc())
-    elif order == "sample":
-        q = q.order_by(Sample.id.asc())
-    else:
-        raise VerdictError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
-    if limit is not None:
-        q = q.limit(limit)
-    if offset:
-        q = q.offset(offset)
-    out = []
-    for r in session.execute(q):
-        out.append(QueueRow(
-            sample_id=r[0], path=r[1], defect_class=r[2], split=r[3], disagreement_id=r[4], iou_ts=r[5],
-            dice_ts=r[6], boundary_f=r[7], iou_teacher_gt=r[8], iou_student_gt=r[9], flagged=bool(r[10]),
-            vlm_verdict=r[11].value if r[11] is not None else None, vlm_confidence=r[12],
-            human_verdict=r[13].value if r[13] is not None else None, human_author=r[14], human_at=r[15],
-            teacher_score=r[16], student_score=r[17],
-        ))
-    return out
-
-
-def queue_count(session: Session, *, defect_class: str | None = None, status: str = "all", vlm: str | None = None,
-                flagged_only: bool = True) -> int:
-    sub = _queue_select(defect_class, status, flagged_only, vlm).subquery()
-    return int(session.scalar(select(func.count()).select_from(sub)) or 0)
-
-
-def next_pending(session: Session, after_sample_id: int | None = None, defect_class: str | None = None) -> int | None:
-    """The most disagreeing flagged sample without a human verdict (other than `after_sample_id`), or None."""
-    q = _queue_select(defect_class, "pending", True, None).order_by(Disagreement.iou_ts.asc(), Sample.id.asc())
-    if after_sample_id is not None:
-        q = q.where(Sample.id != after_sample_id)
-    row = session.execute(q.limit(1)).first()
-    return None if row is None else int(row[0])
-
-
 def trail(session: Session, sample_id: int) -> list[Verdict]:
     """Every verdict row of a sample, oldest first, undo rows included."""
     return list(session.scalars(select(Verdict).where(Verdict.sample_id == sample_id).order_by(Verdict.id)))
 
 
 __all__ = [
-    "APPROVED_SIDE", "HumanPrompt", "QueueRow", "VerdictError", "accept_vlm_verdict", "add_prompted_prediction",
+    "APPROVED_SIDE", "HumanPrompt", "VerdictError", "as_verdict_kind", "latest_disagreements_subquery",
+    "latest_verdict_ids", "accept_vlm_verdict", "add_prompted_prediction",
     "add_verdict", "approved_masks",
     "corrected_masks", "reject_vlm_verdict",
     "effective_verdict", "effective_verdicts",
-    "ground_truth_masks", "latest_verdicts", "next_pending", "queue_count", "record_verdict", "review_queue",
+    "ground_truth_masks", "latest_verdicts", "record_verdict",
     "trail", "undo_last",
 ]

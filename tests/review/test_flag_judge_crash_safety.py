@@ -33,7 +33,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from review.judge import LABELS, JudgeRun, JudgeSettings, label_to_verdict
+from review.judge import JudgeRun, JudgeSettings
+from review.judge.parsing import LABELS, label_to_verdict
 from store.project import DB_NAME, Project
 from store.schema import Disagreement, JudgeCall, ModelKind, ModelRecord, Prediction, Verdict, VerdictAuthorKind
 

@@ -14,16 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from review.judge import (
-    BadAnswer,
-    JudgeError,
-    JudgeRun,
-    JudgeSettings,
-    estimate_prompt_tokens,
-    label_to_verdict,
-    parse_answer,
-    pending_items,
-)
+from review.judge import JudgeError, JudgeRun, JudgeSettings
+from review.judge.budget import estimate_prompt_tokens
+from review.judge.items import pending_items
+from review.judge.parsing import BadAnswer, label_to_verdict, parse_answer
 from store.schema import JudgeCall, Verdict, VerdictAuthorKind, VerdictKind
 
 from fake_openai import FakeOpenAI, request_text

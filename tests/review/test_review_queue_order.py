@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from review.flagging import flag
 from review.queue_order import ORDERS, hardness, ordered_queue, ordered_sample_ids
-from review.verdicts import VerdictError, record_verdict, review_queue
+from review.queue_rows import review_queue
+from review.verdicts import VerdictError, record_verdict
 from store.project import Project
 from store.schema import Disagreement, Prediction, Sample
 

@@ -12,16 +12,14 @@ import pytest
 from sqlalchemy import event, insert, select
 
 from review.flagging import flag
+from review.queue_rows import next_pending, queue_count, review_queue
 from review.verdicts import (
     VerdictError,
     accept_vlm_verdict,
     effective_verdict,
     ground_truth_masks,
-    next_pending,
-    queue_count,
     record_verdict,
     reject_vlm_verdict,
-    review_queue,
     trail,
     undo_last,
 )
