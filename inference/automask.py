@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from inference.prompts import grid_points
-from inference.segmenter import Embedding
+from inference.segmenter import Embedding, Segmenter
 
 
 @dataclass
@@ -69,10 +69,9 @@ def nms(cands: list[AutoMask], iou_thresh: float) -> list[AutoMask]:
 
 
 def generate_masks(
-    segmenter: Any,
+    segmenter: Segmenter,
     image: np.ndarray,
     embedding: Embedding | None = None,
-    image_sha256: str | None = None,
     points_per_side: int = 16,
     pred_score_thresh: float = 0.7,
     stability_thresh: float = 0.8,
@@ -82,17 +81,14 @@ def generate_masks(
     max_area_frac: float = 0.95,
 ) -> list[AutoMask]:
     """Masks found in `image` with no prompt, best first. Thresholds default to SAM's spirit, slightly looser
-    (SAM's 0.88 / 0.95 are tuned for natural images with a trained model)."""
+    (SAM's 0.88 / 0.95 are tuned for natural images with a trained model). `embedding`: the crop's, when the
+    caller has it (from the embedding cache); otherwise `image` is embedded here."""
     if embedding is None:
-        if image_sha256 is not None and hasattr(segmenter, "inner"):
-            embedding = segmenter.embed(image, image_sha256)
-        else:
-            embedding = segmenter.embed(image)
+        embedding = segmenter.embed(image)
     h, w = embedding.orig_hw
     pts = grid_points((h, w), points_per_side)
     prompts = [(p[None, :], np.ones(1, np.int32)) for p in pts]
-    decode_many = getattr(segmenter, "decode_prompts", None)
-    decoded = decode_many(embedding, prompts) if decode_many else [segmenter.decode(embedding, p, l) for p, l in prompts]
+    decoded = segmenter.decode_prompts(embedding, prompts)
     cands: list[AutoMask] = []
     limit = max_area_frac * h * w
     for p, d in zip(pts, decoded):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from inference.cache import CachedSegmenter
 from inference.errors import ModelError
 from inference.prompts import mask_prompt, prompt_from_json, prompt_to_json, saliency_prompt
 from inference.segmenter import Decoded, Prompt
@@ -114,12 +115,14 @@ class AutoOptions:
     nms_iou: float = 0.7
 
 
-def auto_prediction(segmenter: Any, image: np.ndarray, sha256: str, opts: AutoOptions) -> tuple[Prompt, Decoded]:
+def auto_prediction(segmenter: CachedSegmenter, image: np.ndarray, sha256: str,
+                    opts: AutoOptions) -> tuple[Prompt, Decoded]:
     """The automatic-mask generator's best mask, with the grid point that produced it as the prompt (so decoding
     that point reproduces the mask); no mask passing the filters: an empty mask and no points (nothing found)."""
     from inference.automask import generate_masks
 
-    found = generate_masks(segmenter, image, image_sha256=sha256, points_per_side=opts.points_per_side,
+    found = generate_masks(segmenter, image, embedding=segmenter.embed(image, sha256),
+                           points_per_side=opts.points_per_side,
                            pred_score_thresh=opts.min_score, stability_thresh=opts.min_stability,
                            nms_thresh=opts.nms_iou)
     h, w = image.shape[:2]
@@ -141,7 +144,7 @@ def predict_project(
     batch_size: int = 8,
     prompt_source: str = "saliency",
     progress: ProgressFn | None = None,
-    segmenter: Any | None = None,
+    segmenter: CachedSegmenter | None = None,
     seed: int = 0,
     gt_points: int = 1,
     gt_negative: int = 0,
@@ -176,7 +179,7 @@ def predict_project(
         progress(count, report.total)
     dev = str(getattr(segmenter, "device", device) or "")
     prec = str(getattr(segmenter, "precision", precision) or "")
-    before = int(getattr(segmenter, "encoder_images", 0))
+    before = segmenter.encoder_images
     source_enum = MaskSource.TEACHER if kind == "teacher" else MaskSource.STUDENT
     for start in range(0, len(todo), max(1, batch_size)):
         chunk = todo[start : start + max(1, batch_size)]
@@ -229,7 +232,7 @@ def predict_project(
         count += len(items)
         if progress:
             progress(count, report.total)
-    report.encoded = int(getattr(segmenter, "encoder_images", 0)) - before
+    report.encoded = segmenter.encoder_images - before
     for sid, why in report.failed:
         log.warning("predict: sample %s skipped: %s", sid, why)
     return report

@@ -20,12 +20,15 @@ import uuid
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from inference.layout import Layout
-from inference.segmenter import Decoded, Embedding, Prompt, decode_prompt
+from inference.segmenter import Decoded, Embedding, Prompt, Segmenter, decode_prompt
+
+if TYPE_CHECKING:
+    from inference.registry import ModelInfo
 
 log = logging.getLogger("maskbench.cache")
 TMP_PREFIX = ".tmp-"
@@ -169,11 +172,15 @@ class CachedSegmenter:
     With a cache, fresh embeddings are rounded through fp16 as stored, so fresh and cached give identical masks.
 
     `embed_batch` sends only the misses to the model, as one batch (what makes batched GPU encoding and caching
-    work together). The wrapped model is `.inner`; `encoder_images` counts images the model actually encoded."""
+    work together). The wrapped model is `.inner`; `encoder_images` counts images the model actually encoded.
+    `info` is the project's model record it was loaded from (inference.registry.load_segmenter), `model_id` its id
+    (None for a model that is not in a project)."""
 
-    def __init__(self, inner: Any, cache: EmbeddingCache | None) -> None:
+    def __init__(self, inner: Segmenter, cache: EmbeddingCache | None, info: ModelInfo | None = None) -> None:
         self.inner = inner
         self.cache = cache
+        self.info = info
+        self.model_id: int | None = None if info is None else info.id
 
     name = property(lambda self: self.inner.name)
     kind = property(lambda self: self.inner.kind)
@@ -216,15 +223,15 @@ class CachedSegmenter:
     def decode_prompts(self, embedding: Embedding, prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
         return self.inner.decode_prompts(embedding, prompts)
 
+    def decode_batch(self, embeddings: Sequence[Embedding], prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
+        return self.inner.decode_batch(embeddings, prompts)
+
     def predict(
         self, images: Sequence[np.ndarray], prompts: Sequence[Prompt], image_sha256s: Sequence[str | None] | None = None
     ) -> list[Decoded]:
         if len(images) != len(prompts):
             raise ValueError("predict needs one prompt per image")
         embs = self.embed_batch(images, image_sha256s)
-        if not all(getattr(p, "points_only", True) for p in prompts):  # a box or mask: never dropped on the way
+        if not all(p.points_only for p in prompts):  # a box or mask: never dropped on the way
             return [decode_prompt(self.inner, e, p) for e, p in zip(embs, prompts)]
-        batch = getattr(self.inner, "decode_batch", None)
-        if batch is not None:
-            return batch(embs, [(p.points, p.labels) for p in prompts])
-        return [self.inner.decode(e, p.points, p.labels) for e, p in zip(embs, prompts)]
+        return self.decode_batch(embs, [(p.points, p.labels) for p in prompts])

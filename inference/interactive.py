@@ -34,6 +34,8 @@ ProgressFn = Callable[[int, int], None]
 class ClickSegmenter(Protocol):
     """The part of inference.segmenter.Segmenter that interactive use needs."""
 
+    name: str
+
     def embed(self, image: np.ndarray) -> Embedding: ...
 
     def decode(self, embedding: Embedding, points: np.ndarray, labels: np.ndarray) -> Decoded: ...
@@ -311,7 +313,7 @@ def evaluate(
     for c in crops:
         by_class.setdefault(c.defect_class, []).append(c)
     return InteractiveReport(
-        model=str(getattr(segmenter, "name", type(segmenter).__name__)),
+        model=segmenter.name,
         max_clicks=max_clicks,
         report_clicks=report_clicks,
         thresholds=thresholds,

@@ -28,11 +28,6 @@ DECODER_INPUTS = ("image_embed", "high_res", "point_coords", "point_labels")
 DECODER_OUTPUTS = ("masks", "scores")
 
 
-def _unwrap(model: Any) -> Any:
-    inner = getattr(model, "student", None)  # the training wrapper
-    return inner if inner is not None else model
-
-
 def _metadata(model: Any, part: str) -> dict[str, str]:
     cfg = model.config
     return {
@@ -90,7 +85,6 @@ def export_encoder(model: Any, path: Path | str, opset: int = OPSET, batch: int 
 
     import torch
 
-    model = _unwrap(model)
     path = Path(path)
     s = model.config.input_size
     enc = _EncoderModule.make(copy.deepcopy(model).float().eval())
@@ -107,7 +101,6 @@ def export_decoder(model: Any, path: Path | str, opset: int = OPSET) -> Path:
 
     import torch
 
-    model = _unwrap(model)
     path = Path(path)
     cfg = model.config
     dec = copy.deepcopy(model.decoder).float().eval()

@@ -147,13 +147,14 @@ def add_model(
 
 def _add_teacher(project: Any, path: Path, config: str, name: str | None, image_size: int | None,
                  scale: float | None):
-    from inference import teacher as t
+    from inference.sam2_configs import resolve_config
+    from inference.sam2_net import load_model
 
     if scale is not None and not scale > 0:
         raise ModelError(f"--scale must be > 0, not {scale}")
-    short, cfg_path = t.resolve_config(config)
+    short, cfg_path = resolve_config(config)
     size = int(image_size or 1024)
-    model = t.load_model(path, short, image_size=size)  # raises CheckpointError / ModelMismatchError
+    model = load_model(path, short, image_size=size)  # raises CheckpointError / ModelMismatchError
     params = sum(p.numel() for p in model.parameters())
     del model
     sha = sha256_file(path)
@@ -233,12 +234,10 @@ def load_segmenter(
     project: Any, kind: str, device: str | None = "cpu", precision: str = "fp32", cache: bool = True,
     providers: list[str] | None = None,
 ) -> Any:
-    """The active segmenter of `kind` (teacher | student) with the project's embedding cache; `.model_id` is set."""
+    """The active segmenter of `kind` (teacher | student) with the project's embedding cache and its record
+    (`.info`, `.model_id`)."""
     from inference.cache import CachedSegmenter, EmbeddingCache
 
     info = active_model(project, kind)
     seg = open_segmenter(project, info, device=device, precision=precision, providers=providers)
-    wrapped = CachedSegmenter(seg, EmbeddingCache.for_project(project) if cache else None)
-    wrapped.model_id = info.id  # type: ignore[attr-defined]
-    wrapped.info = info  # type: ignore[attr-defined]
-    return wrapped
+    return CachedSegmenter(seg, EmbeddingCache.for_project(project) if cache else None, info=info)

@@ -36,6 +36,7 @@ class StudentRuntime:
     name: str
     sha256: str
     input_size: int
+    model_id: int | None = None  # a bare model; inference.registry.load_segmenter's wrapper carries the record's
     layout_mode: str = "resize"  # backends set it (and scale) from the student's config
     scale: float = 1.0
     decode_chunk = 64  # prompts per decoder call when many prompts share one image (automatic masks)

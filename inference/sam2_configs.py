@@ -1,5 +1,6 @@
-"""Reduced SAM 2 configurations, named in one place for the registry (inference.teacher), training
-(inference.training) and export: each is one of the sam2 package's own Hydra configs plus overrides.
+"""The one table of SAM 2 configurations, for the registry (inference.registry), prediction (inference.teacher),
+training (inference.training) and export (inference.export): short names (sam2.1_hiera_s) -> the sam2 package's own
+Hydra configs, and the reduced configs, each one of those plus overrides. inference.sam2_net builds the model.
 
 "sam2.1_hiera_demo" is the teacher of the shipped demo models (assets/demo_models): SAM 2.1's architecture (Hiera
 trunk, FPN neck, prompt encoder, two-way mask decoder, memory modules) at a reduced size so that it trains on the
@@ -11,7 +12,26 @@ No torch or sam2 import here: the station install reads this module too.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
+
+from inference.errors import ModelError
+
+# Short names accepted by --config and distillation.teacher.model/config -> the package's Hydra config path.
+PACKAGE_CONFIGS = {
+    "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1_hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1_hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1_hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    "sam2_hiera_t": "configs/sam2/sam2_hiera_t.yaml",
+    "sam2_hiera_s": "configs/sam2/sam2_hiera_s.yaml",
+    "sam2_hiera_b+": "configs/sam2/sam2_hiera_b+.yaml",
+    "sam2_hiera_l": "configs/sam2/sam2_hiera_l.yaml",
+}
+SIZE_ALIASES = {"tiny": "t", "small": "s", "base_plus": "b+", "base+": "b+", "large": "l"}
+# seed 001's project template called the default teacher this
+NAME_ALIASES = {"sam2_small": "sam2.1_hiera_s"}
 
 # short name -> (the package's Hydra config, overrides laid over it)
 REDUCED_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -29,18 +49,50 @@ REDUCED_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+# every config a teacher can be built from: short name -> the package's Hydra config (a reduced one's base)
+CONFIGS: dict[str, str] = {**PACKAGE_CONFIGS, **{k: v[0] for k, v in REDUCED_CONFIGS.items()}}
+
+
 def short_name(name: str) -> str:
     """'sam2.1_hiera_demo', 'sam2.1_hiera_demo.yaml' or a path ending in it -> 'sam2.1_hiera_demo'."""
     return Path(str(name).strip()).name.removesuffix(".yaml")
 
 
-def is_reduced(name: str | None) -> bool:
-    return bool(name) and short_name(str(name)) in REDUCED_CONFIGS
+def resolve_config(name: str) -> tuple[str, str]:
+    """'sam2.1_hiera_s', 'sam2.1_hiera_small', 'sam2.1/sam2.1_hiera_s.yaml' or 'configs/sam2.1/...yaml' ->
+    (short name, Hydra config path)."""
+    stem = short_name(name)
+    stem = NAME_ALIASES.get(stem, stem)
+    m = re.fullmatch(r"(sam2(?:\.1)?)_hiera_([a-z_+]+)", stem)
+    if m:
+        size = SIZE_ALIASES.get(m.group(2), m.group(2))
+        short = f"{m.group(1)}_hiera_{size}"
+        if short in CONFIGS:
+            return short, CONFIGS[short]
+    known = ", ".join(k for k in CONFIGS if k.startswith("sam2.1"))
+    raise ModelError(f"unknown SAM 2 config {name!r}; use one of {known} (or the sam2_hiera_* ones)")
 
 
 def hydra_config(name: str) -> tuple[str, list[str]]:
-    """(Hydra config path, overrides) to pass to sam2's build_sam2; a non-reduced name comes back unchanged."""
-    if is_reduced(name):
-        path, overrides = REDUCED_CONFIGS[short_name(name)]
-        return path, list(overrides)
-    return name, []
+    """(Hydra config path, overrides) to pass to sam2's build_sam2. A name of the table resolves (a reduced one to
+    its base config plus overrides); a .yaml path outside it is passed on unchanged (a config of the user's own)."""
+    try:
+        short, path = resolve_config(name)
+    except ModelError:
+        if str(name).strip().endswith(".yaml"):
+            return str(name).strip(), []
+        raise
+    return path, list(REDUCED_CONFIGS[short][1]) if short in REDUCED_CONFIGS else []
+
+
+def teacher_config(teacher: dict[str, Any]) -> str:
+    """The SAM 2 config a `distillation.teacher` section names: its `config`, else its `model` (seed 001's template
+    key, default sam2.1_hiera_s) as the package's Hydra config path, a reduced config as '<short name>.yaml'.
+    Raises ModelError for a name not in the table."""
+    if teacher.get("config"):
+        return str(teacher["config"])
+    model = str(teacher.get("model", "sam2.1_hiera_s"))
+    if model.endswith(".yaml"):
+        return model
+    short, path = resolve_config(model)
+    return f"{short}.yaml" if short in REDUCED_CONFIGS else path

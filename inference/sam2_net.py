@@ -1,5 +1,7 @@
-"""SAM 2 at the tensor level: the one wrapper that prediction at native scale, teacher fine-tuning and the
-distillation targets share (so the teacher a user predicts with is the network the student was taught by).
+"""SAM 2 at the tensor level: the one wrapper that prediction, teacher fine-tuning, the distillation targets and the
+ONNX export share (so the teacher a user predicts with is the network the student was taught by and the graph a
+station runs). Models are built here too, from inference.sam2_configs' table: `build_model` (random weights),
+`load_model` (an official-style checkpoint, verified against its config), `build` (either, as a Sam2Net).
 
 Images go in as (B, 3, S, S) at the model's image_size: `encode` takes [0, 1] RGB and normalises here,
 `encode_normalised` takes what inference.layout.normalised_canvases gives. Points are (x, y) in input pixels,
@@ -8,14 +10,22 @@ labels 1 / 0 / -1 (padding, SAM's "not a point").
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from inference.errors import ModelError, ModelMismatchError
+from inference.sam2_configs import hydra_config, resolve_config
+from inference.student import read_checkpoint
+
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 FEATURES = ("image_embed", "high_res_0", "high_res_1")
+# Hiera trunk (embed_dim, number of blocks) -> size letter; how a mismatched checkpoint is recognised.
+_TRUNKS = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
 
 
 class Sam2Net(nn.Module):
@@ -45,6 +55,11 @@ class Sam2Net(nn.Module):
     def encode(self, images01: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.encode_normalised((images01 - self.mean) / self.std)
 
+    def _prompt(self, points: torch.Tensor, labels: torch.Tensor,
+                mask_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.sam_prompt_encoder(points=(points.float(), labels.int()), boxes=None,
+                                             masks=None if mask_input is None else mask_input.float())
+
     def decode_all(self, feats: dict[str, torch.Tensor], points: torch.Tensor,
                    labels: torch.Tensor, mask_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, 4, S/4, S/4), iou (B, 4)): output 0 is SAM's single-mask answer, 1..3 the multimask
@@ -52,8 +67,7 @@ class Sam2Net(nn.Module):
         3 in front of the clicks (what SAM2ImagePredictor does); `mask_input` (B, 1, S/4, S/4) is SAM 2's mask
         input, in logits."""
         m = self.model
-        sparse, dense = m.sam_prompt_encoder(points=(points.float(), labels.int()), boxes=None,
-                                             masks=None if mask_input is None else mask_input.float())
+        sparse, dense = self._prompt(points, labels, mask_input)
         b = points.shape[0]
         repeat = feats["image_embed"].shape[0] == 1 and b > 1
         hi = [feats["high_res_0"], feats["high_res_1"]]
@@ -64,6 +78,18 @@ class Sam2Net(nn.Module):
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, repeat_image=repeat,
             high_res_features=hi)
         return masks, iou
+
+    def decode_single(self, feats: dict[str, torch.Tensor], points: torch.Tensor,
+                      labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM 2's mask decoder asked for one mask ((B, 1, S/4, S/4) logits, (B, 1) iou), as its own forward gives
+        it (including its dynamic fallback to the most stable multimask output): the exported teacher decoder."""
+        m = self.model
+        sparse, dense = self._prompt(points, labels)
+        masks, iou, _, _ = m.sam_mask_decoder(
+            image_embeddings=feats["image_embed"], image_pe=m.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
+            repeat_image=False, high_res_features=[feats["high_res_0"], feats["high_res_1"]])
+        return masks[:, :1], iou[:, :1]
 
     def forward(self, images01: torch.Tensor, points: torch.Tensor, labels: torch.Tensor):
         return self.decode_all(self.encode(images01), points, labels)
@@ -79,10 +105,74 @@ def choose_output(masks: torch.Tensor, iou: torch.Tensor, labels: torch.Tensor) 
     return masks[ar, idx].unsqueeze(1), idx
 
 
-def build(config: str, image_size: int, checkpoint: Any = None, device: str = "cpu") -> Sam2Net:
-    """A Sam2Net from a config short name (sam2.1_hiera_t, ...) with random weights or an official checkpoint."""
-    from inference.teacher import build_model, load_model
+def guess_config(state: dict[str, Any]) -> str | None:
+    """The short config name a SAM 2 state dict was trained with, from its trunk shape (None if unknown)."""
+    w = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if not isinstance(w, torch.Tensor):
+        return None
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", str(k)))}
+    size = _TRUNKS.get((int(w.shape[0]), len(blocks)))
+    if size is None:
+        return None
+    version = "sam2.1" if "no_obj_embed_spatial" in state else "sam2"
+    return f"{version}_hiera_{size}"
 
+
+def build_model(config: str, image_size: int = 1024, device: str | torch.device = "cpu") -> nn.Module:
+    """SAM2Base with random weights from a config of inference.sam2_configs (weights are loaded separately, with
+    checks: load_model)."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import MissingConfigException
+
+    from sam2.build_sam import build_sam2
+
+    if not GlobalHydra.instance().is_initialized():  # sam2/__init__ does this; be robust if someone cleared it
+        initialize_config_module("sam2", version_base="1.2")
+    cfg_path, overrides = hydra_config(config)
+    if int(image_size) != 1024:
+        overrides.append(f"++model.image_size={int(image_size)}")
+    try:
+        return build_sam2(cfg_path, None, device=str(device), mode="eval", hydra_overrides_extra=overrides)
+    except MissingConfigException:
+        raise ModelError(f"SAM 2 config not found: {cfg_path}") from None
+
+
+def read_state_dict(path: Path | str) -> dict[str, Any]:
+    """The {"model": state_dict} of an official-style checkpoint, loaded with weights_only=True."""
+    path = Path(path)
+    obj = read_checkpoint(path)
+    if obj.get("format") == "maskbench.student":
+        raise ModelMismatchError(
+            f"{path.name} is a maskbench student checkpoint, not SAM 2; add it with 'maskbench models add student {path.name}'"
+        )
+    state = obj.get("model")
+    if not isinstance(state, dict) or not state:
+        raise ModelMismatchError(f"{path.name} has no 'model' state dict; SAM 2 checkpoints are {{'model': state_dict}}")
+    return state
+
+
+def load_model(path: Path | str, config: str, image_size: int = 1024, device: str | torch.device = "cpu") -> nn.Module:
+    """Build from `config` and load the checkpoint strictly; a wrong config is refused naming the likely one."""
+    state = read_state_dict(path)
+    short, _ = resolve_config(config)
+    model = build_model(short, image_size=image_size, device="cpu")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        guess = guess_config(state)
+        name = Path(path).name
+        if guess and guess != short:
+            raise ModelMismatchError(
+                f"{name} does not match config {short}: it looks like a {guess} checkpoint (use --config {guess})"
+            ) from None
+        lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
+        raise ModelMismatchError(f"{name} does not match config {short}: {' '.join(lines[:2])[:240]}") from None
+    return model.to(device).eval()
+
+
+def build(config: str, image_size: int, checkpoint: Any = None, device: str = "cpu") -> Sam2Net:
+    """A Sam2Net from a config of inference.sam2_configs with random weights or an official checkpoint."""
     if checkpoint:
         return Sam2Net(load_model(checkpoint, config, image_size=image_size, device=device))
     return Sam2Net(build_model(config, image_size=image_size, device=device))

@@ -11,6 +11,7 @@ model without `decode_full` instead of dropping them, so a box never silently tu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -51,12 +52,12 @@ class PromptNotSupported(ModelError):
     """A box or mask prompt for a model that only takes points (the student)."""
 
 
-def decode_prompt(segmenter: object, embedding: Embedding, prompt: Prompt) -> Decoded:
+def decode_prompt(segmenter: Segmenter, embedding: Embedding, prompt: Prompt) -> Decoded:
     """Decode points, plus a box and/or a mask when the prompt has them. A points-only prompt is the ordinary
     `decode`; box and mask need the model's `decode_full` (the SAM 2 teacher) and are refused, never ignored, by a
     model without it."""
     if prompt.points_only:
-        return segmenter.decode(embedding, prompt.points, prompt.labels)  # type: ignore[attr-defined]
+        return segmenter.decode(embedding, prompt.points, prompt.labels)
     if not isinstance(segmenter, BoxMaskSegmenter):
         raise PromptNotSupported(not_supported_message(segmenter))
     return segmenter.decode_full(embedding, prompt)
@@ -69,10 +70,8 @@ class BoxMaskSegmenter(Protocol):
     def decode_full(self, embedding: Embedding, prompt: Prompt) -> Decoded: ...
 
 
-def not_supported_message(segmenter: object) -> str:
-    name = getattr(segmenter, "name", "this model")
-    kind = getattr(segmenter, "kind", "model")
-    return (f"{name} ({kind}) takes point prompts only; box and mask prompts need the SAM 2 teacher "
+def not_supported_message(segmenter: Segmenter) -> str:
+    return (f"{segmenter.name} ({segmenter.kind}) takes point prompts only; box and mask prompts need the SAM 2 teacher "
             "(switch the correction model to the teacher)")
 
 
@@ -110,11 +109,23 @@ class Segmenter(Protocol):
     kind: str  # "teacher" | "student"
     sha256: str
     input_size: int
+    model_id: int | None  # the project's ModelRecord it was loaded from (inference.registry); None for a bare model
+    encoder_images: int  # images that went through the encoder (tests and benchmarks read it)
 
     def embed(self, image: np.ndarray) -> Embedding:
         """image: (H, W, 3) uint8 RGB."""
         ...
 
+    def embed_batch(self, images: Sequence[np.ndarray]) -> list[Embedding]: ...
+
     def decode(self, embedding: Embedding, points: np.ndarray, labels: np.ndarray) -> Decoded: ...
+
+    def decode_prompts(self, embedding: Embedding, prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
+        """Several point prompts on one embedding (batched decoder calls)."""
+        ...
+
+    def decode_batch(self, embeddings: Sequence[Embedding], prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
+        """One point prompt per embedding."""
+        ...
 
     def predict(self, images: list[np.ndarray], prompts: list[Prompt]) -> list[Decoded]: ...

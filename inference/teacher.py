@@ -1,6 +1,6 @@
 """The SAM 2 teacher through the official `sam2` package.
 
-The model is built with `build_sam2` from the package's own Hydra configs and the image predictor
+The model is built by inference.sam2_net (`build_sam2` from the package's own Hydra configs) and the image predictor
 (`SAM2ImagePredictor`) does the transforms, the embedding (`image_embed` + the two high-resolution feature maps) and
 the prompt/mask decoding, so the teacher behaves exactly like upstream SAM 2. What we add: the embedding is handed
 out as numpy (so it can be cached on disk and decoded later without recomputation), the input size can be changed
@@ -10,132 +10,26 @@ names the config that would fit.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from inference.errors import CheckpointError, ModelError, ModelMismatchError
+from inference.errors import ModelError
+from inference.sam2_configs import resolve_config
+from inference.sam2_net import FEATURES as FEATURE_NAMES
+from inference.sam2_net import Sam2Net, choose_output, load_model
 from inference.segmenter import Decoded, Embedding, Prompt, mask_to_logits
 from inference.torch_backend import autocast, check_precision, resolve_device
-
-# Short names accepted by --config -> the package's Hydra config path.
-TEACHER_CONFIGS = {
-    "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
-    "sam2.1_hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
-    "sam2.1_hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
-    "sam2.1_hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
-    "sam2_hiera_t": "configs/sam2/sam2_hiera_t.yaml",
-    "sam2_hiera_s": "configs/sam2/sam2_hiera_s.yaml",
-    "sam2_hiera_b+": "configs/sam2/sam2_hiera_b+.yaml",
-    "sam2_hiera_l": "configs/sam2/sam2_hiera_l.yaml",
-}
-# reduced configs (the demo teacher): the package config + overrides, see inference.sam2_configs
-from inference.sam2_configs import REDUCED_CONFIGS as _REDUCED  # noqa: E402
-
-TEACHER_CONFIGS.update({k: v[0] for k, v in _REDUCED.items()})
-_ALIASES = {"tiny": "t", "small": "s", "base_plus": "b+", "base+": "b+", "large": "l"}
-# Hiera trunk (embed_dim, number of blocks) -> size letter; how a mismatched checkpoint is recognised.
-_TRUNKS = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
-FEATURE_NAMES = ("image_embed", "high_res_0", "high_res_1")
-
-
-def resolve_config(name: str) -> tuple[str, str]:
-    """'sam2.1_hiera_s', 'sam2.1_hiera_small', 'sam2.1/sam2.1_hiera_s.yaml' or 'configs/sam2.1/...yaml' ->
-    (short name, Hydra config path)."""
-    raw = name.strip()
-    stem = Path(raw).name.removesuffix(".yaml")
-    m = re.fullmatch(r"(sam2(?:\.1)?)_hiera_([a-z_+]+)", stem)
-    if m:
-        size = _ALIASES.get(m.group(2), m.group(2))
-        short = f"{m.group(1)}_hiera_{size}"
-        if short in TEACHER_CONFIGS:
-            return short, TEACHER_CONFIGS[short]
-    known = ", ".join(k for k in TEACHER_CONFIGS if k.startswith("sam2.1"))
-    raise ModelError(f"unknown SAM 2 config {name!r}; use one of {known} (or the sam2_hiera_* ones)")
-
-
-def guess_config(state: dict[str, Any]) -> str | None:
-    """The short config name a SAM 2 state dict was trained with, from its trunk shape (None if unknown)."""
-    w = state.get("image_encoder.trunk.patch_embed.proj.weight")
-    if w is None or not hasattr(w, "shape"):
-        return None
-    blocks = {int(m.group(1)) for k in state if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", str(k)))}
-    size = _TRUNKS.get((int(w.shape[0]), len(blocks)))
-    if size is None:
-        return None
-    version = "sam2.1" if "no_obj_embed_spatial" in state else "sam2"
-    return f"{version}_hiera_{size}"
-
-
-def build_model(config: str, image_size: int = 1024, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """SAM2Base with random weights from the package config (weights are loaded separately, with checks)."""
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    from sam2.build_sam import build_sam2
-
-    if not GlobalHydra.instance().is_initialized():
-        initialize_config_module("sam2", version_base="1.2")
-    _, cfg_path = resolve_config(config)
-    from inference.sam2_configs import hydra_config
-
-    overrides = [] if int(image_size) == 1024 else [f"++model.image_size={int(image_size)}"]
-    overrides = hydra_config(resolve_config(config)[0])[1] + overrides
-    return build_sam2(cfg_path, None, device=str(device), mode="eval", hydra_overrides_extra=overrides)
-
-
-def read_state_dict(path: Path | str) -> dict[str, Any]:
-    """The {"model": state_dict} of an official-style checkpoint, loaded with weights_only=True."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling/zip error means a broken file
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise CheckpointError(f"{path.name} is not a readable PyTorch checkpoint (truncated or corrupt?): {msg[:200]}") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path.name} is not a checkpoint dictionary (found {type(obj).__name__})")
-    if obj.get("format") == "maskbench.student":
-        raise ModelMismatchError(
-            f"{path.name} is a maskbench student checkpoint, not SAM 2; add it with 'maskbench models add student {path.name}'"
-        )
-    state = obj.get("model")
-    if not isinstance(state, dict) or not state:
-        raise ModelMismatchError(f"{path.name} has no 'model' state dict; SAM 2 checkpoints are {{'model': state_dict}}")
-    return state
-
-
-def load_model(
-    path: Path | str, config: str, image_size: int = 1024, device: str | torch.device = "cpu"
-) -> torch.nn.Module:
-    """Build from `config` and load the checkpoint strictly; a wrong config is refused naming the likely one."""
-    state = read_state_dict(path)
-    short, _ = resolve_config(config)
-    model = build_model(short, image_size=image_size, device="cpu")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        guess = guess_config(state)
-        name = Path(path).name
-        if guess and guess != short:
-            raise ModelMismatchError(
-                f"{name} does not match config {short}: it looks like a {guess} checkpoint (use --config {guess})"
-            ) from None
-        lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
-        raise ModelMismatchError(f"{name} does not match config {short}: {' '.join(lines[:2])[:240]}") from None
-    return model.to(device).eval()
 
 
 class Sam2Segmenter:
     """SAM 2 behind the Segmenter interface (teacher)."""
 
     kind = "teacher"
+    model_id: int | None = None  # a bare model; inference.registry.load_segmenter's wrapper carries the record's
     decode_chunk = 32
 
     def __init__(
@@ -260,6 +154,9 @@ class Sam2Segmenter:
         k = int(np.argmax(ious[0])) if multimask else 0
         return Decoded(logits=masks[0, k], score=float(ious[0, k]))
 
+    def decode_batch(self, embeddings: Sequence[Embedding], prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
+        return [self.decode(e, p, lb) for e, (p, lb) in zip(embeddings, prompts)]
+
     def predict(self, images: Sequence[np.ndarray], prompts: Sequence[Prompt]) -> list[Decoded]:
         if len(images) != len(prompts):
             raise ValueError("predict needs one prompt per image")
@@ -276,6 +173,7 @@ class Sam2NativeSegmenter:
     mask choice as SAM (one click: best multimask candidate; more: the single-mask output)."""
 
     kind = "teacher"
+    model_id: int | None = None  # a bare model; inference.registry.load_segmenter's wrapper carries the record's
     decode_chunk = 32
     encode_chunk = 8
 
@@ -283,8 +181,6 @@ class Sam2NativeSegmenter:
         self, model: torch.nn.Module, name: str = "teacher", sha256: str = "", device: str | None = "cpu",
         precision: str = "fp32", config: str = "", scale: float = 1.0,
     ) -> None:
-        from inference.sam2_net import Sam2Net
-
         self.device = resolve_device(device)
         self.precision = check_precision(precision, self.device)
         self.net = Sam2Net(model).to(self.device).eval()
@@ -329,7 +225,6 @@ class Sam2NativeSegmenter:
     def decode_prompts(self, embedding: Embedding, prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Decoded]:
         from inference import layout as lay
         from inference.runtime import stitched
-        from inference.sam2_net import choose_output
 
         lo = embedding.layout
         if lo is None:
@@ -359,9 +254,7 @@ class Sam2NativeSegmenter:
         the mask prompt it covers on its canvas (padding is background), in canvas pixels. With a box or a mask the
         single-mask output is used (they are not ambiguous); otherwise SAM's rule (inference.sam2_net.choose_output).
         """
-        from inference import layout as lay
         from inference.runtime import stitched
-        from inference.sam2_net import choose_output
 
         lo = embedding.layout
         if lo is None:

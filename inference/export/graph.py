@@ -66,31 +66,44 @@ def _export(module: Any, args: tuple[Any, ...], path: Path, input_names: list[st
 # --- student ------------------------------------------------------------------------------------------------
 
 
-def _single_module(student: Any) -> Any:
-    """Wrap a student into the merged graph's module (normalisation + encoder + decoder, first mask only)."""
-    from torch import nn
+def select_mask(masks: Any, scores: Any, labels: Any) -> tuple[Any, Any]:
+    """In-graph version of inference.preprocess.choose_mask: one real click and K > 1 -> best of outputs 1..K-1,
+    otherwise output 0. Returns (B, 1, h, w), (B, 1)."""
+    torch = _torch()
 
-    from inference.export import student_api
+    k = masks.shape[1]
+    if k == 1:
+        return masks, scores
+    n_real = (labels >= 0).sum(dim=1)
+    best = torch.argmax(scores[:, 1:], dim=1) + 1
+    idx = torch.where(n_real == 1, best, torch.zeros_like(best))
+    b = torch.arange(masks.shape[0])
+    return masks[b, idx].unsqueeze(1), scores[b, idx].unsqueeze(1)
+
+
+def single_module(student: Any) -> Any:
+    """A StudentModel (inference.student) as the merged graph's module: normalisation, encoder, decoder, one mask."""
+    torch = _torch()
+    from torch import nn
 
     class MergedStudent(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.student = student
+            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
         def forward(self, image: Any, point_coords: Any, point_labels: Any) -> tuple[Any, Any]:
-            masks, scores = student_api.forward_pixels(self.student, image, point_coords, point_labels)
-            return student_api.select_mask(masks, scores, point_labels)
+            emb, hi = self.student.encode((image - self.mean) / self.std)
+            masks, scores = self.student.decoder(emb, hi, point_coords, point_labels)
+            return select_mask(masks, scores, point_labels)
 
     return MergedStudent().eval()
 
 
-def single_module(student: Any) -> Any:
-    return _single_module(student)
-
-
 def export_student_single(student: Any, path: Path, input_size: int) -> Path:
     torch = _torch()
-    module = _single_module(student)
+    module = single_module(student)
     args = (torch.rand(2, 3, input_size, input_size) * 255, torch.rand(2, 2, 2) * input_size,
             torch.tensor([[1.0, 0.0], [1.0, -1.0]]))
     dyn = {"image": {0: "batch"}, "point_coords": {0: "batch", 1: "points"}, "point_labels": {0: "batch", 1: "points"},
@@ -117,65 +130,40 @@ def count_params(module: Any) -> int:
 # --- SAM 2 teacher --------------------------------------------------------------------------------------------
 
 
-def build_teacher(config: str = "configs/sam2.1/sam2.1_hiera_t.yaml", checkpoint: str | None = None,
-                  image_size: int | None = None) -> Any:
-    """A SAM2Base on CPU; random weights when no checkpoint is given (tests, graph checks)."""
-    from sam2.build_sam import build_sam2
-
-    from inference.sam2_configs import hydra_config
-
-    config, reduced = hydra_config(config)
-    extra = reduced + ([f"++model.image_size={int(image_size)}"] if image_size else [])
-    return build_sam2(config, ckpt_path=checkpoint, device="cpu", mode="eval", hydra_overrides_extra=extra)
-
-
-def teacher_modules(sam: Any) -> tuple[Any, Any]:
+def teacher_modules(net: Any) -> tuple[Any, Any]:
+    """The ONNX teacher pair's modules around a SAM 2 (inference.sam2_net.Sam2Net): encoder from [0, 255] pixels,
+    decoder with the high-res features as inputs."""
     torch = _torch()
     from torch import nn
-
-    size = int(sam.image_size)
-    feat_sizes = [(size // 4, size // 4), (size // 8, size // 8), (size // 16, size // 16)]
 
     class TeacherEncoder(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.sam = sam
+            self.net = net
             self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
             self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
         def forward(self, image: Any) -> tuple[Any, Any, Any]:
-            x = (image - self.mean) / self.std
-            backbone_out = self.sam.forward_image(x)
-            _, vision_feats, _, _ = self.sam._prepare_backbone_features(backbone_out)
-            if self.sam.directly_add_no_mem_embed:
-                vision_feats[-1] = vision_feats[-1] + self.sam.no_mem_embed
-            b = image.shape[0]
-            feats = [f.permute(1, 2, 0).reshape(b, -1, *hw) for f, hw in zip(vision_feats, feat_sizes)]
-            return feats[2], feats[0], feats[1]
+            f = self.net.encode_normalised((image - self.mean) / self.std)
+            return f["image_embed"], f["high_res_0"], f["high_res_1"]
 
     class TeacherDecoder(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.sam = sam
+            self.net = net
 
         def forward(self, image_embed: Any, high_res_0: Any, high_res_1: Any, point_coords: Any,
                     point_labels: Any) -> tuple[Any, Any]:
-            sparse, dense = self.sam.sam_prompt_encoder(points=(point_coords, point_labels.to(torch.int32)),
-                                                        boxes=None, masks=None)
-            masks, iou, _, _ = self.sam.sam_mask_decoder(
-                image_embeddings=image_embed, image_pe=self.sam.sam_prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
-                repeat_image=False, high_res_features=[high_res_0, high_res_1],
-            )
-            return masks[:, :1], iou[:, :1]
+            feats = {"image_embed": image_embed, "high_res_0": high_res_0, "high_res_1": high_res_1}
+            return self.net.decode_single(feats, point_coords, point_labels)
 
     return TeacherEncoder().eval(), TeacherDecoder().eval()
 
 
-def export_teacher_pair(sam: Any, encoder_path: Path, decoder_path: Path) -> tuple[Path, Path]:
+def export_teacher_pair(net: Any, encoder_path: Path, decoder_path: Path) -> tuple[Path, Path]:
     torch = _torch()
-    enc, dec = teacher_modules(sam)
-    size = int(sam.image_size)
+    enc, dec = teacher_modules(net)
+    size = net.image_size
     image = torch.rand(1, 3, size, size) * 255
     _export(enc, (image,), encoder_path, ["image"], ["image_embed", "high_res_0", "high_res_1"],
             {"image": {0: "batch"}, "image_embed": {0: "batch"}, "high_res_0": {0: "batch"},

@@ -146,7 +146,7 @@ def run_export(project: Any, checkpoint: Path | str | None = None, options: Expo
     else:
         model_info = student_api.describe(student, checkpoint)
     size = int(model_info["input_size"])
-    geom = calib_mod.Geometry.of_student(student_api.unwrap(student).config.to_dict(), size)
+    geom = calib_mod.Geometry.of_student(student.config.to_dict(), size)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = project.exports_dir / f"{model_info['name']}-{stamp}"
     n = 1
@@ -240,21 +240,20 @@ def run_export(project: Any, checkpoint: Path | str | None = None, options: Expo
         fp32_path.unlink()
 
     if opts.split_pair:
-        pair = dict(student_api.export_split(student, out_dir, size))
-        if pair:
-            runner = pair_runner(pair["encoder"], pair["decoder"])
-            par = parity_mod.compare(ref_check, parity_mod.run_all(runner, check_crops, geom))
-            acc = parity_mod.accuracy(parity_mod.run_all(runner, val_crops, geom), val_crops, geom)
-            acc["split"] = val_split
-            status = "ok" if par.passes("fp32") else "failed"
-            for variant, path in pair.items():
-                rows.append(_record(project, path, model_info, variant, "fp32", status, par, acc, command, None,
-                                    None, {"note": "interactive split pair (encoder once per image, decoder per "
-                                           "click); parity and accuracy measured on the pair",
-                                           "pair": {k: v.name for k, v in pair.items()}}))
-            step(f"split encoder/decoder pair: {status}, parity IoU {par.iou:.4f}")
-        else:
-            step("split pair skipped: inference.onnx_export is not available")
+        from inference.onnx_export import export_student
+
+        pair = export_student(student, out_dir)
+        runner = pair_runner(pair["encoder"], pair["decoder"])
+        par = parity_mod.compare(ref_check, parity_mod.run_all(runner, check_crops, geom))
+        acc = parity_mod.accuracy(parity_mod.run_all(runner, val_crops, geom), val_crops, geom)
+        acc["split"] = val_split
+        status = "ok" if par.passes("fp32") else "failed"
+        for variant, path in pair.items():
+            rows.append(_record(project, path, model_info, variant, "fp32", status, par, acc, command, None,
+                                None, {"note": "interactive split pair (encoder once per image, decoder per "
+                                       "click); parity and accuracy measured on the pair",
+                                       "pair": {k: v.name for k, v in pair.items()}}))
+        step(f"split encoder/decoder pair: {status}, parity IoU {par.iou:.4f}")
 
     if opts.teacher:
         rows.extend(export_teacher(project, out_dir, check_crops[:4], command, say))
@@ -352,21 +351,19 @@ def export_teacher(project: Any, out_dir: Path, crops: Sequence[calib_mod.Crop],
                    say: LogFn) -> list[dict[str, Any]]:
     """SAM 2 teacher as an encoder/decoder pair (config and weights from the project's distillation.teacher)."""
     from inference.export import graph
+    from inference.sam2_configs import teacher_config
+    from inference.sam2_net import build
 
     tcfg = project.config["distillation"]["teacher"]
-    try:
-        from inference.training.settings import TEACHER_CONFIGS
-    except ImportError:  # pragma: no cover - station install
-        TEACHER_CONFIGS = {}  # noqa: N806
-    config = tcfg.get("config") or TEACHER_CONFIGS.get(tcfg.get("model"), "configs/sam2.1/sam2.1_hiera_t.yaml")
+    config = teacher_config(tcfg)
     ckpt = tcfg.get("checkpoint")
     if not ckpt:
         say("teacher: no distillation.teacher.checkpoint set: exporting random weights (graph check only)")
-    sam = graph.build_teacher(config, ckpt, tcfg.get("image_size"))
-    enc_p, dec_p = graph.export_teacher_pair(sam, out_dir / "teacher_encoder_fp32.onnx",
+    net = build(config, int(tcfg.get("image_size") or 1024), ckpt)
+    enc_p, dec_p = graph.export_teacher_pair(net, out_dir / "teacher_encoder_fp32.onnx",
                                              out_dir / "teacher_decoder_fp32.onnx")
-    enc_m, dec_m = graph.teacher_modules(sam)
-    t_size = int(sam.image_size)
+    enc_m, dec_m = graph.teacher_modules(net)
+    t_size = net.image_size
     enc_r, dec_r = parity_mod.OrtRunner(enc_p), parity_mod.OrtRunner(dec_p)
     refs, outs = [], []
     import torch
@@ -386,7 +383,7 @@ def export_teacher(project: Any, out_dir: Path, crops: Sequence[calib_mod.Crop],
     par = parity_mod.compare(refs, outs) if crops else None
     status = "ok" if par is None or par.passes("fp32") else "failed"
     info = {"name": Path(config).stem, "kind": "teacher", "architecture": Path(config).stem,
-            "checkpoint": ckpt, "params": int(sum(p.numel() for p in sam.parameters())), "input_size": t_size}
+            "checkpoint": ckpt, "params": int(sum(p.numel() for p in net.parameters())), "input_size": t_size}
     rows = []
     for variant, p in (("encoder", enc_p), ("decoder", dec_p)):
         rows.append(_record(project, p, info, variant, "fp32", status, par, None, command, None, None,

@@ -20,20 +20,11 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from inference.errors import ModelError
+from inference.sam2_configs import teacher_config
 from store import config as config_mod
+from store import settings_schema
 from store.errors import UserError
-
-TEACHER_CONFIGS = {
-    "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
-    "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
-    "sam2.1_hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
-    "sam2_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
-    "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
-    "sam2.1_hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
-    "sam2.1_hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
-    # reduced configs (inference.sam2_configs) keep their name; build_sam2_model expands them
-    "sam2.1_hiera_demo": "sam2.1_hiera_demo.yaml",
-}
 
 EXTRA_DEFAULTS: dict[str, Any] = {
     "distillation": {
@@ -90,22 +81,20 @@ def resolve(project_cfg: dict[str, Any], config_file: Path | None = None) -> dic
             raise TrainConfigError(f"{path}: not valid YAML ({exc})") from None
         if not isinstance(raw, dict):
             raise TrainConfigError(f"{path}: expected a mapping at the top level")
-        if "distillation" in raw:
-            raw = raw["distillation"]
+        # the distillation section alone or a project.yaml-shaped file, checked against store.settings_schema:
+        # an unknown key or a wrong type is one ConfigError line naming the file and the key
+        raw = settings_schema.validate_overlay(raw, str(path))
         cfg = config_mod.deep_merge(cfg, {"distillation": raw})
     return copy.deepcopy(cfg["distillation"])
 
 
 def teacher_config_name(dist: dict[str, Any]) -> str:
-    t = dist["teacher"]
-    if t.get("config"):
-        return str(t["config"])
-    model = str(t.get("model", "sam2.1_hiera_s"))
-    if model.endswith(".yaml"):
-        return model
-    if model not in TEACHER_CONFIGS:
-        raise TrainConfigError(f"unknown teacher model {model!r}; set distillation.teacher.config to a SAM 2 config")
-    return TEACHER_CONFIGS[model]
+    """The run's SAM 2 config (inference.sam2_configs.teacher_config), refused as a settings error when unknown."""
+    try:
+        return teacher_config(dist["teacher"])
+    except ModelError:
+        model = dist["teacher"].get("model")
+        raise TrainConfigError(f"unknown teacher model {model!r}; set distillation.teacher.config to a SAM 2 config") from None
 
 
 def teacher_from_store(project: Any, dist: dict[str, Any]) -> bool:

@@ -1,6 +1,6 @@
 """What differs between the training modes: the model, how a batch is drawn, the loss of one step, and how the
-validation crops are predicted. The loop around them (optimiser, schedule, EMA, DDP, validation, checkpoints,
-events) is inference.training.runner's.
+validation crops are predicted. The loop around them (optimiser, schedule, EMA, DDP, validation) is
+inference.training.loop's; checkpoints, events and the store row are its callbacks.
 
 Every mode trains interactively: a step draws clicks from the target (1-3 positive, 0-2 negative), decodes, then
 adds `follow_up_clicks` clicks in the largest error of its own prediction and decodes again, with a loss on every
@@ -213,7 +213,8 @@ class DistillTask(PromptedTask):
             return match_spatial(t.float(), size)
 
         def decode(pts: torch.Tensor, lbs: torch.Tensor) -> torch.Tensor:
-            teacher_up.append(teacher(pts, lbs))
+            if self.soft_w > 0:  # the teacher's decoder costs as much as the student's: only when its term counts
+                teacher_up.append(teacher(pts, lbs))
             return model.decoder(emb, hi, pts, lbs)[0][:, :1]
 
         # unlabelled crops aim their follow-up clicks at the teacher's mask for the initial clicks
@@ -222,8 +223,11 @@ class DistillTask(PromptedTask):
             t0 = (teacher(b.points, b.labels) > 0).float()
             click_target = torch.where(b.canvases.has_target.view(-1, 1, 1, 1), b.canvases.target, t0)
         outs = self.interactive(decode, b, gen, click_target)
-        soft = torch.stack([soft_bce(up, t, self.temperature, b.canvases.valid, self.pos_weight)
-                            for (up, _, _), t in zip(outs, teacher_up)]).mean(0)
+        if teacher_up:
+            soft = torch.stack([soft_bce(up, t, self.temperature, b.canvases.valid, self.pos_weight)
+                                for (up, _, _), t in zip(outs, teacher_up)]).mean(0)
+        else:
+            soft = torch.zeros(bsz, device=b.x.device)
         dice = torch.stack([_sup(up, b, self.pos_weight) for up, _, _ in outs]).mean(0)
         w = b.weights * torch.stack([torch.ones_like(feat), torch.ones_like(feat),
                                      b.canvases.has_target.float()], dim=1)
@@ -334,7 +338,7 @@ class FinetuneTask(PromptedTask):
         return _upsample(choose_output(masks, iou, labels)[0], self.canvas)
 
     def save_best(self, model, path, extra):
-        from inference.training.runner import atomic_save
+        from inference.training.checkpoints import atomic_save
 
         atomic_save({"model": model.model.state_dict()}, path)  # the official SAM 2 checkpoint format
 

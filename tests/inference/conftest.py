@@ -22,7 +22,7 @@ def teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SAM 2.1 hiera-tiny, random weights, saved as {"model": state_dict} like Meta's checkpoints."""
     import torch
 
-    from inference.teacher import build_model
+    from inference.sam2_net import build_model
 
     torch.manual_seed(0)
     model = build_model("sam2.1/sam2.1_hiera_t.yaml", image_size=TEACHER_SIZE)

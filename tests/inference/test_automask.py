@@ -33,6 +33,9 @@ class _Blobs:
         vague[max(0, y - 3) : y + 3, max(0, x - 3) : x + 3] = 0.5  # flips with the threshold: unstable
         return Decoded(vague, 0.9)
 
+    def decode_prompts(self, emb, prompts):
+        return [self.decode(emb, p, lb) for p, lb in prompts]
+
 
 def test_filters_and_nms_on_scripted_segmenter() -> None:
     seg = _Blobs()

@@ -83,7 +83,8 @@ def test_teacher_adapter_matches_official_predictor(teacher_ckpt: Path, magnetic
     import torch
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    from inference.teacher import Sam2Segmenter, load_model
+    from inference.sam2_net import load_model
+    from inference.teacher import Sam2Segmenter
 
     model = load_model(teacher_ckpt, "sam2.1/sam2.1_hiera_t.yaml", image_size=512)
     seg = Sam2Segmenter(model)

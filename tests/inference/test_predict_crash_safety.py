@@ -72,7 +72,7 @@ def test_sigkill_mid_predict_leaves_whole_predictions(tmp_path: Path, magnetic_t
 SAVER = """
 import sys, torch
 from pathlib import Path
-from inference.training.runner import atomic_save
+from inference.training.checkpoints import atomic_save
 path = Path(sys.argv[1])
 big = {"w": torch.randn(4_000_000)}
 i = 0

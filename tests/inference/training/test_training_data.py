@@ -130,7 +130,7 @@ def test_ema_follows_the_weights_with_warm_up() -> None:
 
 
 def test_one_cycle_warms_up_then_anneals() -> None:
-    from inference.training.runner import OneCycle
+    from inference.training.loop import OneCycle
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = OneCycle(opt, 1.0, 100, {"warmup": 0.1})
@@ -166,9 +166,8 @@ def test_unlabelled_crops_get_feature_and_soft_terms_only_with_the_teachers_clic
     the Dice term is zero, the feature and soft terms are not."""
     from dataclasses import replace
 
-    from inference.sam2_net import Sam2Net
+    from inference.sam2_net import Sam2Net, build_model
     from inference.student import StudentConfig, StudentModel
-    from inference.teacher import build_model
     from inference.training.tasks import DistillTask
     from inference.training.teacher_targets import TeacherTargets
 
@@ -197,8 +196,7 @@ def test_teacher_fine_tuning_supervises_the_iou_prediction_of_every_output(magne
     """One click picks SAM's mask by predicted IoU, so every output's IoU score must be trained (SAM 2's
     supervise_all_iou); trained only for the output the loss chose, the others keep random scores and win at
     prediction time (the teacher then scored validation IoU 0.0 at every epoch on the GPU)."""
-    from inference.sam2_net import Sam2Net
-    from inference.teacher import build_model
+    from inference.sam2_net import Sam2Net, build_model
     from inference.training.tasks import FinetuneTask
 
     torch.manual_seed(0)

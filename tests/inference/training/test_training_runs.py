@@ -208,7 +208,7 @@ def test_distill_uses_the_projects_active_teacher_when_yaml_names_none(
     import shutil
 
     from inference.registry import add_model
-    from inference.teacher import build_model
+    from inference.sam2_net import build_model
     from store.ingest import ingest
 
     data = tmp_path / "crops" / "MT_Break"
