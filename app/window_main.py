@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 
 from app.jobs import JobManager
 from app.settings import DEFAULT_COLOURS, Settings
-from store.errors import UserError
+from store.errors import ConfigError, UserError
 from store.project import CONFIG_NAME, Project
 from widgets.palette import LAYER_TITLES
 from widgets.review_view import ReviewWidget
@@ -51,10 +51,10 @@ FIRST_RUN_DISMISSED = "firstrun/dismissed"
 PANEL_FACTORIES: list[tuple[str, str]] = [
     ("Judge", "widgets.judge_panel:make_panel"),
     ("Training", "widgets.training_panel:make_panel"),
-    ("Latency", "widgets.latency_panel:LatencyPanel"),
+    ("Latency", "widgets.latency_panel:make_panel"),
 ]
-# Panels built for one project ("module:callable", called with the project on every project change; the old tab
-# is replaced).
+# Panels built for one project ("module:callable", called with the project and `tasks=` the window's TaskHub on every
+# project change; the old tab is replaced).
 PROJECT_PANEL_FACTORIES: list[tuple[str, str]] = [
     ("Export", "widgets.export_panel:ExportPanel"),
 ]
@@ -78,13 +78,13 @@ def _resolve(spec: str) -> Any:
 
 def segmenter_provider(project: Project) -> Callable[[str], Any]:
     """kind -> the project's active segmenter of that kind, loaded on first use (in a worker thread)."""
-    from widgets.models import load_active_segmenter
+    from inference.correction_models import load_active_segmenter
 
     return lambda kind: load_active_segmenter(project, kind)
 
 
 def embedder_for(project: Project) -> Callable[..., Any] | None:
-    from widgets.models import make_embedder
+    from inference.correction_models import make_embedder
 
     return make_embedder(project)
 
@@ -123,7 +123,7 @@ class MainWindow(QMainWindow):
         self.review.sessionChanged.connect(self._session)
         self.review.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
         self.jobs.changed.connect(self._jobs_changed)
-        self.jobs.jobFailed.connect(lambda j: self.show_error(f"{j.name} failed: {j.error}"))
+        self.jobs.failed.connect(self.show_error)  # "NAME failed: MESSAGE" of any background task
         self.load_panels = load_panels
         if load_panels:
             self._load_panels()
@@ -178,7 +178,7 @@ class MainWindow(QMainWindow):
             if factory is None:
                 continue
             try:
-                self.add_panel(name, factory(project))
+                self.add_panel(name, factory(project, tasks=self.jobs))
             except Exception:  # noqa: BLE001
                 log.exception("panel %s failed to build", name)
 
@@ -281,9 +281,10 @@ class MainWindow(QMainWindow):
     # first run ----------------------------------------------------------------------------------------------------
     def show_first_run(self) -> Any:
         """The first-run dialog (non-modal to the event loop: opened, never exec'd); returns it."""
+        from app.first_run import run_checks
         from widgets.first_run import FirstRunDialog
 
-        dlg = FirstRunDialog(self)
+        dlg = FirstRunDialog(self, checks=run_checks())
         dlg.finished.connect(lambda _r: self._first_run_done(dlg))
         self.first_run_dialog = dlg
         dlg.open()
@@ -310,8 +311,8 @@ class MainWindow(QMainWindow):
 
     def open_crops_folder(self, folder: str | Path) -> None:
         """A new project for a folder of crops (under the user data folder), then ingest in a worker."""
+        from app.first_run import unique_project_dir
         from app.paths import data_dir
-        from widgets.first_run import unique_project_dir
 
         folder = Path(folder)
         if not folder.exists():
@@ -334,8 +335,8 @@ class MainWindow(QMainWindow):
             guess = path.with_name(path.name.replace("encoder", "decoder"))
             decoder = guess if guess != path and guess.is_file() else None
         project = self.project
-        self.jobs.submit(f"importing {kind} {path.name}", add_model, project, kind, path, decoder=decoder,
-                         on_result=lambda res: self._model_imported(res))
+        self.jobs.run(f"importing {kind} {path.name}", add_model, project, kind, path, decoder=decoder,
+                      owner=self, on_result=lambda res: self._model_imported(res))
 
     def _model_imported(self, res: Any) -> None:
         info, existed = res
@@ -349,7 +350,7 @@ class MainWindow(QMainWindow):
             project = Project.create(path) if create else Project.open(path)
         except UserError as exc:
             self.show_error(str(exc))
-            if not create:
+            if not create and not isinstance(exc, ConfigError):  # a project.yaml to fix stays in the recent list
                 self.settings.remove_recent_project(path)
             return False
         self._set_project(project)
@@ -406,8 +407,8 @@ class MainWindow(QMainWindow):
                 then()
             return
         self.statusBar().showMessage("building the demo project (synthetic crops, demo models, offline)…")
-        self.jobs.submit("building demo project", build_demo_project, root,
-                         on_result=lambda summary: self._demo_built(root, summary, then))
+        self.jobs.run("building demo project", build_demo_project, root,
+                      owner=self, on_result=lambda summary: self._demo_built(root, summary, then))
 
     def _demo_built(self, root: Path, summary: str, then: Callable[[], Any] | None = None) -> None:
         log.info("%s", summary)
@@ -448,8 +449,8 @@ class MainWindow(QMainWindow):
         if self.project is None:
             return
         db = self.project.db
-        self.jobs.submit(f"ingesting {Path(dataset).name}", ingest, db, dataset,
-                         on_result=lambda rep: self._ingested(rep))
+        self.jobs.run(f"ingesting {Path(dataset).name}", ingest, db, dataset,
+                      owner=self, on_result=lambda rep: self._ingested(rep))
 
     def _ingested(self, report: Any) -> None:
         self.statusBar().showMessage(

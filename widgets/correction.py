@@ -1,5 +1,11 @@
 """Point-prompt correction state for the crop on screen: points, brush edits, live mask.
 
+Why one module of ~570 lines: the edits (points, box, mask prompt, brush strokes, automatic candidates) share one
+undo stack and one "latest wins" sequence number with the three workers that answer them (encoder, decoder,
+automatic masks); a result is only applied when the edit stack it was asked for is still the current one. Split
+apart, every part would need the others' private state. The Qt-free parts already live elsewhere
+(inference.interactive for prompts and decoding, inference.automask for the grid search).
+
 The expensive encoder pass runs once per crop and model in a worker (and ahead of time for the next crops); each
 click only decodes, in a second worker, against the cached embedding. Clicks that arrive while a decode is still
 queued replace it (only the latest point set matters), and a result for an older point set is dropped.
@@ -414,7 +420,7 @@ class CorrectionController(QObject):
             with self._guard(kind):
                 out = decode_prompt(seg, emb, prompt)
             ms = (time.perf_counter() - t0) * 1000
-            return np.asarray(out.mask, bool), ms, float(out.score), getattr(seg, "model_id", None)
+            return np.asarray(out.mask, bool), ms, float(out.score), seg.model_id
 
         self.decode_pool.submit(work, priority=0, key="decode",
                                 on_result=lambda r: self._decoded_ready(seq, sid, r),
@@ -477,7 +483,7 @@ class CorrectionController(QObject):
         emb = self._emb.get(key)
         if emb is None:
             return
-        kind, sid, image, opts = self.kind, self.sample_id, self.image, self.auto_options
+        kind, image, opts = self.kind, self.image, self.auto_options
         mark = (self._seq, len(self._actions))  # edits made while it runs win over the result
 
         def work() -> tuple[list[AutoMask], float]:

@@ -1,5 +1,9 @@
 """Export panel: pick a checkpoint and precisions, export in a background thread with progress, and see every
-export of the project with its size, parity against PyTorch and validation IoU. `add_panel("Export", panel)`."""
+export of the project with its size, parity against PyTorch and validation IoU. `add_panel("Export", panel)`.
+
+Why a thread task (widgets.workers): an export runs PyTorch and ONNX Runtime for minutes; on the window's TaskHub
+(`tasks=`, the panel's own without a window) its progress and failure also reach the status bar, and a panel closed
+meanwhile simply drops the result (no QThread to wait for)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThread, QUrl, Signal, Slot
+from PySide6.QtCore import Qt, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -28,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from inference import capabilities
+from widgets.workers import TaskHub, ThreadTask
 
 log = logging.getLogger("maskbench.export_panel")
 
@@ -35,47 +40,20 @@ COLUMNS = ("File", "Variant", "Precision", "Status", "Size (MB)", "Parity IoU", 
 PRECISIONS = (("fp32", "FP32"), ("fp16", "FP16"), ("int8", "INT8"), ("int8_weight", "INT8 weights"))
 
 
-class _Worker(QObject):
-    progress = Signal(int, int)
-    message = Signal(str)
-    done = Signal(object)
-    failed = Signal(str)
-
-    def __init__(self, project_root: Path, checkpoint: str | None, options: Any, student: Any = None) -> None:
-        super().__init__()
-        self.project_root = project_root
-        self.checkpoint = checkpoint
-        self.options = options
-        self.student = student
-
-    @Slot()
-    def run(self) -> None:
-        from store.project import Project
-
-        try:
-            from inference.export.pipeline import run_export
-
-            with Project.open(self.project_root) as p:  # its own store connection, in this thread
-                summary = run_export(p, self.checkpoint, self.options, progress=self.progress.emit,
-                                     log_fn=self.message.emit, student=self.student)
-            self.done.emit(summary)
-        except Exception as exc:  # noqa: BLE001 - shown in the panel as one line
-            log.exception("export failed")
-            self.failed.emit(f"{exc.__class__.__name__}: {exc}" if not str(exc).startswith("error") else str(exc))
-
-
 class ExportPanel(QWidget):
     export_finished = Signal(object)  # ExportSummary
     export_failed = Signal(str)
 
-    def __init__(self, project: Any, parent: QWidget | None = None, absent: list[str] | None = None) -> None:
-        """absent: the torch-stack modules this install lacks (default: looked up; a station has none of them)."""
+    def __init__(self, project: Any, parent: QWidget | None = None, absent: list[str] | None = None,
+                 tasks: TaskHub | None = None) -> None:
+        """absent: the torch-stack modules this install lacks (default: looked up; a station has none of them);
+        tasks: the window's TaskHub."""
         super().__init__(parent)
+        self.tasks = tasks if tasks is not None else TaskHub(self)
         self.project_root = Path(project) if isinstance(project, (str, Path)) else Path(project.root)
         self.unavailable = capabilities.torch_stack_reason(
             "Export", capabilities.missing() if absent is None else absent)
-        self._thread: QThread | None = None
-        self._worker: _Worker | None = None
+        self.task: ThreadTask | None = None
         self._rows: list[dict[str, Any]] = []
 
         self.checkpoint = QLineEdit()
@@ -156,7 +134,7 @@ class ExportPanel(QWidget):
         return [k for k, box in self.precision_boxes.items() if box.isChecked()]
 
     def is_running(self) -> bool:
-        return self._thread is not None
+        return self.task is not None and self.task.is_active()
 
     def start_export(self, student: Any = None, **overrides: Any) -> bool:
         """Start an export in a worker thread (returns at once). `student`: an in-memory module (tests, the
@@ -175,18 +153,21 @@ class ExportPanel(QWidget):
         for k, v in overrides.items():
             setattr(options, k, v)
         ckpt = self.checkpoint.text().strip() or None
-        self._thread = QThread(self)
-        self._worker = _Worker(self.project_root, ckpt, options, student)
-        self._worker.moveToThread(self._thread)
-        self._thread.started.connect(self._worker.run)
-        self._worker.progress.connect(self._on_progress)
-        self._worker.message.connect(self.status.setText)
-        self._worker.done.connect(self._on_done)
-        self._worker.failed.connect(self._on_failed)
+        root = self.project_root
+
+        def work(progress: Any, log: Any) -> Any:
+            from inference.export.pipeline import run_export
+            from store.project import Project
+
+            with Project.open(root) as p:  # its own store connection, in this thread
+                return run_export(p, ckpt, options, progress=progress, log_fn=log, student=student)
+
+        self.task = self.tasks.run("export", work, key="export", owner=self, on_progress=self._on_progress,
+                                   on_result=self._on_done, on_error=self._on_failed)
+        self.task.output.connect(self.status.setText)
         self.run_button.setEnabled(False)
         self.progress.setRange(0, 0)
         self.status.setText("exporting…")
-        self._thread.start()
         return True
 
     @Slot(int, int)
@@ -195,14 +176,7 @@ class ExportPanel(QWidget):
         self.progress.setValue(done)
 
     def _finish_thread(self) -> None:
-        if self._thread is not None:
-            self._thread.quit()
-            self._thread.wait()
-            self._thread.deleteLater()
-        if self._worker is not None:
-            self._worker.deleteLater()
-        self._thread = None
-        self._worker = None
+        self.task = None
         self.run_button.setEnabled(True)
 
     @Slot(object)
@@ -274,9 +248,3 @@ class ExportPanel(QWidget):
             return False
         path = Path(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))
         return QDesktopServices.openUrl(QUrl.fromLocalFile(str(path.parent)))
-
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
-        if self._thread is not None:
-            self._thread.quit()
-            self._thread.wait(5000)
-        super().closeEvent(event)

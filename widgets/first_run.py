@@ -1,19 +1,15 @@
 """First-run dialog: shown by run_gui when there is no last project and the user has not dismissed it.
 
 Offers the demo project, a folder of crops (a new project under the user data folder, ingested in a worker with
-progress in the status bar) or importing a model. Checks shown up front, each as one plain line:
-* GPU: informative only; the station and the review tools run on CPU (ONNX Runtime).
-* models: whether the demo models are shipped, and that real work wants an official SAM 2 checkpoint.
-* data folder: must be writable (projects, settings and logs live there, never in the install folder).
+progress in the status bar) or importing a model. It shows the environment checks it is given, each as one plain
+line; the checks themselves (GPU, models, data folder) need app's folders and live in `app.first_run`, which the
+window calls before opening the dialog: widgets never import app/ (an import-linter contract, pyproject.toml).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -39,67 +35,19 @@ class Check:
     text: str
 
 
-def check_gpu() -> Check:
-    """Informative: CUDA through ONNX Runtime's providers or an NVIDIA driver; never imports torch."""
-    providers: list[str] = []
-    try:
-        import onnxruntime as ort
-
-        providers = ort.get_available_providers()
-    except Exception:  # noqa: BLE001
-        pass
-    if "CUDAExecutionProvider" in providers or "TensorrtExecutionProvider" in providers:
-        return Check("GPU", OK, "CUDA available to ONNX Runtime")
-    driver = shutil.which("nvidia-smi") is not None
-    extra = " (an NVIDIA driver is installed; onnxruntime-gpu would use it)" if driver else ""
-    return Check("GPU", INFO, "no GPU in use: fine, review, annotation and the student run on the CPU" + extra)
-
-
-def check_models() -> Check:
-    from app.demo_models import load_manifest
-
-    try:
-        manifest = load_manifest()
-    except Exception as exc:  # noqa: BLE001
-        return Check("models", ERROR, f"demo models unreadable: {exc}")
-    if manifest is None:
-        return Check("models", ERROR, "no demo models shipped: the demo opens without predictions; import a "
-                                      "teacher (SAM 2 checkpoint) and a student to see masks")
-    return Check("models", INFO, "demo models present (trained on synthetic crops, NOT SA-1B-pretrained SAM 2); "
-                                 "for real work import an official SAM 2.1 checkpoint")
-
-
-def check_data_dir(path: Path | None = None) -> Check:
-    from app.paths import data_dir
-
-    d = Path(path or data_dir())
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        probe = d / f".write-test-{uuid.uuid4().hex}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        return Check("data folder", ERROR, f"cannot write to {d} ({exc.strerror or exc}); set MASKBENCH_DATA_DIR "
-                                           "to a writable folder")
-    return Check("data folder", OK, f"{d}")
-
-
-def run_checks() -> list[Check]:
-    return [check_gpu(), check_models(), check_data_dir()]
-
-
 class FirstRunDialog(QDialog):
     """choice: "demo" | "folder" (with .path) | "model" (with .path, .kind) | "" (closed)."""
 
     chosen = Signal(str)
 
     def __init__(self, parent=None, checks: list[Check] | None = None) -> None:  # noqa: ANN001
+        """checks: what `app.first_run.run_checks()` found (none shown when not given)."""
         super().__init__(parent)
         self.setWindowTitle("Welcome to maskbench")
         self.choice = ""
         self.path: str | None = None
         self.kind = "teacher"
-        self.checks = checks if checks is not None else run_checks()
+        self.checks = list(checks or [])
         lay = QVBoxLayout(self)
         intro = QLabel("<b>maskbench</b> reviews where a SAM 2 teacher and a tiny student disagree.<br>"
                        "Start with the demo (synthetic defect crops with demo-model predictions, offline), "
@@ -159,12 +107,3 @@ class FirstRunDialog(QDialog):
         if path:
             self.path = path
             self._choose("model")
-
-
-def unique_project_dir(base: Path, name: str) -> Path:
-    d = base / name
-    n = 1
-    while d.exists():
-        n += 1
-        d = base / f"{name}-{n}"
-    return d

@@ -1,14 +1,15 @@
 """Judge panel: start and stop a VLM judge run over the flagged queue, with its budget, and watch it live.
 
-The run is review.judge.JudgeRun in a worker thread (the window's JobManager when there is one, so the status bar
-shows it); the panel polls `run.stats` four times a second for spend, calls, cache hits and errors. Stop sets the
-run's cancel event: calls in flight finish, nothing new starts.
+The run is review.judge.JudgeRun in a thread task of the window's TaskHub (widgets.workers; the panel's own hub
+without a window), so the status bar shows its progress and its failure; the panel polls `run.stats` four times a
+second for spend, calls, cache hits and errors. Stop cancels the task, which sets the run's cancel event: calls in
+flight finish, nothing new starts, and the run's stats still arrive. The estimate is a quiet task with its own key
+(a newer estimate supersedes an older one).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from review.judge import JudgeRun, JudgeSettings, JudgeStats
 from store.project import Project
+from widgets.workers import TaskHub, ThreadTask
 
 log = logging.getLogger("maskbench.judge_panel")
 
@@ -50,16 +52,15 @@ class JudgePanel(QWidget):
     runFinished = Signal(object)  # JudgeStats
     runFailed = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None, jobs: Any = None,
+    def __init__(self, parent: QWidget | None = None, jobs: TaskHub | None = None,
                  run_factory: Callable[..., JudgeRun] | None = None) -> None:
         super().__init__(parent)
-        self.jobs = jobs
+        self.jobs = jobs if jobs is not None else TaskHub(self)
         self.run_factory = run_factory or JudgeRun
         self.project: Project | None = None
         self.run: JudgeRun | None = None
-        self.cancel: threading.Event | None = None
+        self.task: ThreadTask | None = None
         self.last_stats: JudgeStats | None = None
-        self._thread: threading.Thread | None = None
 
         self.model_edit = QLineEdit()
         self.fallbacks_edit = QLineEdit()
@@ -185,31 +186,27 @@ class JudgePanel(QWidget):
     # actions ------------------------------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.task is not None and self.task.is_active()
 
     def estimate(self) -> None:
         """Pending crops and worst-case cost, computed off the GUI thread (it reads the store and the keys)."""
         if self.project is None:
             return
-        from widgets.workers import in_gui
-
         try:
             settings = self.settings()
         except Exception as exc:  # noqa: BLE001 - shown to the user
             self.state_label.setText(f"cannot estimate: {exc}")
             return
-        db, kwargs, budget = self.project.db, self._run_kwargs(), self.budget_spin.value()
+        db, kwargs, budget, factory = self.project.db, self._run_kwargs(), self.budget_spin.value(), self.run_factory
         self.state_label.setText("estimating…")
 
-        def work() -> None:
-            try:
-                n, cost = self.run_factory(db, settings, **kwargs).estimate()
-                text = f"{n} flagged crop(s) to judge; worst case ${cost:.4f} (budget ${budget:.2f})"
-            except Exception as exc:  # noqa: BLE001
-                text = f"cannot estimate: {exc}"
-            in_gui(lambda: self.state_label.setText(text), self)
+        def work() -> str:
+            n, cost = factory(db, settings, **kwargs).estimate()
+            return f"{n} flagged crop(s) to judge; worst case ${cost:.4f} (budget ${budget:.2f})"
 
-        threading.Thread(target=work, name="judge-estimate", daemon=True).start()
+        self.jobs.run("judge estimate", work, key="judge-estimate", quiet=True, owner=self,
+                      on_result=self.state_label.setText,
+                      on_error=lambda msg: self.state_label.setText(f"cannot estimate: {msg}"))
 
     def start(self) -> None:
         if self.project is None or self.running:
@@ -221,16 +218,12 @@ class JudgePanel(QWidget):
             return
         db = self.project.db
         kwargs = self._run_kwargs()
-        self.cancel = threading.Event()
-        cancel = self.cancel
         self.run = None
         self.last_stats = None
-        started = threading.Event()
 
-        def work(progress: Callable[[int, int], None] | None = None) -> JudgeStats:
+        def work(progress: Callable[[int, int], None], cancel: Any) -> JudgeStats:
             run = self.run_factory(db, settings, progress=progress, cancel=cancel, **kwargs)
             self.run = run
-            started.set()
             return run.run()
 
         self.start_button.setEnabled(False)
@@ -239,27 +232,13 @@ class JudgePanel(QWidget):
         self.state_label.setText(f"running with {settings.model}…")
         self.warnings_label.setText("")
         self._timer.start()
-        if self.jobs is not None:
-            job = self.jobs.submit("judge run", work, on_result=self._finished, on_error=self._failed)
-            self._thread = job.thread
-        else:
-            from widgets.workers import in_gui
-
-            def run_thread() -> None:
-                try:
-                    stats = work()
-                except Exception as exc:  # noqa: BLE001
-                    err = str(exc)
-                    in_gui(lambda: self._failed(err), self)
-                else:
-                    in_gui(lambda: self._finished(stats), self)
-
-            self._thread = threading.Thread(target=run_thread, name="judge-run", daemon=True)
-            self._thread.start()
+        self.task = self.jobs.run("judge run", work, key="judge-run", owner=self, on_result=self._finished,
+                                  on_error=self._failed)
+        self.task.cancelled.connect(self._cancelled)  # the run raised Cancelled: no stats to show
 
     def stop(self) -> None:
-        if self.cancel is not None:
-            self.cancel.set()
+        if self.running:
+            self.task.cancel()
             self.state_label.setText("stopping after the calls in flight…")
             self.stop_button.setEnabled(False)
 
@@ -293,20 +272,24 @@ class JudgePanel(QWidget):
         self._reset_buttons()
         self.runFailed.emit(msg)
 
+    def _cancelled(self) -> None:
+        self._timer.stop()
+        self.state_label.setText("stopped by you")
+        self._reset_buttons()
+
     def _reset_buttons(self) -> None:
-        self._thread = None
-        self.cancel = None
+        self.task = None
         self.start_button.setEnabled(True)
         self.estimate_button.setEnabled(True)
         self.stop_button.setEnabled(False)
 
     def shutdown(self) -> None:
-        if self.cancel is not None:
-            self.cancel.set()
+        if self.running:
+            self.task.cancel()
 
 
 def make_panel(window: Any) -> tuple[str, JudgePanel]:
-    """Main-window hook: the panel uses the window's job manager and refreshes the review queue after a run."""
+    """Main-window hook: the panel uses the window's TaskHub and refreshes the review queue after a run."""
     panel = JudgePanel(jobs=getattr(window, "jobs", None))
     review = getattr(window, "review", None)
     if review is not None:

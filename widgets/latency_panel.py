@@ -1,9 +1,10 @@
 """Latency panel: start local or SSH (Jetson) latency runs, follow their log live, browse the history, compare
 latency by model and precision against the project's target FPS, and export the history as CSV.
 
-A run is the `maskbench bench` / `bench-remote` command in a child process (QProcess): the GUI thread only reads
-its output as it arrives, a crash or a hung SSH connection in the run cannot take the window down, and Stop kills
-it. The child stores its results in the project database; the panel reloads the history when it ends.
+A run is the `maskbench bench` / `bench-remote` command in a child process (a ProcessTask of widgets.workers, on
+the window's TaskHub so the status bar shows it): the GUI thread only reads its output as it arrives, a crash or a
+hung SSH connection in the run cannot take the window down, and Stop kills it. The child stores its results in the
+project database; the panel reloads the history when it ends.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QProcess, QProcessEnvironment, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -39,6 +40,7 @@ from inference.bench.records import export_csv, history
 from inference.bench.stats import target_fps_from_config
 from inference.bench.targets import list_targets
 from store.project import Project
+from widgets.workers import ProcessTask, TaskHub
 
 log = logging.getLogger("maskbench.latency_panel")
 
@@ -80,12 +82,13 @@ class LatencyPanel(QWidget):
     runFinished = Signal(int)  # exit code (non-zero: failed; the log's last line says why)
     historyChanged = Signal()
 
-    def __init__(self, project: Project | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, project: Project | None = None, parent: QWidget | None = None,
+                 tasks: TaskHub | None = None) -> None:
         super().__init__(parent)
+        self.tasks = tasks if tasks is not None else TaskHub(self)
         self.project: Project | None = None
         self.rows: list[dict[str, Any]] = []
-        self.process: QProcess | None = None
-        self._partial = ""
+        self.task: ProcessTask | None = None
         self.last_exit_code: int | None = None
 
         # --- run controls ---
@@ -286,7 +289,7 @@ class LatencyPanel(QWidget):
     # --- runs ---
 
     def is_running(self) -> bool:
-        return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
+        return self.task is not None and self.task.is_active()
 
     def start_local(self, model: str | Path, provider: str | None = None, batches: str = "1",
                     extra_args: Sequence[str] = ()) -> bool:
@@ -313,57 +316,39 @@ class LatencyPanel(QWidget):
             return False
         args = [*args, "--project", str(self.project.root), *extra_args]
         program, argv = cli_command(args)
-        proc = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")
-        env.insert("PYTHONIOENCODING", "utf-8")
-        proc.setProcessEnvironment(env)
-        proc.setWorkingDirectory(str(REPO_ROOT))
-        proc.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
-        proc.readyReadStandardOutput.connect(self._read_output)
-        proc.finished.connect(self._finished)
-        proc.errorOccurred.connect(self._process_error)
-        self.process = proc
-        self._partial = ""
         self.last_exit_code = None
         self._append(f"$ maskbench {' '.join(args)}")
         self.status_label.setText("running…")
-        proc.start(program, argv)
+        task = self.tasks.process(f"benchmark {Path(args[1]).name}", program, argv, key="latency-run",
+                                  cwd=str(REPO_ROOT), merge_channels=True)
+        task.output.connect(self._append)
+        task.finished.connect(self._done)
+        task.cancelled.connect(lambda: self._done(-1))  # Stop kills the run
+        task.failed.connect(self._failed)
+        self.task = task
         self._update_controls()
         self.runStarted.emit(args)
         return True
 
+    @property
+    def process(self) -> Any:
+        """The running (or last) run's QProcess."""
+        return self.task.process if self.task is not None else None
+
     def stop(self) -> None:
         if self.is_running():
-            assert self.process is not None
+            assert self.task is not None
             self._append("stopping…")
-            self.process.kill()
-
-    def _read_output(self) -> None:
-        if self.process is None:
-            return
-        chunk = bytes(self.process.readAllStandardOutput().data()).decode("utf-8", "replace")
-        text = self._partial + chunk.replace("\r\n", "\n")
-        *lines, self._partial = text.split("\n")
-        for line in lines:
-            self._append(line)
+            self.task.cancel()
 
     def _append(self, line: str) -> None:
         self.log_view.appendPlainText(line)
         self.logLine.emit(line)
 
-    def _process_error(self, error: QProcess.ProcessError) -> None:
-        if error == QProcess.ProcessError.FailedToStart:
-            self._append(f"could not start the benchmark process ({sys.executable})")
-            self._done(-1)
-
-    def _finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
-        self._read_output()
-        if self._partial:
-            self._append(self._partial)
-            self._partial = ""
-        crashed = exit_status == QProcess.ExitStatus.CrashExit
-        self._done(-1 if crashed else int(exit_code))
+    def _failed(self, message: str) -> None:
+        """Could not start, or crashed: the log says so, the run ends with -1."""
+        self._append(message)
+        self._done(-1)
 
     def _done(self, code: int) -> None:
         if self.last_exit_code is not None:
@@ -414,7 +399,11 @@ class LatencyPanel(QWidget):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
         if self.is_running():
-            assert self.process is not None
-            self.process.kill()
-            self.process.waitForFinished(3000)
+            assert self.task is not None
+            self.task.stop_and_wait(0)
         super().closeEvent(event)
+
+
+def make_panel(window: Any) -> LatencyPanel:
+    """Main-window hook: the panel runs its benchmarks on the window's TaskHub."""
+    return LatencyPanel(tasks=getattr(window, "jobs", None))

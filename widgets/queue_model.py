@@ -1,8 +1,8 @@
 """Table model of the review queue over column arrays, with numpy filtering and sorting and lazy thumbnails.
 
 `QueueModel.rowCount()` is the number of rows passing the filter; row r shows queue row `order[r]`. Filtering
-or sorting rebuilds `order` with numpy (a few ms at 100k rows) inside one model reset; nothing per row runs in
-Python except `data()` for the rows on screen.
+or sorting rebuilds `order` with numpy (review.queue_data.QueueColumns.shown_rows, a few ms at 100k rows) inside
+one model reset; nothing per row runs in Python except `data()` for the rows on screen.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QPixmap
 
-from widgets.queue_data import STATUSES, VERDICT_LABEL, VERDICTS, QueueColumns, QueueFilter
+from review.queue_data import SORT_COLUMNS, STATUSES, VERDICT_LABEL, VERDICTS, QueueColumns, QueueFilter
 from widgets.workers import TaskPool
 
 THUMB = 44
 
 COLUMNS = ("", "id", "class", "IoU T/S", "hardness", "VLM verdict", "VLM conf", "human")
 COL_THUMB, COL_ID, COL_CLASS, COL_IOU, COL_HARD, COL_VLM, COL_CONF, COL_HUMAN = range(len(COLUMNS))
+_SORT_KEYS = dict(zip((COL_ID, COL_CLASS, COL_IOU, COL_HARD, COL_VLM, COL_CONF, COL_HUMAN), SORT_COLUMNS))
 HARDNESS_TIP = ("Expected gain of a verdict (review/queue_order.py): (1 - IoU T/S) x (1 - teacher score) / "
                 "(1 - teacher score x student score). Sort descending to review where a verdict changes training most.")
 
@@ -118,47 +119,10 @@ class QueueModel(QAbstractTableModel):
 
     def _rebuild(self) -> None:
         q = self.q
-        base = self._sorted_index()
-        keep = self.filter.mask(q)
-        self.order = base[keep[base]]
+        col, order = self._sort or (None, None)
+        self.order = q.shown_rows(self.filter, _SORT_KEYS.get(col), order == Qt.SortOrder.DescendingOrder)
         self._pos = np.full(len(q), -1, np.int64)
         self._pos[self.order] = np.arange(len(self.order))
-
-    def _sorted_index(self) -> np.ndarray:
-        q = self.q
-        if self._sort is None:
-            return q.default_order()
-        col, order = self._sort
-        key: np.ndarray
-        if col == COL_ID:
-            key = q.sample_id
-        elif col == COL_CLASS:
-            key = q.cls
-        elif col in (COL_IOU, COL_CONF):
-            vals = q.iou if col == COL_IOU else q.vlm_conf
-            key = np.where(np.isnan(vals), np.inf, vals)
-        elif col == COL_HARD:
-            return self._hardness_order(order)
-        elif col == COL_VLM:
-            key = q.vlm
-        elif col == COL_HUMAN:
-            key = q.human
-        else:
-            return q.default_order()
-        idx = np.argsort(key, kind="stable")
-        return idx[::-1].copy() if order == Qt.SortOrder.DescendingOrder else idx
-
-    def _hardness_order(self, order: Qt.SortOrder) -> np.ndarray:
-        """By hardness (descending: review.queue_order's "hardness" order, ties to the lower IoU, then the lower
-        sample id); crops without a comparison last in both directions."""
-        q = self.q
-        h = q.hardness
-        missing = np.isnan(h)
-        key = np.where(missing, 0.0, h)
-        iou = np.where(np.isnan(q.iou), 2.0, q.iou.astype(np.float64))
-        if order == Qt.SortOrder.DescendingOrder:
-            return np.lexsort((q.sample_id, iou, -key, missing)).astype(np.int64)
-        return np.lexsort((q.sample_id, -iou, key, missing)).astype(np.int64)
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
         self.layoutAboutToBeChanged.emit()

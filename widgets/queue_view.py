@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from widgets.queue_data import VERDICT_LABEL, VERDICTS, QueueColumns, QueueFilter
+from review.queue_data import VERDICT_LABEL, VERDICTS, QueueColumns, QueueFilter
 from widgets.queue_model import (
     COL_CLASS,
     COL_CONF,

@@ -1,14 +1,19 @@
 """The review tab: queue on the left, the crop with its masks in the middle, verdict and correction controls on the
 right. Keyboard first: every action has a key (widgets.shortcuts.SHORTCUTS, `?` shows them).
 
-Every verdict is written the moment it is given, one transaction per verdict, by a single writer thread (so writes
-keep their order and the view moves on without waiting on the disk); a crash loses at most the verdict in flight.
-Crops load in worker threads and the next ones are prefetched (image, masks, and the embedding for point prompts).
+The widget draws and routes keys and signals; review.session.ReviewSession decides and writes: the queue, the crop
+shown and its prefetched neighbours, every verdict (written the moment it is given, one transaction each, by a single
+writer thread, so writes keep their order and the view moves on without waiting on the disk), undo and corrections.
+The widget is the session's listener (the `on_*` methods). Crops load in worker threads (widgets.workers.TaskPool).
+
+Over 450 lines on purpose: what is left is one QWidget's own Qt side, one short method per key, control or session
+event (building ~40 controls, the ~30 key actions and their saved keys, view prefs, drawing the crop's details).
+Nothing here decides or touches the database any more (review.session); splitting the rest would scatter one
+widget's controls, which the window and the GUI tests read by attribute name, over several modules.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
@@ -39,15 +44,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from review.verdicts import accept_vlm_verdict, latest_verdicts, record_verdict, reject_vlm_verdict, undo_last
+from review.queue_data import VERDICT_LABEL, QueueColumns
+from review.sample_data import SampleCache, SampleData
+from review.session import ReviewSession, SessionStats
 from store.project import Project
-from store.schema import VerdictAuthorKind
 from widgets.correction import CorrectionController, Embedder, SegmenterProvider
 from widgets.mask_view import LAYERS, MaskView
 from widgets.palette import LAYER_TITLES, OKABE_ITO_LAYERS
-from widgets.queue_data import VERDICT_LABEL, QueueColumns, load_queue
 from widgets.queue_view import QueueWidget
-from widgets.sample_data import SampleCache, SampleData, load_sample
 from widgets import shortcuts as shortcuts_mod
 from widgets.shortcuts import ShortcutOverlay
 from widgets.workers import TaskPool
@@ -55,39 +59,12 @@ from widgets.workers import TaskPool
 log = logging.getLogger("maskbench.review")
 
 VERDICT_KEYS = {"teacher_better": "T", "student_better": "S", "both_good": "G", "both_bad": "B"}
-PREFETCH = 3  # crops loaded ahead
-PREFETCH_EMBED = 1  # crops embedded ahead
 
 
 def swatch(colour: str, size: int = 12) -> QIcon:
     pm = QPixmap(size, size)
     pm.fill(QColor(colour))
     return QIcon(pm)
-
-
-def _standing_human(db: Any, sample_id: int) -> str | None:
-    with db.session() as s:
-        v = latest_verdicts(s, VerdictAuthorKind.HUMAN, [sample_id]).get(sample_id)
-        return v.verdict.value if v is not None else None
-
-
-class SessionStats:
-    """Verdicts given in this sitting and the pace (reviews per hour since the first one)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.started: float | None = None
-
-    def add(self, n: int = 1) -> None:
-        if self.started is None:
-            self.started = time.monotonic()
-        self.count = max(0, self.count + n)
-
-    def per_hour(self) -> float:
-        if self.started is None or self.count == 0:
-            return 0.0
-        elapsed = max(time.monotonic() - self.started, 30.0)  # no silly rates after the first few seconds
-        return self.count * 3600.0 / elapsed
 
 
 class ReviewWidget(QWidget):
@@ -108,19 +85,11 @@ class ReviewWidget(QWidget):
     ) -> None:
         super().__init__(parent)
         self.prefs = prefs
-        self.reviewer = reviewer
         self.project: Project | None = None
-        self.current: SampleData | None = None
-        self.current_id: int | None = None
-        self.cache = SampleCache(16)
         self.loader = TaskPool("samples", workers=2)
         self.writer = TaskPool("verdicts", workers=1)
-        self._write_seq = itertools.count()
-        self._writes_pending = 0
-        self._loading: set[int] = set()
         self._save_when_decoded = False
         self._stroking = False
-        self.session = SessionStats()
         self.last_show_ms: float | None = None
         self._nav_t: float | None = None
         self.correction = CorrectionController(parent=self)
@@ -144,6 +113,8 @@ class ReviewWidget(QWidget):
         # left: the queue
         self.queue = QueueWidget(thumbnails=thumbnails)
         self.queue.currentSampleChanged.connect(self._current_changed)
+        self.review_session = ReviewSession(self, self.loader, self.writer, reviewer=reviewer,
+                                            upcoming=self.queue.upcoming, owner=self)
 
         # right: details and controls
         side = self._build_side(colours or OKABE_ITO_LAYERS)
@@ -443,13 +414,40 @@ class ReviewWidget(QWidget):
     def save_layout(self) -> None:
         self._pref("review/splitter", [int(x) for x in self.splitter.sizes()])
 
+    # the session's state, as the view and its tests read it -----------------------------------------------------
+    @property
+    def current(self) -> SampleData | None:
+        return self.review_session.current
+
+    @property
+    def current_id(self) -> int | None:
+        return self.review_session.current_id
+
+    @property
+    def cache(self) -> SampleCache:
+        return self.review_session.cache
+
+    @property
+    def session(self) -> SessionStats:
+        return self.review_session.stats
+
+    @property
+    def writes_pending(self) -> int:
+        return self.review_session.writes_pending
+
+    @property
+    def reviewer(self) -> str:
+        return self.review_session.reviewer
+
+    @reviewer.setter
+    def reviewer(self, name: str) -> None:
+        self.review_session.reviewer = name
+
     # project ------------------------------------------------------------------------------------------------------
     def set_project(self, project: Project | None, provider: SegmenterProvider | None = None,
                     embedder: Embedder | None = None) -> None:
         self.project = project
-        self.cache.clear()
-        self.current = None
-        self.current_id = None
+        self.review_session.open(project.db if project is not None else None)
         self.view.clear()
         self.correction.provider = provider
         if embedder is not None:
@@ -463,28 +461,20 @@ class ReviewWidget(QWidget):
         """Re-read the queue (after a judge run, new predictions, another reviewer's work)."""
         if self.project is None:
             return
-        keep = self.current_id
-        db = self.project.db
         self.loading_label.setText("loading queue…")
         self.loading_label.adjustSize()
         self.loading_label.show()
-        self.loader.submit(load_queue, db, priority=-1, key="queue",
-                           on_result=lambda q: self._queue_loaded(q, keep, db),
-                           on_error=lambda e: self._fail(f"cannot load the queue: {e}"), owner=self)
+        self.review_session.reload()
 
-    def _queue_loaded(self, q: QueueColumns, keep: int | None, db: Any) -> None:
-        if self.project is None or self.project.db is not db:
-            return
+    def on_queue(self, q: QueueColumns, keep: int | None) -> None:
         self.loading_label.hide()
-        self.cache.clear()
         self.queue.set_columns(q, keep_sample=keep)
         if self.queue.model.rowCount() == 0:
             self._show_empty()
         self._emit_counts()
 
     def _show_empty(self) -> None:
-        self.current = None
-        self.current_id = None
+        self.review_session.go_to(None)
         self.view.clear()
         self.info_label.setText("no crops in this view: ingest a data set (File ▸ Ingest) or change the filters")
         self.metrics_label.setText("")
@@ -494,9 +484,12 @@ class ReviewWidget(QWidget):
     def _emit_counts(self) -> None:
         self.countsChanged.emit(self.queue.model.counts())
 
-    def _fail(self, msg: str) -> None:
+    def on_failed(self, text: str) -> None:
         self.loading_label.hide()
-        self.message.emit(msg)
+        self.message.emit(text)
+
+    def on_message(self, text: str) -> None:
+        self.message.emit(text)
 
     # showing crops ------------------------------------------------------------------------------------------------
     def _current_changed(self, sample_id: int | None) -> None:
@@ -504,56 +497,19 @@ class ReviewWidget(QWidget):
         if sample_id is None:
             self._show_empty()
             return
-        self.current_id = sample_id
         self._nav_t = time.perf_counter()
-        data = self.cache.get(sample_id)
-        if data is not None:
-            self._show(data)
-        else:
-            self.loading_label.setText(f"loading crop {sample_id}…")
-            self.loading_label.adjustSize()
-            self.loading_label.show()
-            self._load(sample_id, priority=0)
-        self._prefetch()
+        self.review_session.go_to(sample_id)
 
-    def _load(self, sample_id: int, priority: int) -> None:
-        if self.project is None:
-            return
-        if sample_id in self._loading and priority > 0:
-            return
-        self._loading.add(sample_id)
-        db = self.project.db
-        self.loader.submit(load_sample, db, sample_id, priority=priority, key=f"s{sample_id}",
-                           on_result=self._loaded, on_error=lambda e, s=sample_id: self._load_failed(s, e),
-                           owner=self)
+    def on_loading(self, sample_id: int) -> None:
+        self.loading_label.setText(f"loading crop {sample_id}…")
+        self.loading_label.adjustSize()
+        self.loading_label.show()
 
-    def _loaded(self, data: SampleData) -> None:
-        self._loading.discard(data.sample_id)
-        self.cache.put(data)
-        if data.sample_id == self.current_id and (self.current is None or self.current.sample_id != data.sample_id):
-            self._show(data)
-        elif data.sample_id in self.queue.upcoming(PREFETCH_EMBED):
-            self.correction.ensure_embedding(data.sample_id, data.image, priority=5, image_key=data.sha256)
+    def on_embed_ahead(self, data: SampleData) -> None:
+        self.correction.ensure_embedding(data.sample_id, data.image, priority=5, image_key=data.sha256)
 
-    def _load_failed(self, sample_id: int, exc: BaseException) -> None:
-        self._loading.discard(sample_id)
-        if sample_id == self.current_id:
-            self._fail(f"cannot load crop {sample_id}: {exc}")
-
-    def _prefetch(self) -> None:
-        for i, sid in enumerate(self.queue.upcoming(PREFETCH)):
-            data = self.cache.get(sid)
-            if data is None:
-                self._load(sid, priority=5 + i)
-            elif i < PREFETCH_EMBED:
-                self.correction.ensure_embedding(sid, data.image, priority=5, image_key=data.sha256)
-        # keep the current crop most recently used
-        if self.current_id is not None:
-            self.cache.get(self.current_id)
-
-    def _show(self, data: SampleData) -> None:
+    def on_sample(self, data: SampleData) -> None:
         self.loading_label.hide()
-        self.current = data
         self.view.set_sample(data.image, data.masks, keep_view=True)
         self.correction.set_sample(data.sample_id, data.image, data.masks, image_key=data.sha256)
         self._update_side(data)
@@ -654,152 +610,64 @@ class ReviewWidget(QWidget):
         self.correction.set_kind(kind)
         self._pref("review/model", kind)
 
-    # verdicts -----------------------------------------------------------------------------------------------------
-    def _write(self, fn: Callable[..., Any], *args: Any, on_result: Callable[[Any], None],
-               on_error: Callable[[BaseException], None], **kwargs: Any) -> None:
-        self._writes_pending += 1
-
-        def done(r: Any) -> None:
-            self._writes_pending -= 1
-            on_result(r)
-
-        def failed(e: BaseException) -> None:
-            self._writes_pending -= 1
-            on_error(e)
-
-        self.writer.submit(fn, *args, priority=next(self._write_seq), on_result=done, on_error=failed, owner=self,
-                           **kwargs)
-
-    @property
-    def writes_pending(self) -> int:
-        return self._writes_pending
-
+    # verdicts: the session writes, the view follows ---------------------------------------------------------------
     def give_verdict(self, kind: str) -> None:
-        if self.project is None or self.current is None or self.current.sample_id != self.current_id:
-            self.message.emit("wait for the crop to show before judging it")
-            return
-        sid = self.current_id
-        db = self.project.db
-        self._write(record_verdict, db, sid, kind, self.reviewer,
-                    on_result=lambda _v: self.verdictStored.emit(sid, kind),
-                    on_error=lambda e: self._write_failed(sid, kind, e))
-        self._after_verdict(sid, kind)
-
-    def _shown_vlm(self) -> tuple[int, dict[str, Any]] | None:
-        """The crop on screen and its VLM verdict, or None with a one-line message saying why not."""
-        if self.project is None or self.current is None or self.current.sample_id != self.current_id:
-            self.message.emit("wait for the crop to show before judging it")
-            return None
-        if not self.current.vlm:
-            self.message.emit(f"#{self.current.sample_id}: no VLM verdict on this crop: nothing to accept or reject")
-            return None
-        return self.current.sample_id, self.current.vlm
+        self.review_session.give_verdict(kind)
 
     def accept_vlm(self) -> None:
-        """A: the VLM judge's verdict becomes the reviewer's (review.verdicts.accept_vlm_verdict), then the next crop."""
-        shown = self._shown_vlm()
-        if shown is None or self.project is None:
-            return
-        sid, vlm = shown
-        kind = vlm["verdict"]
-        if kind not in VERDICT_KEYS:  # "uncertain": no human verdict says that
-            self.message.emit(f"#{sid}: the VLM judge is {VERDICT_LABEL.get(kind, kind)}: nothing to accept, "
-                              "give your own verdict")
-            return
-        db = self.project.db
-        self._write(accept_vlm_verdict, db, sid, self.reviewer, vlm.get("id"),
-                    on_result=lambda _v: self.verdictStored.emit(sid, kind),
-                    on_error=lambda e: self._write_failed(sid, kind, e))
-        self._after_verdict(sid, kind)
+        """A: the VLM judge's verdict becomes the reviewer's, then the next crop."""
+        self.review_session.accept_vlm()
 
     def reject_vlm(self) -> None:
-        """X: the VLM judge's verdict stops counting (review.verdicts.reject_vlm_verdict) and the crop stays pending
-        for a human verdict; the view moves on. Ctrl+Z takes a rejection back."""
-        shown = self._shown_vlm()
-        if shown is None or self.project is None:
-            return
-        sid, vlm = shown
-        db = self.project.db
-        self._write(reject_vlm_verdict, db, sid, self.reviewer, vlm.get("id"),
-                    on_result=lambda _v: self._vlm_rejected(sid),
-                    on_error=lambda e: self._write_failed(sid, "reject VLM", e))
-        self.current.vlm = None  # the cached crop shows "not judged" until it is read again
+        """X: the VLM judge's verdict stops counting and the crop stays pending for a human verdict; the view moves
+        on. Ctrl+Z takes a rejection back."""
+        self.review_session.reject_vlm()
+
+    def undo(self) -> None:
+        self.review_session.undo()
+
+    def on_verdict(self, sid: int, kind: str) -> None:
+        self.queue.model.set_human(sid, kind)
+        self._emit_session()
+        self._emit_counts()
+        self._next(f"#{sid}: {VERDICT_LABEL.get(kind, kind)}", lambda: self._update_human_label(kind))
+
+    def on_vlm_rejected(self, sid: int, vlm_verdict: str) -> None:
         self.queue.model.set_vlm(sid, None)
         self._emit_counts()
-        self.session.add(1)
         self._emit_session()
-        msg = f"#{sid}: VLM verdict {VERDICT_LABEL.get(vlm['verdict'], vlm['verdict'])} rejected, still pending"
+        self._next(f"#{sid}: VLM verdict {VERDICT_LABEL.get(vlm_verdict, vlm_verdict)} rejected, still pending",
+                   self._redraw_side)
+
+    def _redraw_side(self) -> None:
+        if self.current is not None:
+            self._update_side(self.current)
+
+    def _next(self, msg: str, at_end: Callable[[], Any]) -> None:
+        """After a verdict: say it, and move to the next crop (at the end of the queue, redraw this one)."""
         self.message.emit(msg)
         if not self.queue.step(1):
-            self._update_side(self.current)
+            at_end()
             self.message.emit(f"{msg} — end of the queue")
 
-    def _vlm_rejected(self, sid: int) -> None:
-        self.cache.drop(sid)  # read again on return: an older VLM verdict, if any, is the one in effect now
-        self.verdictStored.emit(sid, "reject_vlm")
+    def on_stored(self, sid: int, kind: str) -> None:
+        self.verdictStored.emit(sid, kind)
 
-    def _after_verdict(self, sid: int, kind: str) -> None:
-        self.queue.model.set_human(sid, kind)
-        data = self.cache.get(sid)
-        if data is not None:
-            data.human = kind
-            if kind != "corrected":
-                data.masks["corrected"] = None
-        self.session.add(1)
+    def on_stats(self) -> None:
         self._emit_session()
-        self._emit_counts()
-        self.message.emit(f"#{sid}: {VERDICT_LABEL.get(kind, kind)}")
-        if not self.queue.step(1):
-            self._update_human_label(kind)
-            self.message.emit(f"#{sid}: {VERDICT_LABEL.get(kind, kind)} — end of the queue")
 
-    def _write_failed(self, sid: int, kind: str, exc: BaseException) -> None:
-        log.error("verdict %s for %s not stored: %s", kind, sid, exc)
-        self.message.emit(f"NOT STORED: {kind} for #{sid}: {exc}")
-        self.session.add(-1)
-        self._emit_session()
-        self._refresh_row(sid)
-
-    def _refresh_row(self, sid: int) -> None:
-        if self.project is None:
-            return
-        db = self.project.db
-        self.cache.drop(sid)
-        self.loader.submit(_standing_human, db, sid, priority=-1,
-                           on_result=lambda v: self._standing(sid, v), owner=self)
-
-    def _standing(self, sid: int, verdict: str | None) -> None:
+    def on_standing(self, sid: int, verdict: str | None) -> None:
         self.queue.model.set_human(sid, verdict)
         self._emit_counts()
         if sid == self.current_id:
             self._update_human_label(verdict)
 
-    def undo(self) -> None:
-        if self.project is None:
-            return
-        db = self.project.db
-
-        def work() -> tuple[int, str, str | None] | None:
-            row = undo_last(db, self.reviewer)
-            if row is None:
-                return None
-            return row.sample_id, row.reason or "", _standing_human(db, row.sample_id)
-
-        self._write(work, on_result=self._undone, on_error=lambda e: self.message.emit(f"undo failed: {e}"))
-
-    def _undone(self, res: tuple[int, str, str | None] | None) -> None:
-        if res is None:
-            self.message.emit("nothing to undo")
-            return
-        sid, reason, standing = res
-        self.session.add(-1)
+    def on_undone(self, sid: int, reason: str, standing: str | None) -> None:
         self._emit_session()
-        self.cache.drop(sid)
         self.queue.model.set_human(sid, standing)
         self._emit_counts()
         self.message.emit(f"#{sid}: {reason}")
         if self.current_id == sid:
-            self.current = None
             self._current_changed(sid)
         elif not self.queue.select_sample(sid):
             self.message.emit(f"#{sid}: {reason} (not in the current filter)")
@@ -906,25 +774,13 @@ class ReviewWidget(QWidget):
         if mask is None:
             self.message.emit("nothing to save: click points or paint first")
             return
-        sid = self.current.sample_id
-        db = self.project.db
-        data = self.cache.get(sid)
-        if data is not None:
-            data.masks["corrected"] = mask
         # the prompts and the model's answer behind the mask, stored with it in the same transaction (replayable)
-        prompt = self.correction.prompt_record()
-        self._write(record_verdict, db, sid, "corrected", self.reviewer, corrected_mask=mask, prompt=prompt,
-                    on_result=lambda _v: self.verdictStored.emit(sid, "corrected"),
-                    on_error=lambda e: self._write_failed(sid, "corrected", e))
-        self._after_verdict(sid, "corrected")
+        self.review_session.save_correction(mask, self.correction.prompt_record())
 
     # lifecycle ----------------------------------------------------------------------------------------------------
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
         """Block until queued verdict writes are done (used when closing the window)."""
-        deadline = time.monotonic() + timeout_s
-        while self.writer.pending() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self.writer.pending() == 0
+        return self.review_session.wait_idle(timeout_s)
 
     def shutdown(self) -> None:
         self.save_layout()

@@ -6,43 +6,41 @@ Above the run settings, the training set as the next run will see it (review.tra
 labelled, unlabelled, corrected, approved and verdict-weighted crops), counted in a worker thread whenever the tab
 is shown, a project is opened or a run ends; an invalid `weights:` section shows its error there.
 
-The run is a separate process (QProcess running `python -m app.cli train ...`), so the window stays responsive
-and a crash in training (or CUDA running out of memory) cannot take the workbench down. The panel only parses the
-JSON lines the trainer prints on stdout.
+The run is a separate process (a ProcessTask of widgets.workers running `python -m app.cli train ...`, on the
+window's TaskHub so the status bar shows its steps), so the window stays responsive and a crash in training (or CUDA
+running out of memory) cannot take the workbench down. The panel only parses the JSON lines the trainer prints on
+stdout. The training-set count is a quiet thread task with its own key: a newer count supersedes an older one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import pyqtgraph as pg
-from PySide6.QtCore import QProcess, QProcessEnvironment, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
     QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from inference import capabilities
-from widgets.workers import TaskPool
+from widgets.training_parts import LivePlots, PastRuns, run_rows, use_as_student
+from widgets.workers import ProcessTask, TaskHub
 
 log = logging.getLogger("maskbench.training_panel")
 
@@ -54,10 +52,9 @@ MODES = [  # label, --mode, --no-feature-loss
     ("Plain U-Net (supervised baseline)", "unet", False),
     ("Quantisation-aware fine-tune of the active student (INT8)", "qat", False),
 ]
-CURVE_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcbd22"]
-RUN_COLUMNS = ["id", "name", "mode", "status", "epochs", "best IoU", "started"]
 STOP_GRACE_MS = 20_000
 COUNT_SPLITS = ("train",)
+COUNTS_KEY = "training-counts"
 
 
 def training_set_line(project: Any, splits: tuple[str, ...] = COUNT_SPLITS) -> str:
@@ -74,26 +71,20 @@ class TrainingPanel(QWidget):
     event_received = Signal(dict)
 
     def __init__(self, project: Any = None, parent: QWidget | None = None, python: str | None = None,
-                 absent: list[str] | None = None) -> None:
-        """absent: the torch-stack modules this install lacks (default: looked up; a station has none of them)."""
+                 absent: list[str] | None = None, tasks: TaskHub | None = None) -> None:
+        """absent: the torch-stack modules this install lacks (default: looked up; a station has none of them);
+        tasks: the window's TaskHub."""
         super().__init__(parent)
+        self.tasks = tasks if tasks is not None else TaskHub(self)
         self.unavailable = capabilities.torch_stack_reason(
             "Training", capabilities.missing() if absent is None else absent)
         self.project = project
         self.python = python or sys.executable
         self.extra_args: list[str] = []  # appended to the train command (tests: --log-every 1 ...)
-        self.process: QProcess | None = None
+        self.task: ProcessTask | None = None
         self.run_dir: str | None = None
         self.last_status: str | None = None
-        self.series: dict[str, tuple[list[float], list[float]]] = {}
-        self.curves: dict[str, pg.PlotDataItem] = {}
-        self._buf = b""
-        self._stderr_tail = ""
-        self._kill_timer = QTimer(self)
-        self._kill_timer.setSingleShot(True)
-        self._kill_timer.timeout.connect(self._kill)
-        self._counts_pool = TaskPool("training-counts", workers=1)
-        self._counts_seq = 0
+        self._stderr_tail, self._total_steps = "", 0
         self._build()
         self.set_project(project)
 
@@ -151,36 +142,15 @@ class TrainingPanel(QWidget):
         sl.addLayout(buttons)
         sl.addWidget(self.status_label)
 
-        self.loss_plot = pg.PlotWidget(title="Training loss")
-        self.loss_plot.addLegend()
-        self.loss_plot.setLabel("bottom", "step")
-        self.iou_plot = pg.PlotWidget(title="Validation IoU")
-        self.iou_plot.addLegend()
-        self.iou_plot.setLabel("bottom", "step")
-        self.iou_plot.setYRange(0, 1)
-        plots = QSplitter(Qt.Vertical)
-        plots.addWidget(self.loss_plot)
-        plots.addWidget(self.iou_plot)
-
-        self.runs = QTableWidget(0, len(RUN_COLUMNS))
-        self.runs.setHorizontalHeaderLabels(RUN_COLUMNS)
-        self.runs.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.runs.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.runs.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.runs.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.refresh_btn = QPushButton("Refresh")
-        self.use_btn = QPushButton("Use as student")
-        self.resume_btn = QPushButton("Resume")
+        self.plots = LivePlots()
+        self.loss_plot, self.iou_plot = self.plots.loss_plot, self.plots.iou_plot
+        self.series, self.curves = self.plots.series, self.plots.curves
+        self.runs_box = runs_box = PastRuns()
+        self.runs, self.refresh_btn, self.use_btn, self.resume_btn = (
+            runs_box.table, runs_box.refresh_btn, runs_box.use_btn, runs_box.resume_btn)
         self.refresh_btn.clicked.connect(self.refresh_runs)
         self.use_btn.clicked.connect(self.use_selected_as_student)
         self.resume_btn.clicked.connect(self.resume_selected)
-        run_buttons = QHBoxLayout()
-        for b in (self.refresh_btn, self.resume_btn, self.use_btn):
-            run_buttons.addWidget(b)
-        runs_box = QGroupBox("Past runs")
-        rl = QVBoxLayout(runs_box)
-        rl.addWidget(self.runs)
-        rl.addLayout(run_buttons)
 
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
@@ -192,7 +162,7 @@ class TrainingPanel(QWidget):
         left_w = QWidget()
         left_w.setLayout(left)
         right = QSplitter(Qt.Vertical)
-        right.addWidget(plots)
+        right.addWidget(self.plots)
         right.addWidget(self.log_view)
         right.setStretchFactor(0, 3)
         top = QSplitter(Qt.Horizontal)
@@ -220,22 +190,19 @@ class TrainingPanel(QWidget):
     # ------------------------------------------------------------------------------------------ training set
     def refresh_counts(self) -> None:
         """Count the train split's labelled / unlabelled / corrected / approved / verdict-weighted crops in a worker;
-        the label shows the line when it arrives (a newer request supersedes an older one)."""
-        self._counts_seq += 1
-        seq = self._counts_seq
+        the label shows the line when it arrives (a newer request supersedes an older one: its answer is dropped)."""
         if self.project is None:
-            self._show_counts(seq, "training set: no project open")
+            self.tasks.drop(COUNTS_KEY)
+            self._show_counts("training set: no project open")
             return
         if not self.counts_label.text().endswith("(counting…)"):
             self.counts_label.setText(self.counts_label.text() + " (counting…)")
-        self._counts_pool.submit(
-            training_set_line, self.project, key="counts", owner=self,
-            on_result=lambda line, n=seq: self._show_counts(n, f"training set (train split): {line}"),
-            on_error=lambda exc, n=seq: self._show_counts(n, f"training set: {exc}"))
+        self.tasks.run("counting the training set", training_set_line, self.project, key=COUNTS_KEY,
+                       quiet=True, owner=self,
+                       on_result=lambda line: self._show_counts(f"training set (train split): {line}"),
+                       on_error=lambda msg: self._show_counts(f"training set: {msg}"))
 
-    def _show_counts(self, seq: int, text: str) -> None:
-        if seq != self._counts_seq:
-            return  # an older request's answer
+    def _show_counts(self, text: str) -> None:
         self.counts_label.setText(text)
         self.counts_ready.emit(text)
 
@@ -281,7 +248,12 @@ class TrainingPanel(QWidget):
     # -------------------------------------------------------------------------------------------- the process
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.state() != QProcess.NotRunning
+        return self.task is not None and self.task.is_active()
+
+    @property
+    def process(self) -> Any:
+        """The running (or last) run's QProcess."""
+        return self.task.process if self.task is not None else None
 
     def _mode_name(self) -> str:
         from inference.training.settings import MODE_NAMES  # no torch at import
@@ -311,22 +283,18 @@ class TrainingPanel(QWidget):
         self.clear_curves()
         self.last_status = None
         self.run_dir = None
-        self._buf = b""
-        self._stderr_tail = ""
-        proc = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")
-        env.insert("PYTHONPATH", str(REPO_ROOT) + (":" + env.value("PYTHONPATH") if env.value("PYTHONPATH") else ""))
-        proc.setProcessEnvironment(env)
-        proc.setWorkingDirectory(str(REPO_ROOT))
-        proc.readyReadStandardOutput.connect(self._read_stdout)
-        proc.readyReadStandardError.connect(self._read_stderr)
-        proc.finished.connect(self._finished)
-        proc.errorOccurred.connect(self._error)
-        self.process = proc
+        self._stderr_tail, self._total_steps = "", 0
+        pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
         args = self.command(resume if isinstance(resume, str) else None)
         self._say("$ " + " ".join([self.python, *args]))
-        proc.start(self.python, args)
+        task = self.tasks.process("training", self.python, args, key="training-run", env={"PYTHONPATH": pythonpath},
+                                  cwd=str(REPO_ROOT), stop_grace_ms=STOP_GRACE_MS)
+        task.output.connect(self._stdout_line)
+        task.errorOutput.connect(self._stderr_line)
+        task.finished.connect(self._finished)
+        task.cancelled.connect(self._finished)  # killed after the grace period: still a run that ended
+        task.failed.connect(self._failed)
+        self.task = task
         self._set_running(True)
         self.status_label.setText("starting…")
         return True
@@ -337,13 +305,7 @@ class TrainingPanel(QWidget):
         if not self.running:
             return
         self.status_label.setText("stopping…")
-        self.process.terminate()
-        self._kill_timer.start(STOP_GRACE_MS)
-
-    def _kill(self) -> None:
-        if self.running:
-            self._say("the run did not stop in time; killed")
-            self.process.kill()
+        self.task.cancel()
 
     def _set_running(self, running: bool) -> None:
         self.start_btn.setEnabled(not running and self.project is not None)
@@ -352,32 +314,30 @@ class TrainingPanel(QWidget):
                   self.save_btn, self.resume_btn):
             w.setEnabled(not running)
 
-    def _read_stdout(self) -> None:
-        self._buf += bytes(self.process.readAllStandardOutput())
-        *lines, self._buf = self._buf.split(b"\n")
-        for raw in lines:
-            line = raw.decode("utf-8", "replace").strip()
-            if not line:
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                self._say(line)
-                continue
-            if isinstance(event, dict):
-                self.handle_event(event)
+    def _stdout_line(self, line: str) -> None:
+        line = line.strip()
+        if not line:
+            return
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            self._say(line)
+            return
+        if isinstance(event, dict):
+            self.handle_event(event)
 
-    def _read_stderr(self) -> None:
-        text = bytes(self.process.readAllStandardError()).decode("utf-8", "replace")
-        self._stderr_tail = (self._stderr_tail + text)[-4000:]
-        for line in text.splitlines():
-            if line.strip():
-                self._say(line)
+    def _stderr_line(self, line: str) -> None:
+        self._stderr_tail = (self._stderr_tail + line + "\n")[-4000:]
+        if line.strip():
+            self._say(line)
 
-    def _finished(self, code: int, _status: Any) -> None:
-        self._kill_timer.stop()
-        if self.process is not None:
-            self._read_stdout()
+    def _finished(self, *_args: Any) -> None:
+        """The process ended (on its own, or killed after the stop grace period): its status from the trainer's
+        last event, else from the exit code."""
+        task = self.task
+        code = -1 if task is None or task.exit_code is None else task.exit_code
+        if task is not None and task.state == "cancelled":
+            self._say("the run did not stop in time; killed")
         status = self.last_status or ("finished" if code == 0 else "failed")
         if status == "failed" and self._stderr_tail:
             err = [ln for ln in self._stderr_tail.splitlines() if ln.startswith("error:")]
@@ -390,16 +350,19 @@ class TrainingPanel(QWidget):
         self.refresh_counts()
         self.run_finished.emit(status)
 
-    def _error(self, err: Any) -> None:
-        if err == QProcess.FailedToStart:
+    def _failed(self, message: str) -> None:
+        if self.task is not None and self.task.exit_code is None:  # never started
             self.status_label.setText(f"could not start {self.python}")
             self._set_running(False)
+        else:  # crashed
+            self._finished()
 
     # ------------------------------------------------------------------------------------------------ events
     def handle_event(self, e: dict[str, Any]) -> None:
         kind = e.get("event")
         if kind == "start":
             self.run_dir = e.get("run_dir")
+            self._total_steps = int(e.get("total_steps") or 0)
             self.status_label.setText(f"running: {Path(self.run_dir or '').name} ({e.get('mode')}, "
                                       f"{e.get('total_steps')} steps, {e.get('device')})")
             self.run_started.emit(self.run_dir or "")
@@ -408,9 +371,11 @@ class TrainingPanel(QWidget):
             self.status_label.setText(f"teacher cache {e.get('done')}/{e.get('total')}")
         elif kind == "step":
             step = float(e.get("step", 0))
+            if self.task is not None and self._total_steps:
+                self.task.report_progress(int(step), self._total_steps)  # the status bar's progress
             for k, v in e.items():
                 if k.startswith("loss") and isinstance(v, (int, float)):
-                    self._append(k, step, float(v), self.loss_plot)
+                    self.plots.append(k, step, float(v))
             ips = e.get("images_per_s")
             self.status_label.setText(f"epoch {e.get('epoch')} step {e.get('step')}  loss {e.get('loss', 0):.4f}  "
                                       f"{ips or 0:.1f} img/s")
@@ -418,49 +383,21 @@ class TrainingPanel(QWidget):
             step = float(e.get("step", 0))
             for k in ("val_iou_gt", "val_iou_teacher"):
                 if isinstance(e.get(k), (int, float)):
-                    self._append(k, step, float(e[k]), self.iou_plot)
+                    self.plots.append(k, step, float(e[k]))
             self.refresh_runs()
         elif kind == "end":
             self.last_status = e.get("status")
         self.event_received.emit(e)
 
-    def _append(self, key: str, x: float, y: float, plot: pg.PlotWidget) -> None:
-        xs, ys = self.series.setdefault(key, ([], []))
-        xs.append(x)
-        ys.append(y)
-        curve = self.curves.get(key)
-        if curve is None:
-            colour = CURVE_COLOURS[len(self.curves) % len(CURVE_COLOURS)]
-            curve = plot.plot([], [], pen=pg.mkPen(colour, width=2), name=key, symbol="o", symbolSize=4)
-            self.curves[key] = curve
-        curve.setData(xs, ys)
-
     def clear_curves(self) -> None:
-        for key, curve in self.curves.items():
-            (self.iou_plot if key.startswith("val_") else self.loss_plot).removeItem(curve)
-        for plot in (self.loss_plot, self.iou_plot):
-            legend = plot.plotItem.legend
-            if legend is not None:
-                legend.clear()
-        self.curves.clear()
-        self.series.clear()
+        self.plots.clear()
 
     def _say(self, text: str) -> None:
         self.log_view.appendPlainText(text)
 
     # -------------------------------------------------------------------------------------------- past runs
     def run_rows(self) -> list[dict[str, Any]]:
-        if self.project is None:
-            return []
-        from sqlalchemy import select
-
-        from store.schema import TrainingRun
-
-        with self.project.db.session() as s:
-            rows = s.scalars(select(TrainingRun).order_by(TrainingRun.id.desc())).all()
-            return [{"id": r.id, "name": r.name, "mode": r.mode, "status": r.status, "epochs": r.epochs_done,
-                     "best_val_iou": r.best_val_iou, "best_checkpoint": r.best_checkpoint, "out_dir": r.out_dir,
-                     "started": r.started_at.strftime("%Y-%m-%d %H:%M") if r.started_at else ""} for r in rows]
+        return run_rows(self.project)
 
     def refresh_runs(self) -> None:
         try:
@@ -468,17 +405,10 @@ class TrainingPanel(QWidget):
         except Exception as exc:  # noqa: BLE001 - a locked or broken store must not break the panel
             self._say(f"could not read runs: {exc}")
             return
-        self.runs.setRowCount(len(rows))
-        for i, r in enumerate(rows):
-            iou = "" if r["best_val_iou"] is None else f"{r['best_val_iou']:.3f}"
-            for j, v in enumerate([r["id"], r["name"], r["mode"], r["status"], r["epochs"], iou, r["started"]]):
-                item = QTableWidgetItem(str(v))
-                item.setData(Qt.UserRole, r)
-                self.runs.setItem(i, j, item)
+        self.runs_box.fill(rows)
 
     def selected_run(self) -> dict[str, Any] | None:
-        items = self.runs.selectedItems()
-        return items[0].data(Qt.UserRole) if items else None
+        return self.runs_box.selected()
 
     def resume_selected(self) -> None:
         run = self.selected_run()
@@ -508,34 +438,12 @@ class TrainingPanel(QWidget):
             QMessageBox.warning(self, "Training", text)
 
     def shutdown(self) -> None:
-        """Stop a running training process (window closing)."""
-        self._counts_pool.close()
+        """Stop a running training process (window closing: this waits up to the grace period)."""
+        self.tasks.drop(COUNTS_KEY)
         if self.running:
-            self.process.terminate()
-            if not self.process.waitForFinished(STOP_GRACE_MS):
-                self.process.kill()
-                self.process.waitForFinished(5000)
-
-
-def use_as_student(project: Any, run: dict[str, Any]) -> str:
-    """Register the run's best checkpoint as the project's active student (a finetune-teacher run's teacher.pt as
-    the active teacher) through the model registry."""
-    from inference.training.registration import register_student_checkpoint, register_teacher_checkpoint
-
-    if run.get("mode") == "finetune_teacher":
-        out = Path(run["out_dir"])
-        if not (out / "teacher.pt").is_file():
-            raise ValueError("this fine-tuning run has no teacher.pt yet")
-        model_id = register_teacher_checkpoint(project, out, name=run.get("name"), training_run_id=run.get("id"))
-        return f"teacher model #{model_id} registered from {out / 'teacher.pt'}"
-    ckpt = run.get("best_checkpoint")
-    if not ckpt or not Path(ckpt).is_file():
-        raise ValueError("this run has no best checkpoint yet")
-    model_id = register_student_checkpoint(project, Path(ckpt), name=run.get("name") or Path(ckpt).parent.parent.name,
-                                           training_run_id=run.get("id"))
-    return f"student model #{model_id} registered from {ckpt}"
+            self.task.stop_and_wait(STOP_GRACE_MS)
 
 
 def make_panel(window: Any) -> tuple[str, TrainingPanel]:
-    panel = TrainingPanel(getattr(window, "project", None), parent=window)
+    panel = TrainingPanel(getattr(window, "project", None), parent=window, tasks=getattr(window, "jobs", None))
     return "Training", panel

@@ -170,7 +170,7 @@ def queue(
     """List flagged samples (most disagreeing first, or --order hardness | random) with the VLM verdict, the human
     status and the hardness score."""
     from review.queue_order import ORDERS, ordered_queue, row_hardness
-    from review.verdicts import queue_count
+    from review.queue_rows import queue_count
     from store.errors import UserError
     from store.project import Project
 

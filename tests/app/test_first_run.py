@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from app import first_run as fr  # the checks (moved from widgets/: widgets never import app) and the dialog
 from app.settings import Settings
 from app.window_main import FIRST_RUN_DISMISSED, MainWindow
 from store.synthetic import write_dataset
-from widgets import first_run as fr
 
 
 def test_checks_are_plain_and_gpu_is_informative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -66,7 +66,7 @@ def teacher_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real SAM 2.1 tiny (the teacher architecture) with random weights, at input 256 (CPU-sized)."""
     import torch
 
-    from inference.teacher import build_model
+    from inference.sam2_net import build_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("teacher") / "sam2.1_hiera_t-random.pt"

@@ -220,7 +220,7 @@ def test_refining_the_ground_truth_with_a_point_and_a_brush_stroke(
     mask, logits = _replay(root, sid, pred, masks["mask_prompt"])
     _same_up_to_rounding(mask, masks["prediction"], logits)
     # the reviewer's prompted answer is not the teacher's own prediction: the teacher layer is unchanged
-    from widgets.sample_data import load_sample
+    from review.sample_data import load_sample
 
     with Project.open(root) as p:
         again = load_sample(p.db, sid)

@@ -11,7 +11,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from store.project import Project
-from widgets.queue_data import STATUSES, VERDICT_CODE, VERDICTS, QueueColumns, QueueFilter, load_queue
+from review.queue_data import STATUSES, VERDICT_CODE, VERDICTS, QueueColumns, QueueFilter, load_queue
 from widgets.queue_model import COL_HARD, COL_HUMAN, COL_IOU, COL_THUMB, QueueModel
 from widgets.queue_view import QueueWidget
 

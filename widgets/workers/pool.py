@@ -1,9 +1,10 @@
-"""Background work for the views: small priority thread pools whose results come back on the GUI thread.
+"""Priority pools for the views' interactive loads (crops, embeddings, decodes), results on the GUI thread.
 
 Qt's QThreadPool cannot drop a queued task that is no longer wanted (the reviewer pressed J five times: only the
 last crop matters), so the views use `TaskPool`: a heap of tasks with priorities and keys, daemon threads (a
 closing window never waits for a model), and callbacks delivered through one queued signal. A callback whose
-owner widget is gone is skipped.
+owner widget is gone is skipped. Long jobs, panels' runs and child processes use TaskHub (widgets.workers.hub)
+instead: the pool is for many small, prioritised, frequently superseded loads; its Future also works without Qt.
 """
 
 from __future__ import annotations
@@ -17,62 +18,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-import shiboken6
-from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal
+from PySide6.QtCore import QCoreApplication, QObject
+
+from widgets.workers.gui_thread import Cancelled, in_gui
 
 log = logging.getLogger("maskbench.workers")
-
-
-class _Bridge(QObject):
-    """Lives in the GUI thread; `call.emit(fn)` from any thread runs fn there."""
-
-    call = Signal(object)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.call.connect(self._run, Qt.ConnectionType.QueuedConnection)
-
-    def _run(self, fn: Callable[[], None]) -> None:
-        try:
-            fn()
-        except Exception:  # noqa: BLE001 - a failing callback must not kill the event loop
-            log.exception("callback failed")
-
-
-_bridge: _Bridge | None = None
-_bridge_lock = threading.Lock()
-
-
-def bridge() -> _Bridge:
-    global _bridge
-    with _bridge_lock:
-        if _bridge is None or not shiboken6.isValid(_bridge):
-            app = QCoreApplication.instance()
-            _bridge = _Bridge()
-            if app is not None and _bridge.thread() is not app.thread():
-                _bridge.moveToThread(app.thread())
-        return _bridge
-
-
-def in_gui(fn: Callable[[], None], owner: QObject | None = None) -> None:
-    """Run fn on the GUI thread (now if already there and no event loop hop is wanted: always queued)."""
-    if owner is not None:
-        inner = fn
-
-        def fn() -> None:  # type: ignore[no-redef]
-            if shiboken6.isValid(owner):
-                inner()
-
-    bridge().call.emit(fn)
-
-
-def is_gui_thread() -> bool:
-    app = QCoreApplication.instance()
-    return app is not None and QThread.currentThread() is app.thread()
-
-
-class Cancelled(Exception):
-    """Raised inside a task (or reported) when it was dropped before it ran."""
 
 
 class TaskPool:
