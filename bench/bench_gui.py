@@ -203,7 +203,7 @@ def bench_window(root: Path, crops: int, clicks: int) -> dict[str, Any]:
 def bench_filter(rows: int) -> dict[str, Any]:
     from PySide6.QtWidgets import QApplication
 
-    from widgets.queue_data import VERDICTS, QueueColumns
+    from review.queue_data import VERDICTS, QueueColumns
     from widgets.queue_view import QueueWidget
 
     rng = np.random.default_rng(1)

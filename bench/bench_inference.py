@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from inference.student import StudentConfig, StudentModel, model_summary
-    from inference.teacher import Sam2Segmenter, build_model
+    from inference.sam2_net import build_model
+    from inference.teacher import Sam2Segmenter
     from inference.torch_backend import StudentTorchSegmenter
 
     if args.clock == "thread" and args.threads != 1:

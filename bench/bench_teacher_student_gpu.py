@@ -22,7 +22,7 @@ def teacher_module(config: str, size: int):  # noqa: ANN201 - torch types import
     import torch
 
     from inference.sam2_net import Sam2Net
-    from inference.teacher import build_model
+    from inference.sam2_net import build_model
 
     net = Sam2Net(build_model(config, image_size=size))
 

@@ -112,7 +112,7 @@ def random_teacher(config: str, image_size: int, out: Path) -> Path:
         return out
     import torch
 
-    from inference.teacher import build_model
+    from inference.sam2_net import build_model
 
     torch.manual_seed(0)
     model = build_model(config, image_size=image_size)
@@ -121,7 +121,7 @@ def random_teacher(config: str, image_size: int, out: Path) -> Path:
 
 
 def teacher_params(path: Path) -> int:
-    from inference.teacher import read_state_dict
+    from inference.sam2_net import read_state_dict
 
     return int(sum(v.numel() for v in read_state_dict(path).values() if hasattr(v, "numel")))
 

@@ -76,7 +76,7 @@ def build(root: Path, data_src: Path | None) -> Path:
     with project.db.session() as s:  # these records only carry the demo masks: no model file behind them
         for m in s.query(ModelRecord):
             m.active = False
-    from review.verdicts import review_queue
+    from review.queue_rows import review_queue
 
     with project.db.session() as s:
         rows = review_queue(s, flagged_only=True)
