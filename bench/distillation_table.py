@@ -303,7 +303,7 @@ def main() -> None:
     ap.add_argument("--unet-epochs", type=int, default=150)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--teacher-batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=4e-3, help="batch 64 with lr 4e-3: docs/benchmarks.md, the batch-64 recipe")
     ap.add_argument("--teacher-lr", type=float, default=1e-3)
     ap.add_argument("--students", default="naive,feature_aligned,feature_aligned_1/8,supervised",
                     help="rows KIND or KIND@BACKBONE; kinds: " + ", ".join(STUDENTS))

@@ -284,6 +284,14 @@ class CropReader:
         self._it = iter(self.calib.crops)
         self._done = 0
 
+    def __len__(self) -> int:
+        return len(self.calib.crops)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Read only crops[start:end] next: ONNX Runtime's sliced calibration (`CalibStridedMinMax`, see
+        inference.export.quantize.quantize_qdq) walks the set this way."""
+        self._it = iter(self.calib.crops[start_index:end_index])
+
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         self.rewind()
         while (feeds := self.get_next()) is not None:

@@ -83,16 +83,23 @@ class FeedList:
 
     def __init__(self, feeds: Sequence[dict[str, np.ndarray]]) -> None:
         self.feeds = list(feeds)
-        self._i = 0
+        self._i, self._end = 0, len(self.feeds)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._i >= len(self.feeds):
+        if self._i >= self._end:
             return None
         self._i += 1
         return self.feeds[self._i - 1]
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return iter(self.feeds)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Serve feeds[start:end] next (ONNX Runtime's sliced calibration, quantize.quantize_qdq)."""
+        self._i, self._end = start_index, min(end_index, len(self.feeds))
 
 
 def layer_sensitivity(float_pre: Path, qdq: Path, feeds: Sequence[dict[str, np.ndarray]],

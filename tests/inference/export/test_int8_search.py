@@ -111,3 +111,44 @@ def test_auto_keeps_the_calibration_method_with_the_best_parity(model: Path, tmp
     assert [t.method for t in found.trials] == ["minmax", "entropy", "percentile"]
     best = max(found.trials, key=lambda t: (t.parity.mean_iou, t.parity.iou))
     assert found.method == best.method and found.kept_float == []
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibration_reads_the_set_in_slices(model: Path, tmp_path: Path, method: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entropy and percentile calibrators hold every activation they have read until they bin it (441 crops of a
+    512 px student: 24 GB, an export killed for memory); they read at most HISTOGRAM_SLICE crops at a time, and the
+    ranges match those of one pass over the whole set."""
+    import onnx as onnx_mod
+
+    from inference.export import quantize
+
+    class Recording(int8_search.FeedList):
+        def __init__(self, fs: list[dict[str, np.ndarray]]) -> None:
+            super().__init__(fs)
+            self.slices: list[tuple[int, int]] = []
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.slices.append((start_index, end_index))
+            super().set_range(start_index, end_index)
+
+    def scales(path: Path) -> dict[str, float]:
+        m = onnx_mod.load(str(path))
+        inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+        return {n.input[0]: float(inits[n.input[1]].ravel()[0]) for n in m.graph.node
+                if n.op_type == "QuantizeLinear" and n.input[1] in inits}
+
+    pre = quantize.pre_process(model, tmp_path)
+    reader = Recording(feeds(12, False, 3))
+    sliced = quantize.quantize_qdq(pre, tmp_path / "sliced.onnx", reader, method)
+    assert quantize.calibration_slice(12) == 6 and reader.slices == [(0, 6), (6, 12)]
+    assert quantize.calibration_slice(441) == 7 and quantize.calibration_slice(13) == 1
+    monkeypatch.setattr(quantize, "HISTOGRAM_SLICE", 12)
+    monkeypatch.setattr(quantize.calibration_slice, "__defaults__", (12,))
+    whole_reader = Recording(feeds(12, False, 3))
+    whole = quantize.quantize_qdq(pre, tmp_path / "whole.onnx", whole_reader, method)
+    assert whole_reader.slices == [(0, 12)]
+    a, b = scales(sliced), scales(whole)
+    assert a.keys() == b.keys() and {"x", "y"} <= set(a)
+    for name in a:
+        assert a[name] == pytest.approx(b[name], rel=0.1), name

@@ -1,0 +1,110 @@
+"""Supervised student rows at chosen batch sizes / learning rates beside the plain U-Net, QAT from the first row,
+and the interactive evaluation on the test split: the runs behind docs/benchmarks.md "The batch-64 recipe".
+
+    python bench/recipe_runs.py --data ../shared/datasets/magnetic-tile --work /tmp/rr --device cuda \
+        --rows b64=64:4e-3,b32=32:1e-3 --student-budget 270 --unet-budget 270 --qat-epochs 6
+    python bench/recipe_runs.py --data /tmp/thin --work /tmp/rr-thin --device cuda --rows b64=64:4e-3 \
+        --student-budget 280 --unet-budget 280 --qat-epochs 0
+
+Every step is a `maskbench` command (bench/distillation_table.py's helpers), so it measures what users run. The
+students are the project's default student (EfficientNet-B0, 1/4 head, 512 px canvas at native scale) trained on
+the ground truth alone (`loss`: feature 0, soft BCE 0, Dice 1): with a SAM 2 teacher from random weights (no SA-1B
+download here) the distillation terms pull towards a poor teacher, which the distillation table shows. The teacher
+is only there because distill mode computes its features; QAT uses the same supervised loss as the student it
+starts from. Results: WORK/reports.json (per-epoch figures, throughput, time split) and WORK/interactive.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import distillation_table as dt  # noqa: E402
+
+
+def parse_rows(text: str) -> dict[str, tuple[int, float]]:
+    rows: dict[str, tuple[int, float]] = {}
+    for part in filter(None, text.split(",")):
+        name, _, spec = part.partition("=")
+        bs, _, lr = spec.partition(":")
+        if not (name and bs and lr):
+            raise SystemExit(f"row {part!r}: write NAME=BATCH:LR, e.g. b64=64:4e-3")
+        rows[name] = (int(bs), float(lr))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--rows", default="b64=64:4e-3", help="NAME=BATCH:LR, comma-separated")
+    ap.add_argument("--student-budget", type=float, default=270)
+    ap.add_argument("--unet-budget", type=float, default=270)
+    ap.add_argument("--unet-lr", type=float, default=4e-3)
+    ap.add_argument("--qat-epochs", type=int, default=6, help="QAT epochs from the first row (0: none)")
+    ap.add_argument("--max-clicks", type=int, default=20)
+    a = ap.parse_args()
+    rows = parse_rows(a.rows)
+    work = a.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    project, log = work / "project", work / "commands.log"
+    t0 = time.time()
+
+    def say(msg: str) -> None:
+        print(f"[{time.time() - t0:6.1f}s] {msg}", flush=True)
+
+    if not (project / "project.yaml").exists():
+        dt.sh(["init", str(project)], log)
+    dt.sh(["ingest", str(a.data.resolve()), "--project", str(project)], log)
+    teacher = dt.random_teacher("sam2.1_hiera_t", 512, work / "teacher_random.pt")
+    tsec = {"config": "sam2.1_hiera_t", "checkpoint": str(teacher), "image_size": 512, "scale": 1.0}
+    common = ["--epochs", "1000", "--device", a.device, "--no-progress"]
+    jobs = []
+    for name, (bs, lr) in rows.items():
+        cfg = dt.write_yaml(work / f"{name}.yaml", {
+            "student": {"input_size": 512, "scale": 1.0, "mask_stride": 4}, "teacher": tsec,
+            "loss": dt.SUPERVISED_ONLY,
+            "training": {"batch_size": bs, "lr": lr, "checkpoint_every": 1000, "time_budget_s": a.student_budget}})
+        jobs.append(["train", "--project", str(project), "--mode", "distill", "--config", str(cfg), "--name", name,
+                     *common])
+    cfg = dt.write_yaml(work / "unet.yaml", {
+        "student": {"input_size": 512, "scale": 1.0}, "unet": {"crop_size": 256},
+        "training": {"batch_size": 64, "lr": a.unet_lr, "checkpoint_every": 1000, "time_budget_s": a.unet_budget}})
+    jobs.append(["train", "--project", str(project), "--mode", "unet", "--config", str(cfg), "--name", "unet",
+                 *common])
+    dt.sh_parallel(jobs, log)
+    say("trainings done")
+    names = [*rows, "unet"]
+    students = {name: str(dt.best_of(project, name)) for name in rows}
+    first = next(iter(rows))
+    if a.qat_epochs > 0:
+        cfg = dt.write_yaml(work / "qat.yaml", {
+            "student": {"input_size": 512, "scale": 1.0}, "teacher": tsec, "loss": dt.SUPERVISED_ONLY,
+            "training": {"batch_size": rows[first][0], "checkpoint_every": 1000}})
+        dt.sh(["train", "--project", str(project), "--mode", "qat", "--checkpoint", students[first], "--config",
+               str(cfg), "--name", "qat", "--epochs", str(a.qat_epochs), "--device", a.device, "--no-progress"], log)
+        names.append("qat")
+        students["qat"] = str(dt.best_of(project, "qat"))
+        say("qat done")
+    reports = {name: dt.run_report(project, name) for name in names}
+    (work / "reports.json").write_text(json.dumps(reports, indent=1, default=str))
+    (work / "stages.json").write_text(json.dumps({"teacher": tsec, "students": students,
+                                                  "unet": str(dt.best_of(project, "unet"))}))
+    dt.interactive_stage(work, a.device, a.max_clicks)
+    inter = json.loads((work / "interactive.json").read_text())
+    for name in ["teacher", *students, "unet", "classical"]:
+        o = inter[name]["overall"]
+        best = reports.get(name, {}).get("best_val_iou")
+        print(f"{name:10s} val {best if best is None else round(best, 3)!s:>6}  test mIoU@1/3/5 "
+              f"{o['mIoU@1']:.3f} / {o['mIoU@3']:.3f} / {o['mIoU@5']:.3f}  NoC@85 {o['NoC@85']:.1f}  "
+              + " ".join(f"{c} {g['mIoU@1']:.3f}" for c, g in inter[name]["per_class"].items()))
+    say("done")
+
+
+if __name__ == "__main__":
+    main()
