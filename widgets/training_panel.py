@@ -39,7 +39,8 @@ from PySide6.QtWidgets import (
 )
 
 from inference import capabilities
-from widgets.training_parts import LivePlots, PastRuns, run_rows, use_as_student
+from inference.training.history import list_runs
+from widgets.training_parts import LivePlots, PastRuns, use_as_student
 from widgets.workers import ProcessTask, TaskHub
 
 log = logging.getLogger("maskbench.training_panel")
@@ -397,7 +398,7 @@ class TrainingPanel(QWidget):
 
     # -------------------------------------------------------------------------------------------- past runs
     def run_rows(self) -> list[dict[str, Any]]:
-        return run_rows(self.project)
+        return list_runs(self.project)
 
     def refresh_runs(self) -> None:
         try:

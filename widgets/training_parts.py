@@ -105,21 +105,6 @@ class PastRuns(QGroupBox):
         return items[0].data(Qt.UserRole) if items else None
 
 
-def run_rows(project: Any) -> list[dict[str, Any]]:
-    """The project's training runs, newest first, as plain dicts."""
-    if project is None:
-        return []
-    from sqlalchemy import select
-
-    from store.schema import TrainingRun
-
-    with project.db.session() as s:
-        rows = s.scalars(select(TrainingRun).order_by(TrainingRun.id.desc())).all()
-        return [{"id": r.id, "name": r.name, "mode": r.mode, "status": r.status, "epochs": r.epochs_done,
-                 "best_val_iou": r.best_val_iou, "best_checkpoint": r.best_checkpoint, "out_dir": r.out_dir,
-                 "started": r.started_at.strftime("%Y-%m-%d %H:%M") if r.started_at else ""} for r in rows]
-
-
 def use_as_student(project: Any, run: dict[str, Any]) -> str:
     """Register the run's best checkpoint as the project's active student (a finetune-teacher run's teacher.pt as
     the active teacher) through the model registry."""
