@@ -6,15 +6,13 @@ from one captured CUDA graph ("cudagraph") 1.6 ms, torch.compile default 10 ms, 
 1.4 ms; batch 8: eager 14.7 ms, cudagraph 4.2 ms, compile default 7.7 ms, reduce-overhead 2.7 ms. The model is
 launch-bound at small batches, which is why the graph-based variants exist here.
 
-Checkpoints become modules through `load_torch_model(path)`: the one hook where the student/teacher loaders
-plug in (inference.registry or inference.student, when those modules exist), with TorchScript and torch.export
-archives as the fallback.
+Checkpoints become modules through `load_torch_model(path)`: maskbench student checkpoints through
+inference.student.load_checkpoint, other files as torch.export (.pt2) or TorchScript archives.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,64 +48,16 @@ class TorchModel:
         return (torch.rand((batch, *self.input_shape), generator=g),)
 
 
-# --- the checkpoint hook -----------------------------------------------------------------------------------------
-
-# (module, function names tried in order). The first that exists is called with the checkpoint path.
-LOADER_HOOKS: list[tuple[str, tuple[str, ...]]] = [
-    ("inference.registry", ("load_torch_model", "load_model", "load_checkpoint", "load")),
-    ("inference.student", ("load_torch_model", "load_student", "load_checkpoint", "load")),
-]
+# --- checkpoints -------------------------------------------------------------------------------------------------
 
 
-def _optional_module(name: str) -> Any | None:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (exc.name == name or name.startswith(exc.name + ".")):
-            return None  # the module itself is not there (yet)
-        raise  # the module exists but one of its own imports failed: that is a real error
-
-
-def _as_torch_model(obj: Any, path: Path, source: str) -> TorchModel | None:
-    import torch
-
-    if isinstance(obj, TorchModel):
-        return obj
-    module = obj
-    if not isinstance(module, torch.nn.Module):
-        for attr in ("module", "model", "net"):
-            inner = getattr(obj, attr, None)
-            if isinstance(inner, torch.nn.Module):
-                module = inner
-                break
-        else:
-            return None
-    size = getattr(obj, "input_size", None) or getattr(module, "input_size", None)
-    shape = (3, int(size), int(size)) if isinstance(size, int) else (3, 512, 512)
-    maker = getattr(obj, "example_inputs", None) or getattr(module, "example_inputs", None)
-    model = TorchModel(
-        module=module,
-        label=path.stem,
-        input_shape=tuple(getattr(obj, "input_shape", shape)),
-        example_inputs=maker if callable(maker) else None,
-        meta={"loader": source},
-    )
-    if model.example_inputs is None and prompt_signature(module):
-        model.example_inputs = lambda batch, m=model: point_prompt_inputs(batch, m.input_shape)
+def _student_model(student: Any, path: Path) -> TorchModel:
+    """A rebuilt student (inference.student.StudentModel): image + point prompts in, at its own input size."""
+    size = int(student.input_size)
+    model = TorchModel(module=student, label=path.stem, input_shape=(3, size, size),
+                       meta={"loader": "inference.student.load_checkpoint"})
+    model.example_inputs = lambda batch, m=model: point_prompt_inputs(batch, m.input_shape)
     return model
-
-
-def prompt_signature(module: Any) -> bool:
-    """True for a promptable segmenter: forward(image, points, labels) (the student's and SAM's decoders)."""
-    import inspect
-
-    try:
-        params = [p for p in inspect.signature(module.forward).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError):
-        return False
-    names = [p.name.lower() for p in params]
-    return len(names) >= 3 and "point" in names[1] and "label" in names[2]
 
 
 def point_prompt_inputs(batch: int, input_shape: tuple[int, ...]) -> tuple[Any, ...]:
@@ -126,39 +76,28 @@ def point_prompt_inputs(batch: int, input_shape: tuple[int, ...]) -> tuple[Any, 
 def load_torch_model(path: Path | str, input_size: int | None = None) -> TorchModel:
     """Turn a checkpoint file into a benchmarkable module.
 
-    Order: `inference.registry` / `inference.student` loaders if those modules exist (checked with importlib, so
-    this works before and after they land), then a torch.export archive (.pt2) or a TorchScript archive.
-    Plain state_dict checkpoints need the architecture, so they need one of the loaders.
+    A maskbench student checkpoint is rebuilt by inference.student.load_checkpoint; anything else must be a
+    torch.export archive (.pt2) or a TorchScript archive. Plain state_dict checkpoints carry no architecture and are
+    refused with a line saying so.
     """
     import torch
+
+    from inference.errors import CheckpointError
+    from inference.student import CHECKPOINT_FORMAT, load_checkpoint, read_checkpoint
 
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"no checkpoint at {path}")
     tried: list[str] = []
-    for mod_name, fn_names in LOADER_HOOKS:
-        mod = _optional_module(mod_name)
-        if mod is None:
-            continue
-        for fn_name in fn_names:
-            fn = getattr(mod, fn_name, None)
-            if callable(fn):
-                tried.append(f"{mod_name}.{fn_name}")
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    try:
-                        obj = fn(path)
-                    except Exception as exc:  # noqa: BLE001 - a loader that does not know this file: try the next
-                        tried[-1] += f" ({exc.__class__.__name__}: {str(exc)[:120]})"
-                        break
-                for w in caught:  # warnings of the loader that worked still reach the user
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-                model = _as_torch_model(obj, path, f"{mod_name}.{fn_name}")
-                if model is not None:
-                    if input_size:
-                        model.input_shape = (model.input_shape[0], int(input_size), int(input_size))
-                    return model
-                break
+    try:
+        is_student = read_checkpoint(path).get("format") == CHECKPOINT_FORMAT
+    except CheckpointError:  # not a weights-only pickle (a TorchScript / torch.export archive): the loaders below
+        is_student = False
+    if is_student:
+        model = _student_model(load_checkpoint(path), path)
+        if input_size:
+            model.input_shape = (3, int(input_size), int(input_size))
+        return model
     loaders: list[tuple[str, Callable[[], Any]]] = [
         ("torch.export.load", lambda: torch.export.load(str(path)).module()),
         ("torch.jit.load", lambda: torch.jit.load(str(path), map_location="cpu")),
@@ -179,7 +118,8 @@ def load_torch_model(path: Path | str, input_size: int | None = None) -> TorchMo
         return model
     raise ModelLoadError(
         f"cannot turn {path.name} into a model (tried {', '.join(tried) or 'nothing'}); a weights-only checkpoint "
-        "needs the student/teacher loader (inference.registry), or export it to ONNX and benchmark the .onnx"
+        "needs the student/teacher loader, which only maskbench student checkpoints name: export it to ONNX and "
+        "benchmark the .onnx"
     )
 
 

@@ -5,8 +5,6 @@ storing LatencyResult rows with the machine's description."""
 from __future__ import annotations
 
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -164,34 +162,8 @@ def test_load_torch_model_torchscript_and_weights_only(tmp_path: Path, tiny_net:
         load_torch_model(tmp_path / "missing.pt")
 
 
-def test_load_torch_model_uses_the_registry_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from inference.bench.torch_runner import load_torch_model
-
-    calls: list[Path] = []
-
-    class Loaded:
-        input_size = 32
-
-        def __init__(self) -> None:
-            self.model = TinySegNet().eval()
-
-    def load_model(path: Path) -> Loaded:
-        calls.append(Path(path))
-        return Loaded()
-
-    fake = types.ModuleType("inference.registry")
-    fake.load_model = load_model  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "inference.registry", fake)
-    ckpt = tmp_path / "student.ckpt"
-    ckpt.write_bytes(b"not read by the fake loader")
-    model = load_torch_model(ckpt)
-    assert calls == [ckpt]
-    assert model.meta["loader"] == "inference.registry.load_model"
-    assert isinstance(model.module, TinySegNet) and model.input_shape == (3, 32, 32)
-
-
 @pytest.mark.slow
-def test_real_student_checkpoint_through_the_hook(tmp_path: Path) -> None:
+def test_real_student_checkpoint_through_the_student_loader(tmp_path: Path) -> None:
     student = pytest.importorskip("inference.student")
     from inference.bench.torch_runner import bench_torch, load_torch_model
 
