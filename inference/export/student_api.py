@@ -30,6 +30,7 @@ def describe(student: StudentModel, checkpoint: Path | str | None = None, meta: 
     name = Path(checkpoint).parent.parent.name if checkpoint and Path(checkpoint).parent.name == "checkpoints" else (
         Path(checkpoint).stem if checkpoint else arch)
     return {"name": str(name).replace(" ", "_"), "kind": "student", "architecture": arch,
+            "backbone": student.config.backbone, "mask_stride": student.config.mask_stride,
             "checkpoint": str(checkpoint) if checkpoint else None, "sha256": sha,
             "params": int(sum(p.numel() for p in student.parameters())),
             "input_size": int(meta.get("input_size") or student.input_size),

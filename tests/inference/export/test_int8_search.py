@@ -152,3 +152,30 @@ def test_histogram_calibration_reads_the_set_in_slices(model: Path, tmp_path: Pa
     assert a.keys() == b.keys() and {"x", "y"} <= set(a)
     for name in a:
         assert a[name] == pytest.approx(b[name], rel=0.1), name
+
+
+def test_attention_probabilities_stay_float(tmp_path: Path) -> None:
+    """softmax(x W) @ y: the product of attention probabilities is left in float (INT8 over [0, 1] rounds
+    probabilities of about 1/N to zero); the projection before the softmax is still quantised."""
+    from inference.export import quantize
+
+    rng = np.random.default_rng(0)
+    w, w_out = (numpy_helper.from_array((rng.standard_normal((N, N)) / 4).astype(np.float32), n)
+                for n in ("w", "w_out"))
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["logits"], name="proj"),
+        helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["probs", "y"], ["mixed"], name="attn_v"),
+        helper.make_node("Relu", ["mixed"], ["act"], name="relu"),
+        helper.make_node("MatMul", ["act", "w_out"], ["out"], name="head"),  # the output head: float anyway
+    ]
+    vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, N, N])  # noqa: E731
+    model = helper.make_model(helper.make_graph(nodes, "attn", [vi("x"), vi("y")], [vi("out")], [w, w_out]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "attn.onnx"))
+    pre = quantize.pre_process(tmp_path / "attn.onnx", tmp_path)
+    assert quantize.softmax_products(pre) == ["attn_v"]
+    qdq = onnx.load(str(quantize.quantize_qdq(pre, tmp_path / "qdq.onnx", int8_search.FeedList(feeds(4, False, 5)))))
+    quantised_inputs = {n.input[0] for n in qdq.graph.node if n.op_type == "QuantizeLinear"}
+    assert "x" in quantised_inputs and "probs" not in quantised_inputs
