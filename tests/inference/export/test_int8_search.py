@@ -5,6 +5,7 @@ hand-built graph with a known bad layer, quantised and run by real ONNX Runtime 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -179,3 +180,43 @@ def test_attention_probabilities_stay_float(tmp_path: Path) -> None:
     qdq = onnx.load(str(quantize.quantize_qdq(pre, tmp_path / "qdq.onnx", int8_search.FeedList(feeds(4, False, 5)))))
     quantised_inputs = {n.input[0] for n in qdq.graph.node if n.op_type == "QuantizeLinear"}
     assert "x" in quantised_inputs and "probs" not in quantised_inputs
+
+
+def test_squeeze_excitation_stays_float_with_int8_weights(tmp_path: Path) -> None:
+    """The convs of a squeeze-excitation branch (on a globally pooled vector) are left in float, their weights
+    still INT8 behind a DequantizeLinear; the convs on the feature map, the gate's consumer included, are
+    quantised; the output head keeps float weights."""
+    from inference.export import quantize
+
+    rng = np.random.default_rng(1)
+    c = 8
+
+    def w(name: str, o: int, i: int) -> Any:
+        return numpy_helper.from_array((rng.standard_normal((o, i, 1, 1)) / 2).astype(np.float32), name)
+
+    inits = [w("w_in", c, 3), w("w_se1", 2, c), w("w_se2", c, 2), w("w_proj", c, c), w("w_head", 1, c)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w_in"], ["f"], name="stem"),
+        helper.make_node("ReduceMean", ["f"], ["pooled"], name="pool", axes=[2, 3], keepdims=1),
+        helper.make_node("Conv", ["pooled", "w_se1"], ["s1"], name="se_reduce"),
+        helper.make_node("Relu", ["s1"], ["s1r"], name="se_act"),
+        helper.make_node("Conv", ["s1r", "w_se2"], ["s2"], name="se_expand"),
+        helper.make_node("Sigmoid", ["s2"], ["gate"], name="se_gate"),
+        helper.make_node("Mul", ["f", "gate"], ["g"], name="scale"),
+        helper.make_node("Conv", ["g", "w_proj"], ["p"], name="proj"),
+        helper.make_node("Conv", ["p", "w_head"], ["out"], name="head"),
+    ]
+    graph = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "se.onnx"))
+    pre = quantize.pre_process(tmp_path / "se.onnx", tmp_path)
+    assert quantize.pooled_convs(pre) == ["se_reduce", "se_expand"]
+    reader = int8_search.FeedList([{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)])
+    qdq = onnx.load(str(quantize.quantize_qdq(pre, tmp_path / "qdq.onnx", reader)))
+    quantised_inputs = {n.input[0] for n in qdq.graph.node if n.op_type == "QuantizeLinear"}
+    assert {"x", "g"} <= quantised_inputs and not {"pooled", "s1r"} & quantised_inputs
+    types = {t.name: t.data_type for t in qdq.graph.initializer}
+    assert types["w_se1_q8"] == TensorProto.INT8 and types["w_se2_q8"] == TensorProto.INT8
+    assert types["w_head"] == TensorProto.FLOAT and "w_se1" not in types
