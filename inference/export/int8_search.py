@@ -40,7 +40,7 @@ class LayerSensitivity:
     node: str  # the quantised node that reads the activation
     op_type: str
     tensor: str  # the activation the QDQ pair sits on
-    sqnr_db: float  # float graph's activation vs the QDQ graph's, in dB (lower: more damage)
+    sqnr_db: float  # the activation vs its INT8 round trip in the QDQ graph, in dB (lower: more damage)
 
     def as_dict(self) -> dict[str, Any]:
         return {"node": self.node, "op_type": self.op_type, "tensor": self.tensor,
@@ -69,13 +69,14 @@ class Int8Search:
     met: bool
     trials: list[Trial] = field(default_factory=list)
     sensitivity: list[LayerSensitivity] = field(default_factory=list)
+    float_by_rule: dict[str, list[str]] = field(default_factory=dict)  # quantize.quantize_qdq's fixed exclusions
 
     def card(self, top: int = 12) -> dict[str, Any]:
         """What the model card shows: the chosen method, the layers kept in float, every trial, the worst layers."""
         return {"method": self.method, "target_parity_mean_iou": self.target, "met": self.met,
                 "kept_float": self.kept_float, "trials": [t.as_dict() for t in self.trials],
                 "sensitivity_worst": [s.as_dict() for s in self.sensitivity[:top]],
-                "sensitivity_layers": len(self.sensitivity)}
+                "sensitivity_layers": len(self.sensitivity), "float_by_rule": self.float_by_rule}
 
 
 class FeedList:
@@ -193,5 +194,7 @@ def search_static_int8(src: Path, dst: Path, make_reader: ReaderFactory, check: 
                 if t.parity.mean_iou >= target:
                     break
         shutil.copyfile(best_small, dst)
+        rules = {"output_heads": quantize.output_heads(pre), "softmax_products": quantize.softmax_products(pre),
+                 "squeeze_excitation": quantize.pooled_convs(pre)}
     return Int8Search(dst, best.method, best.kept_float, target, best.parity.mean_iou >= target,
-                      [t for t, _r, _s in trials], sens)
+                      [t for t, _r, _s in trials], sens, rules)
