@@ -234,7 +234,8 @@ def run_export(project: Any, checkpoint: Path | str | None = None, options: Expo
         for r in rows:
             _add_to_card(project, r, "cpu_latency", lat[r["precision"]])
         say("CPU latency (ONNX Runtime, 1 thread, p50): " + ", ".join(
-            f"{k} {v['p50_ms']:.1f} ms ({v['vs_fp32']}x)" for k, v in lat.items()))
+            f"{k} {v['p50_ms']:.1f} ms" + (f" ({v['vs_fp32']}x)" if v["vs_fp32"] is not None else "")
+            for k, v in lat.items()))
 
     if "fp32" not in precisions:
         fp32_path.unlink()
