@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--qat-epochs", type=int, default=6, help="QAT epochs from the first row (0: none)")
     ap.add_argument("--max-clicks", type=int, default=20)
     a = ap.parse_args()
+    if a.max_clicks < 5:
+        raise SystemExit("--max-clicks must be at least 5: the evaluation reports mIoU after 1, 3 and 5 clicks")
     rows = parse_rows(a.rows)
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
