@@ -26,14 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import distillation_table as dt  # noqa: E402
 
 
-def parse_rows(text: str) -> dict[str, tuple[int, float]]:
-    rows: dict[str, tuple[int, float]] = {}
+def parse_rows(text: str) -> dict[str, tuple[int, float, int]]:
+    """NAME=BATCH:LR[:MASK_STRIDE] rows (stride 4, the default head, when left out)."""
+    rows: dict[str, tuple[int, float, int]] = {}
     for part in filter(None, text.split(",")):
         name, _, spec = part.partition("=")
-        bs, _, lr = spec.partition(":")
-        if not (name and bs and lr):
-            raise SystemExit(f"row {part!r}: write NAME=BATCH:LR, e.g. b64=64:4e-3")
-        rows[name] = (int(bs), float(lr))
+        bs, lr, *rest = spec.split(":")
+        if not (name and bs and lr) or len(rest) > 1:
+            raise SystemExit(f"row {part!r}: write NAME=BATCH:LR[:MASK_STRIDE], e.g. b64=64:4e-3 or s2=64:4e-3:2")
+        rows[name] = (int(bs), float(lr), int(rest[0]) if rest else 4)
     return rows
 
 
@@ -42,7 +43,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--rows", default="b64=64:4e-3", help="NAME=BATCH:LR, comma-separated")
+    ap.add_argument("--rows", default="b64=64:4e-3", help="NAME=BATCH:LR[:MASK_STRIDE], comma-separated")
     ap.add_argument("--student-budget", type=float, default=270)
     ap.add_argument("--unet-budget", type=float, default=270)
     ap.add_argument("--unet-lr", type=float, default=4e-3)
@@ -67,9 +68,9 @@ def main() -> None:
     tsec = {"config": "sam2.1_hiera_t", "checkpoint": str(teacher), "image_size": 512, "scale": 1.0}
     common = ["--epochs", "1000", "--device", a.device, "--no-progress"]
     jobs = []
-    for name, (bs, lr) in rows.items():
+    for name, (bs, lr, stride) in rows.items():
         cfg = dt.write_yaml(work / f"{name}.yaml", {
-            "student": {"input_size": 512, "scale": 1.0, "mask_stride": 4}, "teacher": tsec,
+            "student": {"input_size": 512, "scale": 1.0, "mask_stride": stride}, "teacher": tsec,
             "loss": dt.SUPERVISED_ONLY,
             "training": {"batch_size": bs, "lr": lr, "checkpoint_every": 1000, "time_budget_s": a.student_budget}})
         jobs.append(["train", "--project", str(project), "--mode", "distill", "--config", str(cfg), "--name", name,
@@ -86,7 +87,8 @@ def main() -> None:
     first = next(iter(rows))
     if a.qat_epochs > 0:
         cfg = dt.write_yaml(work / "qat.yaml", {
-            "student": {"input_size": 512, "scale": 1.0}, "teacher": tsec, "loss": dt.SUPERVISED_ONLY,
+            "student": {"input_size": 512, "scale": 1.0, "mask_stride": rows[first][2]}, "teacher": tsec,
+            "loss": dt.SUPERVISED_ONLY,
             "training": {"batch_size": rows[first][0], "checkpoint_every": 1000}})
         dt.sh(["train", "--project", str(project), "--mode", "qat", "--checkpoint", students[first], "--config",
                str(cfg), "--name", "qat", "--epochs", str(a.qat_epochs), "--device", a.device, "--no-progress"], log)

@@ -11,7 +11,12 @@ Why this shape:
   which is what feature-alignment distillation (the cosine loss of seed 001) compares.
 * Prompt encoder: points only (industrial crops get point prompts from saliency or clicks; no boxes, no mask
   input), SAM's random-Fourier positional encoding plus a learned embedding per label.
-* Mask decoder: SAM's two-way transformer, narrower (128 channels), then one of two heads (`mask_stride`):
+* Mask decoder: SAM's two-way transformer, narrower (128 channels), then one of three heads (`mask_stride`):
+  - 2: a third upsampling step to 1/2 of the input, for 1-2 px scratches (a 1/4 logit is four pixels wide). The
+    skip feature is then one tensor at 1/2 with a quarter of the channels: the 1/4 fusion rearranged by
+    pixel_shuffle (lossless) plus the backbone's stride-2 feature, so the cached embedding keeps the 1/4 head's
+    size; the decoder's 1/4 step reads it back with pixel_unshuffle. Needs a backbone with a stride-2 feature
+    (EfficientNet-B0, ResNet-10-T).
   - 4 (default since issue 14): two 2x upsampling steps to 1/4 of the input, as SAM's own decoder, with a 1/4
     skip feature that the encoder fuses from TinyViT's first two stages (a light FPN) and Gaussian maps of the
     clicks at 1/4. A 1/8 head cannot draw a 2 px crack: at 1/8 the crack is a quarter of a logit wide.
@@ -78,7 +83,7 @@ class StudentConfig:
     decoder_mlp_dim: int = 512
     upscale_dim: int = 32
     num_multimask_outputs: int = 0  # 0: one mask per prompt (defects are rarely ambiguous); 3 mimics SAM
-    mask_stride: int = 4  # 4: two upsampling steps + 1/4 skip and click maps; 8: seed 001's lite head
+    mask_stride: int = 4  # 4: two upsampling steps + 1/4 skip and click maps; 2: a third step to 1/2; 8: seed 001's
     click_sigma: float = 1.5  # Gaussian click maps of the 1/4 head, in mask-grid pixels
     layout: str = "native"  # native: crops keep their pixel scale on S x S canvases (inference.layout); resize: SAM's
     scale: float = 1.0  # native layout: model pixels per crop pixel
@@ -86,8 +91,10 @@ class StudentConfig:
     def __post_init__(self) -> None:
         if self.input_size % 32:
             raise ValueError(f"student input_size must be a multiple of 32, got {self.input_size}")
-        if self.mask_stride not in (4, 8):
-            raise ValueError(f"student mask_stride must be 4 or 8, got {self.mask_stride}")
+        if self.mask_stride not in (2, 4, 8):
+            raise ValueError(f"student mask_stride must be 2, 4 or 8, got {self.mask_stride}")
+        if self.high_res_dim % 4:
+            raise ValueError(f"student high_res_dim must be a multiple of 4, got {self.high_res_dim}")
         if self.layout not in ("native", "resize"):
             raise ValueError(f"student layout must be native or resize, got {self.layout!r}")
         if not self.scale > 0:
@@ -95,6 +102,9 @@ class StudentConfig:
         self.backbone = BACKBONE_ALIASES.get(self.backbone, self.backbone)
         if self.backbone not in BACKBONES:
             raise ValueError(f"student backbone must be one of {', '.join(sorted(BACKBONES))}, got {self.backbone!r}")
+        if self.mask_stride == 2 and not BACKBONES[self.backbone]:
+            raise ValueError(f"mask_stride 2 needs a backbone with a stride-2 feature "
+                             f"({', '.join(sorted(b for b, i in BACKBONES.items() if i))}); {self.backbone} has none")
         if self.is_tiny_vit:
             self.window_sizes = tuple(int(w) for w in self.window_sizes) or adapted_windows(self.input_size)
         elif self.window_sizes:
@@ -116,6 +126,11 @@ class StudentConfig:
     def high_res_hw(self) -> int:
         """Side of the skip feature ("high_res"): the mask grid."""
         return self.mask_hw
+
+    @property
+    def high_res_channels(self) -> int:
+        """Channels of the skip feature: high_res_dim, a quarter of it at 1/2 (the same number of values)."""
+        return self.high_res_dim // 4 if self.mask_stride == 2 else self.high_res_dim
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -171,17 +186,19 @@ class MLP(nn.Module):
 
 
 class StudentEncoder(nn.Module):
-    """Normalised (B, 3, S, S) -> image_embed (B, 256, S/16, S/16), high_res (B, high_res_dim, S/k, S/k) where k is
-    the mask stride (4: TinyViT stages 0 and 1 fused, a light FPN; 8: stage 1 alone)."""
+    """Normalised (B, 3, S, S) -> image_embed (B, 256, S/16, S/16), high_res (B, C, S/k, S/k) where k is the mask
+    stride (4: the stride-4 and stride-8 features fused, a light FPN; 2: that fusion pixel-shuffled to 1/2 plus the
+    stride-2 feature, C = high_res_dim / 4; 8: the stride-8 feature alone)."""
 
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__()
         import timm
 
-        self.stride4 = cfg.mask_stride == 4
+        self.stride4 = cfg.mask_stride <= 4
+        self.stride2 = cfg.mask_stride == 2
         extra: dict[str, Any] = {"window_sizes": list(cfg.window_sizes)} if cfg.is_tiny_vit else {}
-        first = BACKBONES[cfg.backbone] + (0 if self.stride4 else 1)
-        indices = tuple(range(first, BACKBONES[cfg.backbone] + 4))  # strides 4 (1/4 head only), 8, 16, 32
+        first = BACKBONES[cfg.backbone] + {2: -1, 4: 0, 8: 1}[cfg.mask_stride]
+        indices = tuple(range(first, BACKBONES[cfg.backbone] + 4))  # strides (2), (4), 8, 16, 32
         self.backbone = timm.create_model(
             cfg.backbone, pretrained=False, features_only=True, out_indices=indices, **extra
         )
@@ -197,9 +214,14 @@ class StudentEncoder(nn.Module):
         hd = cfg.high_res_dim
         self.high = nn.Conv2d(c8, hd, 1)
         if self.stride4:
-            self.high4 = nn.Conv2d(chans[0], hd, 1)
+            self.high4 = nn.Conv2d(chans[-4], hd, 1)
             self.high_dw = nn.Conv2d(hd, hd, 3, padding=1, groups=hd)
             self.high_pw = nn.Conv2d(hd, hd, 1)
+        if self.stride2:
+            h2 = hd // 4
+            self.high2 = nn.Conv2d(chans[0], h2, 1)
+            self.high2_dw = nn.Conv2d(h2, h2, 3, padding=1, groups=h2)
+            self.high2_pw = nn.Conv2d(h2, h2, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.backbone(x)
@@ -209,8 +231,12 @@ class StudentEncoder(nn.Module):
         y = self.norm2(y + self.pw(F.gelu(self.dw(y))))
         if not self.stride4:
             return y, self.high(f8)
-        hi = self.high4(feats[0]) + F.interpolate(self.high(f8), scale_factor=2.0, mode="nearest")
-        return y, hi + self.high_pw(F.gelu(self.high_dw(hi)))
+        hi = self.high4(feats[-4]) + F.interpolate(self.high(f8), scale_factor=2.0, mode="nearest")
+        hi = hi + self.high_pw(F.gelu(self.high_dw(hi)))
+        if not self.stride2:
+            return y, hi
+        hi2 = F.pixel_shuffle(hi, 2) + self.high2(feats[0])
+        return y, hi2 + self.high2_pw(F.gelu(self.high2_dw(hi2)))
 
 
 class PointPromptEncoder(nn.Module):
@@ -331,19 +357,34 @@ class MaskDecoderLite(nn.Module):
         self.final_attn = Attention(d, cfg.decoder_heads, downsample=2)
         self.final_norm = nn.LayerNorm(d)
         u = cfg.upscale_dim
-        self.stride4 = cfg.mask_stride == 4
+        self.stride4 = cfg.mask_stride <= 4
+        self.stride2 = cfg.mask_stride == 2
         self.mask_stride = cfg.mask_stride
         self.click_sigma = float(cfg.click_sigma)
-        if self.stride4:  # 1/16 -> 1/8 -> 1/4, as SAM's decoder
+        # the last step's layers are always upscale / up_norm / skip / clicks (the export keeps them float)
+        hd = cfg.high_res_dim
+        if self.stride2:  # 1/16 -> 1/8 -> 1/4 -> 1/2
+            self.upscale0 = nn.ConvTranspose2d(d, 2 * u, kernel_size=2, stride=2)
+            self.up_norm0 = LayerNorm2d(2 * u)
+            self.upscale1 = nn.ConvTranspose2d(2 * u, u, kernel_size=2, stride=2)
+            self.up_norm1 = LayerNorm2d(u)
+            self.skip1 = nn.Conv2d(hd, u, 1)  # reads the 1/2 skip feature pixel-unshuffled back to 1/4
+            self.clicks1 = nn.Conv2d(2, u, 1)
+            u_out, hd_out = u // 2, hd // 4
+            self.upscale = nn.ConvTranspose2d(u, u_out, kernel_size=2, stride=2)
+            self.clicks = nn.Conv2d(2, u_out, 1)
+        elif self.stride4:  # 1/16 -> 1/8 -> 1/4, as SAM's decoder
             self.upscale0 = nn.ConvTranspose2d(d, 2 * u, kernel_size=2, stride=2)
             self.up_norm0 = LayerNorm2d(2 * u)
             self.upscale = nn.ConvTranspose2d(2 * u, u, kernel_size=2, stride=2)
             self.clicks = nn.Conv2d(2, u, 1)
+            u_out, hd_out = u, hd
         else:
             self.upscale = nn.ConvTranspose2d(d, u, kernel_size=2, stride=2)  # 1/16 -> 1/8: the only step
-        self.up_norm = LayerNorm2d(u)
-        self.skip = nn.Conv2d(cfg.high_res_dim, u, 1)
-        self.hyper = nn.ModuleList(MLP(d, d, u, 2) for _ in range(self.num_masks))
+            u_out, hd_out = u, hd
+        self.up_norm = LayerNorm2d(u_out)
+        self.skip = nn.Conv2d(hd_out, u_out, 1)
+        self.hyper = nn.ModuleList(MLP(d, d, u_out, 2) for _ in range(self.num_masks))
         self.iou_head = MLP(d, d, self.num_masks, 2)
 
     def forward(
@@ -367,7 +408,13 @@ class MaskDecoderLite(nn.Module):
         iou_out = q[:, 0]
         mask_out = q[:, 1 : 1 + self.num_masks]
         img = k.transpose(1, 2).reshape(b, d, h, w)
-        if self.stride4:
+        if self.stride2:
+            img = F.gelu(self.up_norm0(self.upscale0(img)))
+            cm = click_maps(points.to(img.dtype), labels, hi.shape[-1] // 2, 4, self.click_sigma)
+            img = F.gelu(self.up_norm1(self.upscale1(img)) + self.skip1(F.pixel_unshuffle(hi, 2)) + self.clicks1(cm))
+            cm = click_maps(points.to(img.dtype), labels, hi.shape[-1], 2, self.click_sigma)
+            up = F.gelu(self.up_norm(self.upscale(img)) + self.skip(hi) + self.clicks(cm))
+        elif self.stride4:
             img = F.gelu(self.up_norm0(self.upscale0(img)))
             cm = click_maps(points.to(img.dtype), labels, hi.shape[-1], self.mask_stride, self.click_sigma)
             up = F.gelu(self.up_norm(self.upscale(img)) + self.skip(hi) + self.clicks(cm))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from inference.errors import CheckpointError, ModelError, ModelMismatchError
 from inference.student import (
@@ -122,6 +123,36 @@ def test_training_contract(stride: int) -> None:
     assert emb.shape == (2, 256, 8, 8) and logits.shape == (2, 1, 128 // stride, 128 // stride)
     logits.mean().backward()  # trainable end to end
     assert model.encoder.backbone.patch_embed.conv1.conv.weight.grad is not None
+
+
+def test_half_resolution_head_keeps_the_skip_feature_size_and_draws_a_one_pixel_line() -> None:
+    """mask_stride 2: logits at 1/2, the cached skip feature holds as many values as the 1/4 head's, and the head
+    can learn a 1 px line that the 1/4 head cannot draw (its logits are four pixels wide)."""
+    torch.manual_seed(0)
+    cfg2, cfg4 = StudentConfig(input_size=64, mask_stride=2), StudentConfig(input_size=64, mask_stride=4)
+    assert cfg2.high_res_channels * cfg2.high_res_hw**2 == cfg4.high_res_channels * cfg4.high_res_hw**2
+    with pytest.raises(ValueError, match="stride-2 feature"):
+        StudentConfig(mask_stride=2, backbone="tinyvit_5m")
+    target = torch.zeros(1, 1, 64, 64)
+    target[..., 20:44, 31] = 1.0  # a vertical line one pixel wide
+    x = torch.rand(1, 3, 64, 64)
+    pts, lbs = torch.tensor([[[31.0, 32.0]]]), torch.ones(1, 1)
+    best = {}
+    for cfg in (cfg2, cfg4):
+        torch.manual_seed(0)
+        model = StudentModel(cfg)
+        _, hi = model.encode(x)
+        assert hi.shape == (1, cfg.high_res_channels, 64 // cfg.mask_stride, 64 // cfg.mask_stride)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for _ in range(150):
+            logits = F.interpolate(model(x, pts, lbs)[1], size=(64, 64), mode="bilinear", align_corners=False)
+            loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(20.0))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        pred = logits.detach() > 0
+        best[cfg.mask_stride] = float((pred & (target > 0)).sum() / (pred | (target > 0)).sum())
+    assert best[2] > 0.5 and best[2] > best[4] + 0.15, best
 
 
 def test_precision_options(magnetic_tile_pairs: list) -> None:
