@@ -61,6 +61,9 @@ def main() -> None:
     def say(msg: str) -> None:
         print(f"[{time.time() - t0:6.1f}s] {msg}", flush=True)
 
+    taken = [n for n in [*rows, "unet", "qat"] if dt.run_dir(project, n).exists()]
+    if taken:  # train would name the new runs NAME-2 and this script would read the old ones
+        raise SystemExit(f"{project} already has runs named {', '.join(taken)}: pass a new --work")
     if not (project / "project.yaml").exists():
         dt.sh(["init", str(project)], log)
     dt.sh(["ingest", str(a.data.resolve()), "--project", str(project)], log)

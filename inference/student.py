@@ -83,7 +83,8 @@ class StudentConfig:
     decoder_mlp_dim: int = 512
     upscale_dim: int = 32
     num_multimask_outputs: int = 0  # 0: one mask per prompt (defects are rarely ambiguous); 3 mimics SAM
-    mask_stride: int = 4  # 4: two upsampling steps + 1/4 skip and click maps; 2: a third step to 1/2; 8: seed 001's
+    # 2 (the default since it beat 4 in one run, docs/benchmarks.md): three upsampling steps to 1/2; 4: two; 8: one
+    mask_stride: int = 2
     click_sigma: float = 1.5  # Gaussian click maps of the 1/4 head, in mask-grid pixels
     layout: str = "native"  # native: crops keep their pixel scale on S x S canvases (inference.layout); resize: SAM's
     scale: float = 1.0  # native layout: model pixels per crop pixel

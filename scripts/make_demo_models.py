@@ -12,8 +12,8 @@
      training_epochs.json (the per-epoch losses and validation IoU)
 
 Full scale (GPU; the shipped build, about 9 minutes on one H200):
-    python scripts/make_demo_models.py --device cuda --epochs-teacher 300 --epochs-student 250 --workers 4 \
-        --time-limit-teacher 260 --time-limit-student 190
+    python scripts/make_demo_models.py --device cuda --epochs-teacher 300 --epochs-student 250 \
+        --time-limit-teacher 210 --time-limit-student 160
 Toy scale (CPU):   .venv/bin/python scripts/make_demo_models.py --epochs-teacher 1 --epochs-student 1 \
                        --teacher-size 128 --student-size 128 --out /tmp/demo_models
 The demo models are NOT SA-1B-pretrained SAM 2: they learned from 48 synthetic crops only.
@@ -48,6 +48,13 @@ ENCODER_FILE = "student_encoder_int8w.onnx"
 DECODER_FILE = "student_decoder_int8w.onnx"
 PREDICTIONS_FILE = "demo_predictions.json"
 EPOCHS_FILE = "training_epochs.json"
+
+
+BACKSTOP_S = 90.0  # past a run's time budget: the last validation and checkpoint writes
+
+
+def backstop(limit: float | None) -> float | None:
+    return None if limit is None else limit + BACKSTOP_S
 
 
 def sha256(path: Path) -> str:
@@ -173,8 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             dist["teacher"].update({"model": TEACHER_CONFIG, "image_size": args.teacher_size, "checkpoint": None,
                                     "scale": 1.0})
             dist["student"].update({"input_size": args.student_size, "scale": args.student_size / args.teacher_size})
+            # a time limit is the run's time budget: its one-cycle schedule spans the limit (and ends) instead of
+            # being cut at the deadline; the deadline (limit + BACKSTOP_S) only stops a run that overruns it
             dist["training"].update({"batch_size": args.batch_size, "log_every": 50,
-                                     "amp": args.device != "cpu", "checkpoint_every": args.checkpoint_every})
+                                     "amp": args.device != "cpu", "checkpoint_every": args.checkpoint_every,
+                                     "time_budget_s": args.time_limit_teacher or 0.0})
             dist.setdefault("finetune_teacher", {}).update({"lr": 3e-4, "batch_size": args.batch_size})
             p.config["hardware"]["calibration_samples"] = min(64, args.count)
             p.save_config()
@@ -185,17 +195,20 @@ def main(argv: list[str] | None = None) -> int:
         logs = work / "logs"
         logs.mkdir(exist_ok=True)
         teacher_end = run(["train", *common, "--mode", "finetune-teacher", "--epochs", str(args.epochs_teacher),
-                           "--name", "demo-teacher"], commands, logs / "teacher.jsonl", args.time_limit_teacher)
+                           "--name", "demo-teacher"], commands, logs / "teacher.jsonl",
+                          backstop(args.time_limit_teacher))
         teacher_pt = proj / "runs" / "demo-teacher" / "teacher.pt"
         if not teacher_pt.is_file():
             teacher_pt = proj / "runs" / "demo-teacher" / "checkpoints" / "best.pt"
         with Project.open(proj) as p:
             p.config["distillation"]["teacher"]["checkpoint"] = str(teacher_pt)
+            p.config["distillation"]["training"]["time_budget_s"] = args.time_limit_student or 0.0
             p.save_config()
 
         # 3. student distilled from it
         student_end = run(["train", *common, "--mode", "distill", "--epochs", str(args.epochs_student),
-                           "--name", "demo-student"], commands, logs / "student.jsonl", args.time_limit_student)
+                           "--name", "demo-student"], commands, logs / "student.jsonl",
+                          backstop(args.time_limit_student))
         ckpt_dir = proj / "runs" / "demo-student" / "checkpoints"
         student_ckpt = ckpt_dir / "best.pt" if (ckpt_dir / "best.pt").is_file() else ckpt_dir / "last.pt"
 
@@ -386,6 +399,11 @@ sam2.1_hiera_small.pt --project P`).
    FP16 (loaded into FP32)
 3. student: `train --mode distill` from that teacher, input {m['student']['input_size']} px,
    up to {m['student']['epochs']} epochs (loss weights of the project template: 0.4 feature / 0.3 soft BCE / 0.3 Dice)
+   Both runs use the project's training recipe (issue 14): crops at native pixel scale on square canvases,
+   interactive clicks (1-3 positive, 0-2 negative, one follow-up click in the largest error), class-balanced
+   sampling, positive-pixel weighting, an EMA of the weights, a one-cycle schedule spanning the run's time budget
+   (`training.time_budget_s`, set from `--time-limit-*`), and the best validation epoch kept. The student has the
+   default 1/2 mask head (`mask_stride: 2`) and an EfficientNet-B0 encoder.
 4. export: `export --precision int8-weight --split-pair`; the FP32 encoder/decoder pair then quantised to INT8
    weight-only (`inference.export.quantize.to_int8_weight`); mean IoU of the INT8 pair vs the FP32 pair on 16
    demo crops: {m['student']['int8_vs_fp32_pair_iou']}
@@ -418,7 +436,7 @@ demo queue has real disagreements to review.
 | teacher | {m['teacher'].get('steps')} | {m['teacher'].get('status')} | {m['teacher'].get('best_val_iou')} |
 | student | {m['student'].get('steps')} | {m['student'].get('status')} | {m['student'].get('best_val_iou')} |
 
-A run that "stopped" hit its `--time-limit-*` before its last epoch (its cosine schedule had not finished);
+A run that "stopped" was cut at its deadline (time limit + 90 s) before its schedule ended;
 the shipped checkpoint is its best validation epoch. `{EPOCHS_FILE}` beside this card has the build's
 per-epoch losses and validation IoU.
 

@@ -76,7 +76,7 @@ class StudentSettings(Section):
     decoder_mlp_dim: int = 512
     upscale_dim: int = 32
     num_multimask_outputs: int = 0
-    mask_stride: int = 4
+    mask_stride: int = 2
     click_sigma: float = 1.5
     layout: Text = "native"
     scale: float = 1.0

@@ -29,7 +29,7 @@ from store.errors import UserError
 EXTRA_DEFAULTS: dict[str, Any] = {
     "distillation": {
         "teacher": {"config": None, "checkpoint": None, "image_size": 1024, "scale": 1.0},
-        "student": {"mask_stride": 4, "layout": "native", "scale": 1.0},
+        "student": {"mask_stride": 2, "layout": "native", "scale": 1.0},
         "training": {
             "amp": True,
             "log_every": 10,
