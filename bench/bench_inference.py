@@ -1,8 +1,8 @@
 """CPU latency of the interactive split: encoder ms per image and decoder ms per click with a cached embedding.
 
 Models: the teacher with SAM 2.1 hiera-small's architecture (random weights: latency does not depend on the
-values) at 1024, and the student at 512 and 1024 with each mask head (`--heads`: the 1/4 head of issue 14 and seed
-001's 1/8 head), so one run compares the heads on the same machine. Every number goes through the same `Segmenter` calls the
+values) at 1024, and the student at 512 and 1024 with each mask head (`--heads`: the default 1/2 head, the 1/4 head
+of issue 14 and seed 001's 1/8 head), so one run compares the heads on the same machine. Every number goes through the same `Segmenter` calls the
 workbench uses (`embed`, `decode`: transforms and the resize back to the crop included), on a real magnetic-tile
 crop. Encoder runs are interleaved model by model, so a machine that gets busier during the run slows all models
 alike and the student/teacher ratio stays fair.
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", default=None, help="crop to use (default: first MT_Blowhole crop)")
     ap.add_argument("--teacher-config", default="sam2.1_hiera_s")
     ap.add_argument("--sizes", default="512,1024", help="student input sizes")
-    ap.add_argument("--heads", default="4,8", help="student mask heads (mask stride 4: issue 14's; 8: seed 001's)")
+    ap.add_argument("--heads", default="2,4,8",
+                    help="student mask heads (mask stride 2: the default; 4: issue 14's first; 8: seed 001's)")
     ap.add_argument("--backbones", default="efficientnet_b0",
                     help="student backbones (inference.student.BACKBONES), e.g. efficientnet_b0,tiny_vit_5m_224")
     ap.add_argument("--onnx", action="store_true", help="also time the student's ONNX pair on ONNX Runtime CPU")
