@@ -12,12 +12,12 @@ Why this shape:
 * Prompt encoder: points only (industrial crops get point prompts from saliency or clicks; no boxes, no mask
   input), SAM's random-Fourier positional encoding plus a learned embedding per label.
 * Mask decoder: SAM's two-way transformer, narrower (128 channels), then one of three heads (`mask_stride`):
-  - 2: a third upsampling step to 1/2 of the input, for 1-2 px scratches (a 1/4 logit is four pixels wide). The
-    skip feature is then one tensor at 1/2 with a quarter of the channels: the 1/4 fusion rearranged by
+  - 2 (default): a third upsampling step to 1/2 of the input, for 1-2 px scratches (a 1/4 logit is four pixels
+    wide). The skip feature is then one tensor at 1/2 with a quarter of the channels: the 1/4 fusion rearranged by
     pixel_shuffle (lossless) plus the backbone's stride-2 feature, so the cached embedding keeps the 1/4 head's
     size; the decoder's 1/4 step reads it back with pixel_unshuffle. Needs a backbone with a stride-2 feature
     (EfficientNet-B0, ResNet-10-T).
-  - 4 (default since issue 14): two 2x upsampling steps to 1/4 of the input, as SAM's own decoder, with a 1/4
+  - 4 (issue 14's first head): two 2x upsampling steps to 1/4 of the input, as SAM's own decoder, with a 1/4
     skip feature that the encoder fuses from TinyViT's first two stages (a light FPN) and Gaussian maps of the
     clicks at 1/4. A 1/8 head cannot draw a 2 px crack: at 1/8 the crack is a quarter of a logit wide.
   - 8 (seed 001's "1/4 -> 1/2" reduction): one upsampling step, masks at 1/8, a 1/8 skip from TinyViT's stage 1.
