@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from inference.student import StudentConfig
 from inference.training import crops as cr
 from inference.training.settings import teacher_config_name
 from inference.training.tasks import DistillTask, FinetuneTask, QATTask, Task, UNetTask
@@ -28,7 +29,7 @@ def build_task(mode_name: str, dist_cfg: dict[str, Any], train_crops: cr.CropSet
     """The task and, for distillation, the teacher (to answer the validation clicks)."""
     tcfg = dist_cfg["training"]
     if mode_name in ("distill", "distill_naive", "qat"):
-        from inference.student import ARCHITECTURE, StudentConfig, StudentModel, load_checkpoint
+        from inference.student import ARCHITECTURE, StudentModel, load_checkpoint
         from inference.training.teacher import build_teacher_net
         from inference.training.teacher_targets import TeacherTargets
 
@@ -39,7 +40,7 @@ def build_task(mode_name: str, dist_cfg: dict[str, Any], train_crops: cr.CropSet
             qat.prepare_qat(student, momentum=float(dist_cfg["qat"]["observer_momentum"]))
             scfg = student.config
         else:
-            scfg = StudentConfig.from_project(dist_cfg["student"])
+            scfg = student_config(dist_cfg)
             student = StudentModel(scfg)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # a random-weights teacher (tests) is the same on every build
@@ -115,6 +116,15 @@ def crop_scale(mode_name: str, dist_cfg: dict[str, Any]) -> tuple[float, int]:
 
 
 @torch.no_grad()
+def student_config(dist_cfg: dict[str, Any]) -> StudentConfig:
+    """The new student's StudentConfig; a combination the network cannot build (mask_stride 2 with a backbone that
+    has no stride-2 feature) is a user error naming the setting, raised before a run folder exists."""
+    try:
+        return StudentConfig.from_project(dist_cfg["student"])
+    except ValueError as exc:
+        raise UserError(f"project.yaml distillation.student: {exc}") from None
+
+
 def teacher_val_logits(net: Any, vs: ValSet, task: Any, amp: torch.dtype | None) -> torch.Tensor:
     """The teacher's answer to the validation clicks, on the student's validation canvases (computed once)."""
     from inference.sam2_net import choose_output

@@ -125,6 +125,8 @@ def _settings(project: Any, opts: TrainOptions) -> _Settings:
         mode_name = MODE_NAMES[(opts.mode, bool(opts.no_feature_loss))]
         if mode_name == "qat":
             build.qat_source(project, dist_cfg, opts.checkpoint)
+        elif mode_name.startswith("distill"):
+            build.student_config(dist_cfg)
     tcfg = dist_cfg["training"]
     sched = mode_schedule(mode_name, dist_cfg)
     if opts.epochs is not None:

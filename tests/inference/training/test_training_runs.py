@@ -150,6 +150,19 @@ def test_a_bad_weights_section_fails_before_training(fresh_training_project) -> 
     assert not (project / "runs" / "bad-weights").exists()
 
 
+def test_a_head_the_backbone_cannot_feed_fails_in_one_line_before_training(fresh_training_project) -> None:
+    """The 1/2 head (the default) needs a stride-2 feature; TinyViT has none: a user error naming the setting."""
+    from store.errors import UserError
+
+    project = fresh_training_project(per_class=4)
+    with Project.open(project) as p:
+        p.config["distillation"]["student"].update({"backbone": "tinyvit_5m", "mask_stride": 2})
+        p.save_config()
+    with pytest.raises(UserError, match="distillation.student: mask_stride 2 needs a backbone with a stride-2"):
+        _run(project, name="bad-head", max_steps=1)
+    assert not (project / "runs" / "bad-head").exists()
+
+
 def test_no_feature_loss_is_the_naive_baseline(training_project: Path) -> None:
     summary, events = _run(training_project, name="naive", no_feature_loss=True, max_steps=1)
     assert all(e["loss_feat"] == 0.0 for e in _of(events, "step"))
