@@ -115,7 +115,6 @@ def crop_scale(mode_name: str, dist_cfg: dict[str, Any]) -> tuple[float, int]:
     return float(s.get("scale", 1.0)), int(s.get("input_size", 512))
 
 
-@torch.no_grad()
 def student_config(dist_cfg: dict[str, Any]) -> StudentConfig:
     """The new student's StudentConfig; a combination the network cannot build (mask_stride 2 with a backbone that
     has no stride-2 feature) is a user error naming the setting, raised before a run folder exists."""
@@ -125,6 +124,7 @@ def student_config(dist_cfg: dict[str, Any]) -> StudentConfig:
         raise UserError(f"project.yaml distillation.student: {exc}") from None
 
 
+@torch.no_grad()
 def teacher_val_logits(net: Any, vs: ValSet, task: Any, amp: torch.dtype | None) -> torch.Tensor:
     """The teacher's answer to the validation clicks, on the student's validation canvases (computed once)."""
     from inference.sam2_net import choose_output
