@@ -9,7 +9,7 @@ Steps, each a `maskbench` command run as a subprocess (so the table measures wha
            here), fine-tuned at native pixel scale with `train --mode finetune-teacher`, registered with
            `models add teacher --scale`
   students (same schedule): `train --mode distill --no-feature-loss` (naive), `train --mode distill`
-           (feature-aligned) with the 1/4 mask head, and the feature-aligned student with seed 001's 1/8 head
+           (feature-aligned) with the default 1/2 mask head, and the feature-aligned student with seed 001's 1/8 head
   baselines on the same split: `train --mode unet` (a plain supervised U-Net with click maps) and a classical
            blur-subtract-threshold tuned on the training crops (inference.baselines.classical)
   evaluation on the test split: `predict --prompts ground_truth` (one positive click inside the ground truth, the
@@ -37,11 +37,11 @@ sys.path.insert(0, str(REPO))
 
 SUPERVISED_ONLY = {"feature_weight": 0.0, "soft_bce_weight": 0.0, "dice_weight": 1.0}
 STUDENTS = {  # kind -> (train flags, student overrides, loss overrides)
-    "naive": (["--no-feature-loss"], {"mask_stride": 4}, {}),
-    "feature_aligned": ([], {"mask_stride": 4}, {}),
+    "naive": (["--no-feature-loss"], {"mask_stride": 2}, {}),
+    "feature_aligned": ([], {"mask_stride": 2}, {}),
     "feature_aligned_1/8": ([], {"mask_stride": 8}, {}),
     # the same student on the ground truth alone (no teacher terms): what distillation adds is the difference
-    "supervised": ([], {"mask_stride": 4}, SUPERVISED_ONLY),
+    "supervised": ([], {"mask_stride": 2}, SUPERVISED_ONLY),
 }
 
 

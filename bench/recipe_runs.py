@@ -1,13 +1,14 @@
 """Supervised student rows at chosen batch sizes / learning rates beside the plain U-Net, QAT from the first row,
-and the interactive evaluation on the test split: the runs behind docs/benchmarks.md "The batch-64 recipe".
+and the interactive evaluation on the test split: the runs behind docs/benchmarks.md "The batch-64 recipe" and
+"The 1/2 head".
 
     python bench/recipe_runs.py --data ../shared/datasets/magnetic-tile --work /tmp/rr --device cuda \
-        --rows b64=64:4e-3,b32=32:1e-3 --student-budget 270 --unet-budget 270 --qat-epochs 6
-    python bench/recipe_runs.py --data /tmp/thin --work /tmp/rr-thin --device cuda --rows b64=64:4e-3 \
-        --student-budget 280 --unet-budget 280 --qat-epochs 0
+        --rows s4=64:4e-3:4,s2=64:4e-3:2 --student-budget 360 --unet-budget 270 --qat-epochs 0
+    python bench/recipe_runs.py --data /tmp/thin --work /tmp/rr-thin --device cuda --rows s2=64:4e-3 \
+        --student-budget 300 --unet-budget 280 --qat-epochs 0
 
 Every step is a `maskbench` command (bench/distillation_table.py's helpers), so it measures what users run. The
-students are the project's default student (EfficientNet-B0, 1/4 head, 512 px canvas at native scale) trained on
+students are the project's default student (EfficientNet-B0, 1/2 head, 512 px canvas at native scale) trained on
 the ground truth alone (`loss`: feature 0, soft BCE 0, Dice 1): with a SAM 2 teacher from random weights (no SA-1B
 download here) the distillation terms pull towards a poor teacher, which the distillation table shows. The teacher
 is only there because distill mode computes its features; QAT uses the same supervised loss as the student it
@@ -27,14 +28,14 @@ import distillation_table as dt  # noqa: E402
 
 
 def parse_rows(text: str) -> dict[str, tuple[int, float, int]]:
-    """NAME=BATCH:LR[:MASK_STRIDE] rows (stride 4, the default head, when left out)."""
+    """NAME=BATCH:LR[:MASK_STRIDE] rows (the default head, stride 2, when left out)."""
     rows: dict[str, tuple[int, float, int]] = {}
     for part in filter(None, text.split(",")):
         name, _, spec = part.partition("=")
-        bs, lr, *rest = spec.split(":")
-        if not (name and bs and lr) or len(rest) > 1:
+        fields = spec.split(":")
+        if not name or len(fields) not in (2, 3) or not all(fields):
             raise SystemExit(f"row {part!r}: write NAME=BATCH:LR[:MASK_STRIDE], e.g. b64=64:4e-3 or s2=64:4e-3:2")
-        rows[name] = (int(bs), float(lr), int(rest[0]) if rest else 4)
+        rows[name] = (int(fields[0]), float(fields[1]), int(fields[2]) if len(fields) == 3 else 2)
     return rows
 
 
@@ -43,7 +44,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--rows", default="b64=64:4e-3", help="NAME=BATCH:LR[:MASK_STRIDE], comma-separated")
+    ap.add_argument("--rows", default="s2=64:4e-3", help="NAME=BATCH:LR[:MASK_STRIDE], comma-separated")
     ap.add_argument("--student-budget", type=float, default=270)
     ap.add_argument("--unet-budget", type=float, default=270)
     ap.add_argument("--unet-lr", type=float, default=4e-3)

@@ -1,0 +1,31 @@
+"""bench/recipe_runs.py reads its rows as written and refuses a work folder whose runs it would misread."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+import recipe_runs  # noqa: E402
+
+
+def test_rows_take_batch_lr_and_an_optional_mask_stride() -> None:
+    assert recipe_runs.parse_rows("s4=64:4e-3:4,b32=32:1e-3") == {"s4": (64, 4e-3, 4), "b32": (32, 1e-3, 2)}
+    for bad in ("s4=64", "s4=64:4e-3:4:1", "=64:4e-3"):
+        with pytest.raises(SystemExit, match="NAME=BATCH:LR"):
+            recipe_runs.parse_rows(bad)
+
+
+def test_a_work_folder_with_runs_of_the_same_names_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    # `train --name s2` in a project that has runs/s2 writes runs/s2-2; the script would then report the old run
+    (tmp_path / "project" / "runs" / "s2").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, "bench/recipe_runs.py", "--data", str(tmp_path / "none"), "--work",
+                           str(tmp_path), "--device", "cpu", "--rows", "s2=8:4e-3"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "already has runs named s2: pass a new --work" in proc.stderr
+    assert not (tmp_path / "commands.log").exists() and not (tmp_path / "project" / "project.yaml").exists()
