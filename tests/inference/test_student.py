@@ -38,7 +38,7 @@ def test_shapes_at_512_and_alignment_to_teacher(student_model: StudentModel) -> 
     with torch.no_grad():
         emb, masks, scores = student_model(x, pts, lbl)
     assert emb.shape == (2, 256, 32, 32)  # SAM 2's channels, 1/16 of the input
-    assert masks.shape == (2, 1, 128, 128)  # 1/4 of the input, SAM's decoder resolution (issue 14's head)
+    assert masks.shape == (2, 1, 256, 256)  # 1/2 of the input: the default head (SAM's decoder: 1/4)
     assert scores.shape == (2, 1) and bool(((scores >= 0) & (scores <= 1)).all())
     teacher_hw = (64, 64)  # SAM 2 image embedding at 1024
     assert align_embedding(emb, teacher_hw).shape == (2, 256, 64, 64)
@@ -47,9 +47,9 @@ def test_shapes_at_512_and_alignment_to_teacher(student_model: StudentModel) -> 
     assert narrow(torch.randn(1, 128, 32, 32), teacher_hw).shape == (1, 256, 64, 64)
 
 
-@pytest.mark.parametrize("backbone", ["tiny_vit_5m_224", "efficientnet_b0"])
-def test_input_size_1024_matches_sam_grid(backbone: str) -> None:
-    cfg = StudentConfig(input_size=1024, backbone=backbone)
+@pytest.mark.parametrize(("backbone", "stride"), [("tiny_vit_5m_224", 4), ("efficientnet_b0", 2)])
+def test_input_size_1024_matches_sam_grid(backbone: str, stride: int) -> None:
+    cfg = StudentConfig(input_size=1024, backbone=backbone, mask_stride=stride)
     if backbone.startswith("tiny_vit"):
         assert cfg.window_sizes == adapted_windows(1024)
         assert all((1024 // 2 ** (i + 2)) % w == 0 for i, w in enumerate(cfg.window_sizes) if i > 0)
@@ -59,7 +59,8 @@ def test_input_size_1024_matches_sam_grid(backbone: str) -> None:
     with torch.no_grad():
         emb, hi = m.encode(torch.randn(1, 3, 1024, 1024))
     assert emb.shape == (1, 256, 64, 64)  # same H x W as SAM 2's embedding: no resize needed to align
-    assert hi.shape == (1, 64, 256, 256)  # the skip feature lives on the 1/4 mask grid
+    # the skip feature lives on the mask grid; at 1/2 with a quarter of the channels (the same number of values)
+    assert hi.shape == ((1, 64, 256, 256) if stride == 4 else (1, 16, 512, 512))
     with pytest.raises(ValueError):
         StudentConfig(input_size=500)
 
@@ -106,7 +107,7 @@ def test_backbone_choices_are_checked() -> None:
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_every_backbone_gives_the_same_interface(backbone: str) -> None:
-    m = StudentModel(StudentConfig(input_size=128, backbone=backbone))
+    m = StudentModel(StudentConfig(input_size=128, backbone=backbone, mask_stride=4))  # 4: every backbone has it
     emb, logits, _ = m(torch.rand(2, 3, 128, 128), torch.rand(2, 1, 2) * 128, torch.ones(2, 1))
     assert emb.shape == (2, 256, 8, 8) and logits.shape == (2, 1, 32, 32)
     logits.mean().backward()
