@@ -82,13 +82,14 @@ class _Reader:
         return self.items.pop() if self.items else None
 
 
-@pytest.mark.parametrize("backbone", ["efficientnet_b0", "tiny_vit_5m_224"])
-def test_student_int8_files_fit_the_budget_at_512(tmp_path: Path, backbone: str) -> None:
+# each backbone with its head: EfficientNet-B0 with the default 1/2 head, TinyViT (no stride-2 feature) with 1/4
+@pytest.mark.parametrize(("backbone", "stride"), [("efficientnet_b0", 2), ("tiny_vit_5m_224", 4)])
+def test_student_int8_files_fit_the_budget_at_512(tmp_path: Path, backbone: str, stride: int) -> None:
     from inference.export.graph import export_student_single
     from inference.student import StudentConfig, StudentModel
 
     torch.manual_seed(0)
-    student = StudentModel(StudentConfig(input_size=512, backbone=backbone)).eval()
+    student = StudentModel(StudentConfig(input_size=512, backbone=backbone, mask_stride=stride)).eval()
     with torch.no_grad():
         for name, p in student.named_parameters():
             if "attention_biases" in name:

@@ -77,14 +77,15 @@ def test_attribute_type_domain_opset_and_zero_point_rules() -> None:
     assert "input type DOUBLE not supported" in check_model(dbl).summary()
 
 
-@pytest.mark.parametrize("backbone", ["efficientnet_b0", "tiny_vit_5m_224"])
-def test_student_exports_pass(tmp_path: Path, backbone: str) -> None:
+# each backbone with its head: EfficientNet-B0 with the default 1/2 head, TinyViT (no stride-2 feature) with 1/4
+@pytest.mark.parametrize(("backbone", "stride"), [("efficientnet_b0", 2), ("tiny_vit_5m_224", 4)])
+def test_student_exports_pass(tmp_path: Path, backbone: str, stride: int) -> None:
     from inference.export.graph import export_student_single
     from inference.export.quantize import to_int8_weight
     from inference.student import StudentConfig, StudentModel
 
     torch.manual_seed(0)
-    student = StudentModel(StudentConfig(input_size=64, backbone=backbone)).eval()
+    student = StudentModel(StudentConfig(input_size=64, backbone=backbone, mask_stride=stride)).eval()
     fp32 = export_student_single(student, tmp_path / "s.onnx", 64)
     for path in (fp32, to_int8_weight(fp32, tmp_path / "s_int8w.onnx")):
         report = check_file(path)
