@@ -195,7 +195,7 @@ class StudentEncoder(nn.Module):
         super().__init__()
         import timm
 
-        self.stride4 = cfg.mask_stride <= 4
+        self.stride4 = cfg.mask_stride <= 4  # has a 1/4 stage (heads 2 and 4)
         self.stride2 = cfg.mask_stride == 2
         extra: dict[str, Any] = {"window_sizes": list(cfg.window_sizes)} if cfg.is_tiny_vit else {}
         first = BACKBONES[cfg.backbone] + {2: -1, 4: 0, 8: 1}[cfg.mask_stride]
@@ -358,7 +358,7 @@ class MaskDecoderLite(nn.Module):
         self.final_attn = Attention(d, cfg.decoder_heads, downsample=2)
         self.final_norm = nn.LayerNorm(d)
         u = cfg.upscale_dim
-        self.stride4 = cfg.mask_stride <= 4
+        self.stride4 = cfg.mask_stride <= 4  # has a 1/4 stage (heads 2 and 4)
         self.stride2 = cfg.mask_stride == 2
         self.mask_stride = cfg.mask_stride
         self.click_sigma = float(cfg.click_sigma)
