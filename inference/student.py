@@ -364,9 +364,10 @@ class MaskDecoderLite(nn.Module):
         self.click_sigma = float(cfg.click_sigma)
         # the last step's layers are always upscale / up_norm / skip / clicks (the export keeps them float)
         hd = cfg.high_res_dim
-        if self.stride2:  # 1/16 -> 1/8 -> 1/4 -> 1/2
+        if self.stride4:  # 1/16 -> 1/8, then (2) 1/8 -> 1/4, then the last step: to 1/4 (head 4) or 1/2 (head 2)
             self.upscale0 = nn.ConvTranspose2d(d, 2 * u, kernel_size=2, stride=2)
             self.up_norm0 = LayerNorm2d(2 * u)
+        if self.stride2:
             self.upscale1 = nn.ConvTranspose2d(2 * u, u, kernel_size=2, stride=2)
             self.up_norm1 = LayerNorm2d(u)
             self.skip1 = nn.Conv2d(hd, u, 1)  # reads the 1/2 skip feature pixel-unshuffled back to 1/4
@@ -375,8 +376,6 @@ class MaskDecoderLite(nn.Module):
             self.upscale = nn.ConvTranspose2d(u, u_out, kernel_size=2, stride=2)
             self.clicks = nn.Conv2d(2, u_out, 1)
         elif self.stride4:  # 1/16 -> 1/8 -> 1/4, as SAM's decoder
-            self.upscale0 = nn.ConvTranspose2d(d, 2 * u, kernel_size=2, stride=2)
-            self.up_norm0 = LayerNorm2d(2 * u)
             self.upscale = nn.ConvTranspose2d(2 * u, u, kernel_size=2, stride=2)
             self.clicks = nn.Conv2d(2, u, 1)
             u_out, hd_out = u, hd
@@ -409,14 +408,12 @@ class MaskDecoderLite(nn.Module):
         iou_out = q[:, 0]
         mask_out = q[:, 1 : 1 + self.num_masks]
         img = k.transpose(1, 2).reshape(b, d, h, w)
-        if self.stride2:
+        if self.stride4:
             img = F.gelu(self.up_norm0(self.upscale0(img)))
+        if self.stride2:
             cm = click_maps(points.to(img.dtype), labels, hi.shape[-1] // 2, 4, self.click_sigma)
             img = F.gelu(self.up_norm1(self.upscale1(img)) + self.skip1(F.pixel_unshuffle(hi, 2)) + self.clicks1(cm))
-            cm = click_maps(points.to(img.dtype), labels, hi.shape[-1], 2, self.click_sigma)
-            up = F.gelu(self.up_norm(self.upscale(img)) + self.skip(hi) + self.clicks(cm))
-        elif self.stride4:
-            img = F.gelu(self.up_norm0(self.upscale0(img)))
+        if self.stride4:
             cm = click_maps(points.to(img.dtype), labels, hi.shape[-1], self.mask_stride, self.click_sigma)
             up = F.gelu(self.up_norm(self.upscale(img)) + self.skip(hi) + self.clicks(cm))
         else:
