@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--unet-lr", type=float, default=4e-3)
     ap.add_argument("--qat-epochs", type=int, default=6, help="QAT epochs from the first row (0: none)")
     ap.add_argument("--max-clicks", type=int, default=20)
+    ap.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                    help="training.compile for the student rows (the U-Net stays eager)")
     a = ap.parse_args()
     if a.max_clicks < 5:
         raise SystemExit("--max-clicks must be at least 5: the evaluation reports mIoU after 1, 3 and 5 clicks")
@@ -76,7 +78,8 @@ def main() -> None:
         cfg = dt.write_yaml(work / f"{name}.yaml", {
             "student": {"input_size": 512, "scale": 1.0, "mask_stride": stride}, "teacher": tsec,
             "loss": dt.SUPERVISED_ONLY,
-            "training": {"batch_size": bs, "lr": lr, "checkpoint_every": 1000, "time_budget_s": a.student_budget}})
+            "training": {"batch_size": bs, "lr": lr, "checkpoint_every": 1000, "time_budget_s": a.student_budget,
+                         "compile": a.compile}})
         jobs.append(["train", "--project", str(project), "--mode", "distill", "--config", str(cfg), "--name", name,
                      *common])
     cfg = dt.write_yaml(work / "unet.yaml", {

@@ -205,6 +205,11 @@ class TrainingLoop:
         self.ema = ModelEMA(model, decay) if decay > 0 else None
         if self.ema is not None and resume_state is not None and resume_state.get("ema"):
             self.ema.load_state_dict(resume_state["ema"])
+        compile_mode = tcfg.get("compile")
+        if compile_mode:  # after the EMA's copy (validation and checkpoints use the eager average)
+            for part in task.compiled_parts(model):
+                # static shapes: the decoder sees two click counts per step (initial, follow-up) and one graph each
+                part.compile(mode=None if compile_mode == "default" else compile_mode, dynamic=False)
         step_module: nn.Module = TrainStep(task, model)
         if di.world > 1:
             step_module = nn.parallel.DistributedDataParallel(

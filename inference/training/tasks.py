@@ -80,6 +80,11 @@ class Task(ABC):
         """The weights as a plain model holds them (epoch_NNN.pt); QAT strips its fake quantisation first."""
         return model.state_dict()
 
+    def compiled_parts(self, model: nn.Module) -> list[nn.Module]:
+        """The modules `train_loss` calls that `training.compile` may compile in place (state-dict keys unchanged).
+        None by default: SAM 2's fine-tune and QAT's fake quantisation (observers toggled mid-run) stay eager."""
+        return []
+
 
 class PromptedTask(Task):
     """Shared by the three modes: batches of random windows (or fixed views) with flips/rotations and photometric
@@ -165,6 +170,9 @@ class DistillTask(PromptedTask):
 
     def model(self) -> nn.Module:
         return self._student
+
+    def compiled_parts(self, model):
+        return [model.encoder, model.decoder]
 
     def batch(self, batch_size: int, gen_cpu: torch.Generator, gen: torch.Generator) -> Batch:
         idx = self.draw(batch_size, gen_cpu)
@@ -273,6 +281,9 @@ class QATTask(DistillTask):
 
         return qat.stripped_copy(model).state_dict()
 
+    def compiled_parts(self, model):
+        return []
+
     def save_best(self, model, path, extra):
         from inference.student import save_checkpoint
         from inference.training import qat
@@ -358,6 +369,9 @@ class UNetTask(PromptedTask):
 
     def model(self) -> nn.Module:
         return self.unet
+
+    def compiled_parts(self, model):
+        return [model]
 
     def train_loss(self, model, b, gen):
         logits = model(b.x, b.points, b.labels)

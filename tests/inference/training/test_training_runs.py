@@ -244,3 +244,18 @@ def test_distill_uses_the_projects_active_teacher_when_yaml_names_none(
     assert not [e for e in _of(events, "warning") if "RANDOM" in e["message"]]
     teacher = json.loads(json.dumps(_row(project, summary["run_id"]).config))["distillation"]["teacher"]
     assert teacher["checkpoint"] == stored and teacher["config"] == "sam2.1_hiera_t" and teacher["image_size"] == 256
+
+
+def test_a_compiled_student_trains_like_the_eager_one(training_project: Path) -> None:
+    """training.compile compiles the student's encoder and decoder in place: the same seed gives the same first
+    losses as eager steps (up to kernel rounding), and the checkpoints keep the eager state-dict keys."""
+    one_epoch = {"training": {"epochs": 1}}
+    eager, ev_eager = _run(training_project, name="eager", max_steps=2, overrides=one_epoch)
+    comp, ev_comp = _run(training_project, name="compiled", max_steps=2,
+                         overrides={"training": {"epochs": 1, "compile": "default"}})
+    for a, b in zip(_of(ev_eager, "step"), _of(ev_comp, "step")):
+        for term in ("loss", "loss_feat", "loss_soft"):
+            assert b[term] == pytest.approx(a[term], rel=2e-3, abs=2e-4), (term, a, b)
+    keys = [set(torch.load(Path(s["run_dir"]) / "checkpoints" / "last.pt", map_location="cpu",
+                           weights_only=True)["model"]) for s in (eager, comp)]
+    assert keys[0] == keys[1] and not any("_orig_mod" in k for k in keys[1])
