@@ -315,6 +315,8 @@ def main() -> None:
     ap.add_argument("--teacher-budget", type=float, default=0, help="seconds for teacher fine-tuning (0: epochs)")
     ap.add_argument("--student-budget", type=float, default=0, help="seconds per student run (0: epochs)")
     ap.add_argument("--unet-budget", type=float, default=0, help="seconds for the U-Net run (0: epochs)")
+    ap.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                    help="training.compile for the student rows (1.56x images/s on one H200: docs/benchmarks.md)")
     ap.add_argument("--skip-export", action="store_true")
     ap.add_argument("--stage", choices=["all", "interactive"], default="all", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -401,7 +403,8 @@ def main() -> None:
         if not (run_dir(project, label) / "checkpoints" / "best.pt").exists():
             cfg = write_yaml(work / f"{run_name(label)}.yaml", {
                 **base, "student": {**base["student"], **overrides}, "teacher": teacher_section,
-                **({"loss": loss} if loss else {}), "training": {**training, "time_budget_s": a.student_budget}})
+                **({"loss": loss} if loss else {}),
+                "training": {**training, "time_budget_s": a.student_budget, "compile": a.compile}})
             jobs.append(["train", "--project", str(project), "--mode", "distill", *flags, "--config", str(cfg),
                          "--epochs", str(a.student_epochs), "--name", run_name(label), *common])
     run_all(jobs)

@@ -101,3 +101,29 @@ def test_each_mode_shows_and_saves_its_own_schedule(qtbot, tmp_path) -> None:
     panel.mode_box.setCurrentIndex(labels.index("distill"))
     assert panel.epochs.value() == distill_epochs  # distillation's own schedule, untouched
     assert "--mode" in panel.command() and panel.command()[panel.command().index("--mode") + 1] == "distill"
+
+
+def test_the_compile_box_is_the_training_compile_setting(qtbot, tmp_path) -> None:
+    """Ticked: training.compile is the default torch.compile mode (or keeps a mode the YAML chose); unticked: null.
+    The next panel reads it back from project.yaml."""
+    from store import config as config_mod
+    from store.project import Project
+    from widgets.training_panel import TrainingPanel
+
+    project = Project.create(tmp_path / "proj")
+    panel = TrainingPanel(project)
+    qtbot.addWidget(panel)
+    assert not panel.compile.isChecked()  # eager by default
+    panel.compile.setChecked(True)
+    panel.save_settings()
+    assert config_mod.load(project.config_path)["distillation"]["training"]["compile"] == "default"
+    project.config["distillation"]["training"]["compile"] = "reduce-overhead"
+    project.save_config()
+    again = TrainingPanel(project)
+    qtbot.addWidget(again)
+    assert again.compile.isChecked()
+    again.save_settings()
+    assert config_mod.load(project.config_path)["distillation"]["training"]["compile"] == "reduce-overhead"
+    again.compile.setChecked(False)
+    again.save_settings()
+    assert config_mod.load(project.config_path)["distillation"]["training"]["compile"] is None

@@ -1,0 +1,125 @@
+"""The student's training step on a synthetic batch, eager against torch.compile: where a training run's step time
+goes without the data set, validation or checkpoints around it (issue 14's throughput target).
+
+    python bench/bench_train_step.py --device cuda                         # eager and compiled, batch 64 at 512 px
+    python bench/bench_train_step.py --device cuda --variants eager --profile   # plus a CUDA profile of 3 steps
+
+Two figures per variant, images/s over `--steps` timed steps after `--warmup` untimed ones (which include the
+compile): the encoder's forward and backward alone, and the full step as `train --mode distill` runs it with
+supervised loss only (encoder, a decode of the initial clicks and one of the follow-up click, the supervised loss at
+input resolution, backward, fused AdamW). bf16 autocast and channels_last on CUDA, as the trainer uses them. The
+compiled variant compiles encoder and decoder as `training.compile` does (inference.training.loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inference.student import StudentConfig, StudentModel  # noqa: E402
+from inference.training.losses import supervised_loss  # noqa: E402
+
+VARIANTS = {"eager": None, "compiled": "default", "eager-cudnn-benchmark": None}
+
+
+def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    torch.backends.cudnn.benchmark = variant == "eager-cudnn-benchmark"
+    torch.manual_seed(0)
+    cfg = StudentConfig(input_size=args.size, mask_stride=args.mask_stride)
+    model = StudentModel(cfg).to(dev)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    if VARIANTS[variant]:
+        model.encoder.compile(mode=None if VARIANTS[variant] == "default" else VARIANTS[variant], dynamic=False)
+        model.decoder.compile(mode=None if VARIANTS[variant] == "default" else VARIANTS[variant], dynamic=False)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3, fused=cuda)
+    b, s = args.batch, args.size
+    x = torch.randn(b, 3, s, s, device=dev).contiguous(memory_format=torch.channels_last)
+    target = (torch.rand(b, 1, s, s, device=dev) > 0.9).float()
+    clicks = [(torch.rand(b, n, 2, device=dev) * s, torch.ones(b, n, device=dev)) for n in (5, 6)]
+
+    def step(full: bool) -> None:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+            emb, hi = model.encoder(x)
+            if full:
+                loss = sum(supervised_loss(F.interpolate(model.decoder(emb, hi, p, lb)[0][:, :1].float(), size=(s, s),
+                                                         mode="bilinear"), target).mean() for p, lb in clicks)
+            else:
+                loss = emb.float().mean() + hi.float().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    out: dict[str, Any] = {"variant": variant}
+    for part, full in (("encoder", False), ("step", True)):
+        t0 = time.perf_counter()
+        for _ in range(args.warmup):
+            step(full)
+        sync()
+        out[f"{part}_warmup_s"] = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step(full)
+        sync()
+        out[f"{part}_images_per_s"] = round(b * args.steps / (time.perf_counter() - t0), 1)
+    if cuda:
+        out["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+        torch.cuda.reset_peak_memory_stats()
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=acts) as prof:
+            for _ in range(3):
+                step(True)
+            sync()
+        print(prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=25,
+                                        max_name_column_width=60))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--mask-stride", type=int, default=2, choices=[2, 4, 8])
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--variants", default="eager,compiled", help=f"comma-separated of {', '.join(VARIANTS)}")
+    ap.add_argument("--profile", action="store_true", help="print a profile of three full steps per variant")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here (use --device cpu)")
+    rows = []
+    for v in variants:
+        row = measure(v, args)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"batch": args.batch, "size": args.size, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
