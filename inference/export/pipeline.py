@@ -269,12 +269,10 @@ def run_export(project: Any, checkpoint: Path | str | None = None, options: Expo
             if trt_mod.available():
                 engine = out_dir / f"student_single_{precision}.engine"
                 cache = out_dir / "calibration.cache" if precision == "int8" else None
-                batches = None
-                if precision == "int8" and calib_set is not None:
-                    cs = calib_set
-
-                    def batches() -> Any:
-                        return iter(calib_mod.CropReader(cs, geom))
+                # INT8 engines calibrate on the domain crops the ONNX INT8 used; FP16 needs none
+                batches: Callable[[], Any] | None = (
+                    (lambda: iter(calib_mod.CropReader(calib_set, geom)))
+                    if precision == "int8" and calib_set is not None else None)
                 trt_mod.build_engine(raw_path if precision == "int8" else src, engine, precision, profile,
                                      batches, cache)
                 rows.append(_record(project, engine, model_info, "single", precision, "ok", None, None, command,
