@@ -131,7 +131,7 @@ class TrainingSettings(Section):
     augment: Optional[AugmentSettings] = Field(default_factory=AugmentSettings)
     device: Optional[Text] = None  # the Training panel's device choice (cpu, cuda)
     time_budget_s: Optional[float] = None  # > 0: the schedule runs on wall time (bench scripts)
-    # torch.compile of the trained network's parts (student encoder and decoder, U-Net), a torch.compile mode;
+    # torch.compile of the student's encoder and decoder in distillation runs, a torch.compile mode;
     # null: eager. Costs a compile at the start of a run (and of a resume); see docs/benchmarks.md for what it gains
     compile: Optional[Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"]] = None
 

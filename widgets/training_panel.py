@@ -107,7 +107,7 @@ class TrainingPanel(QWidget):
         self.device = QComboBox()
         self.device.addItems(["cpu", "cuda"])
         # training.compile: the measured gain is on CUDA (docs/benchmarks.md); on a CPU the compile takes minutes
-        self.compile = QCheckBox("torch.compile the student / U-Net (CUDA: ~25 s at the start, ~1.5x faster steps)")
+        self.compile = QCheckBox("torch.compile the student (CUDA: ~25 s at the start, ~1.5x faster steps)")
         self.max_steps = QSpinBox()
         self.max_steps.setRange(0, 10_000_000)
         self.max_steps.setSpecialValueText("no limit")

@@ -41,7 +41,7 @@ EXTRA_DEFAULTS: dict[str, Any] = {
             "class_balance": 0.5,  # sampling weight 1 / n_class ** this (0: natural, 1: classes equally often)
             "pos_weight": 3.0,  # defect pixels in the BCE terms
             "ema_decay": 0.999,  # 0: no EMA
-            "compile": None,  # a torch.compile mode for the student's / U-Net's parts; None: eager
+            "compile": None,  # a torch.compile mode for the student's encoder and decoder; None: eager
             "clicks": {"max_positive": 3, "max_negative": 2, "follow_up": 1},
             "augment": {
                 "dihedral": True,  # the 8 flips/rotations (distillation caches the teacher for each)
