@@ -34,6 +34,7 @@ from inference.training.distributed import DistInfo, any_across, barrier, mean_a
 from inference.training.ema import ModelEMA
 from inference.training.tasks import Task, TrainStep
 from inference.training.validation import ValSet, predict_views
+from store.errors import UserError
 
 
 class Callback:
@@ -206,6 +207,7 @@ class TrainingLoop:
         if self.ema is not None and resume_state is not None and resume_state.get("ema"):
             self.ema.load_state_dict(resume_state["ema"])
         compile_mode = tcfg.get("compile")
+        self.compile_mode = compile_mode
         if compile_mode:  # after the EMA's copy (validation and checkpoints use the eager average)
             for part in task.compiled_parts(model):
                 # static shapes: the decoder sees two click counts per step (initial, follow-up) and one graph each
@@ -297,7 +299,12 @@ class TrainingLoop:
                 g_cpu, g_dev = generators(cfg.seed, di.rank, state.step, di.device)
                 batch = task.batch(cfg.batch_size, g_cpu, g_dev)
                 clock.mark("data")
-                loss, terms = self._train_step(batch, g_dev)
+                try:
+                    loss, terms = self._train_step(batch, g_dev)
+                except torch._dynamo.exc.BackendCompilerFailed as exc:  # the compile runs in the first steps
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise UserError(f"training.compile: {self.compile_mode} could not compile the student ({first}); "
+                                    "set distillation.training.compile: null to train without it") from exc
                 state.step += 1
                 step = state.step
                 clock.mark("step")

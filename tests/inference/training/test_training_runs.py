@@ -266,3 +266,18 @@ def test_a_compiled_student_trains_like_the_eager_one(training_project: Path) ->
     keys = [set(torch.load(Path(s["run_dir"]) / "checkpoints" / "last.pt", map_location="cpu",
                            weights_only=True)["model"]) for s in (eager, comp)]
     assert keys[0] == keys[1] and not any("_orig_mod" in k for k in keys[1])
+
+
+def test_a_compile_that_cannot_build_is_one_line_that_names_the_setting(training_project: Path, tmp_path: Path) -> None:
+    """No C++ compiler for Inductor (CXX points nowhere, a fresh compile cache): `maskbench train` says which setting
+    to change, in one line, instead of Dynamo's pages."""
+    cfg = tmp_path / "compile.yaml"
+    cfg.write_text("student: {backbone: resnet10t}\ntraining: {compile: default}\n", encoding="utf-8")
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-c++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "main.py", "train", "--project", str(training_project), "--config", str(cfg),
+                           "--epochs", "1", "--max-steps", "1", "--name", "no-compiler", "--no-progress"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: training.compile: default could not compile the student")
+    assert "set distillation.training.compile: null" in err[0] and "Traceback" not in proc.stderr
