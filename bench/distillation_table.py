@@ -315,7 +315,7 @@ def main() -> None:
     ap.add_argument("--teacher-budget", type=float, default=0, help="seconds for teacher fine-tuning (0: epochs)")
     ap.add_argument("--student-budget", type=float, default=0, help="seconds per student run (0: epochs)")
     ap.add_argument("--unet-budget", type=float, default=0, help="seconds for the U-Net run (0: epochs)")
-    ap.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+    ap.add_argument("--compile", default=None, choices=["default", "max-autotune-no-cudagraphs"],
                     help="training.compile for the student rows (1.56x images/s on one H200: docs/benchmarks.md)")
     ap.add_argument("--skip-export", action="store_true")
     ap.add_argument("--stage", choices=["all", "interactive"], default="all", help=argparse.SUPPRESS)

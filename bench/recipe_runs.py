@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--unet-lr", type=float, default=4e-3)
     ap.add_argument("--qat-epochs", type=int, default=6, help="QAT epochs from the first row (0: none)")
     ap.add_argument("--max-clicks", type=int, default=20)
-    ap.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+    ap.add_argument("--compile", default=None, choices=["default", "max-autotune-no-cudagraphs"],
                     help="training.compile for the student rows (the U-Net stays eager)")
     a = ap.parse_args()
     if a.max_clicks < 5:

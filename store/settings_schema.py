@@ -132,8 +132,10 @@ class TrainingSettings(Section):
     device: Optional[Text] = None  # the Training panel's device choice (cpu, cuda)
     time_budget_s: Optional[float] = None  # > 0: the schedule runs on wall time (bench scripts)
     # torch.compile of the student's encoder and decoder in distillation runs, a torch.compile mode;
-    # null: eager. Costs a compile at the start of a run (and of a resume); see docs/benchmarks.md for what it gains
-    compile: Optional[Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"]] = None
+    # null: eager. Costs a compile at the start of a run (and of a resume); see docs/benchmarks.md for what it gains.
+    # No CUDA-graph modes (reduce-overhead): not measured here, and their outputs live in buffers that a later replay
+    # overwrites while a step still holds them (the decoder runs twice per step)
+    compile: Optional[Literal["default", "max-autotune-no-cudagraphs"]] = None
 
     @field_validator("clicks", "augment", mode="before")
     @classmethod

@@ -249,7 +249,7 @@ class TrainingPanel(QWidget):
             set_schedule(d, self._mode_name(), key, value)
         tr = d.setdefault("training", {})
         tr["device"] = self.device.currentText()
-        # a checked box keeps a mode chosen in the YAML (reduce-overhead, ...); a new tick is the default mode
+        # a checked box keeps a mode chosen in the YAML (max-autotune-no-cudagraphs); a new tick is the default mode
         tr["compile"] = (tr.get("compile") or "default") if self.compile.isChecked() else None
         self.project.save_config()
         self._say(f"settings saved to {self.project.config_path}")

@@ -117,13 +117,13 @@ def test_the_compile_box_is_the_training_compile_setting(qtbot, tmp_path) -> Non
     panel.compile.setChecked(True)
     panel.save_settings()
     assert config_mod.load(project.config_path)["distillation"]["training"]["compile"] == "default"
-    project.config["distillation"]["training"]["compile"] = "reduce-overhead"
+    project.config["distillation"]["training"]["compile"] = "max-autotune-no-cudagraphs"
     project.save_config()
     again = TrainingPanel(project)
     qtbot.addWidget(again)
     assert again.compile.isChecked()
     again.save_settings()
-    assert config_mod.load(project.config_path)["distillation"]["training"]["compile"] == "reduce-overhead"
+    assert config_mod.load(project.config_path)["distillation"]["training"]["compile"] == "max-autotune-no-cudagraphs"
     again.compile.setChecked(False)
     again.save_settings()
     assert config_mod.load(project.config_path)["distillation"]["training"]["compile"] is None
