@@ -1,6 +1,6 @@
 """How each training mode is built from the run's settings and decoded crops: the Task (inference.training.tasks)
-with its model, for distillation and qat the SAM 2 teacher whose features are computed once per run
-(inference.training.teacher_targets) and whose answers to the validation clicks are computed once too, the
+with its model, for distillation and qat the SAM 2 teacher whose features are computed once per run when the loss
+reads them (inference.training.teacher_targets) and whose answers to the validation clicks are computed once too, the
 trained student a qat run starts from, and the pixel scale and canvas the mode's crops are decoded at. Kept out of
 the runner so that `train()` reads as settings, data, wiring; nothing here knows about checkpoints, the store row or
 the event protocol beyond the two cache events it emits.
@@ -46,16 +46,18 @@ def build_task(mode_name: str, dist_cfg: dict[str, Any], train_crops: cr.CropSet
             torch.manual_seed(seed)  # a random-weights teacher (tests) is the same on every build
             net = build_teacher_net(dist_cfg, device=str(dev))
         ratio = net.image_size / scfg.input_size
-        views = cr.tile_views(train_crops, scfg.input_size)
-        t_crops = train_crops.rescaled(train_crops.scale * ratio)
-        t_views = cr.Views(views.crop, [(int(round(y * ratio)), int(round(x * ratio))) for y, x in views.origin],
-                           net.image_size)
-        n_d = 8 if (tcfg.get("augment") or {}).get("dihedral") else 1
-        t0 = time.perf_counter()
-        targets = TeacherTargets(net, t_crops, t_views, n_d, dev, dtype=amp or torch.float32,
-                                 progress=lambda d, n: emit({"event": "cache", "done": d, "total": n}))
-        emit({"event": "cache_ready", "computed": len(t_views) * n_d, "samples": len(train_crops),
-              "views": len(t_views), "dihedral": n_d, "seconds": round(time.perf_counter() - t0, 2)})
+        targets = None
+        if DistillTask.needs_teacher(dist_cfg["loss"], no_feature_loss, train_crops):
+            views = cr.tile_views(train_crops, scfg.input_size)
+            t_crops = train_crops.rescaled(train_crops.scale * ratio)
+            t_views = cr.Views(views.crop, [(int(round(y * ratio)), int(round(x * ratio))) for y, x in views.origin],
+                               net.image_size)
+            n_d = 8 if (tcfg.get("augment") or {}).get("dihedral") else 1
+            t0 = time.perf_counter()
+            targets = TeacherTargets(net, t_crops, t_views, n_d, dev, dtype=amp or torch.float32,
+                                     progress=lambda d, n: emit({"event": "cache", "done": d, "total": n}))
+            emit({"event": "cache_ready", "computed": len(t_views) * n_d, "samples": len(train_crops),
+                  "views": len(t_views), "dihedral": n_d, "seconds": round(time.perf_counter() - t0, 2)})
         meta = {"architecture": ARCHITECTURE, "config": scfg.to_dict()}
         if mode_name == "qat":
             return QATTask(train_crops, scfg.input_size, tcfg, dist_cfg["loss"], student, meta, targets, ratio,

@@ -6,7 +6,7 @@ bench/distillation_table.py reads metrics.jsonl afterwards; so the event names a
 
 - warning {message}; data {train, val, training_set, seconds}; cache {done, total};
   cache_ready {computed, samples, views, dihedral, seconds} (emitted while the run is set up, inference.training.runner
-  and inference.training.build);
+  and inference.training.build; no cache events when the loss never reads the teacher's features);
 - start {run_id, run_dir, mode, epochs, steps_per_epoch, total_steps, batch_size, world_size, device, amp,
   train_samples, val_samples, data_hash, resumed_from_step, weights_source, training_set};
 - step {epoch, step, loss, loss_<term>..., lr, images_per_s} every `log_every` steps;

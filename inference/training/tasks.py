@@ -158,9 +158,11 @@ class DistillTask(PromptedTask):
         super().__init__(crops, canvas, tcfg)
         self.views = cr.tile_views(crops, canvas)
         self.crop_views = self.views.of_crop()
-        self.targets = targets  # TeacherTargets over the same views, teacher canvas = ratio x this canvas
+        # TeacherTargets over the same views (teacher canvas = ratio x this canvas); None when the loss never reads
+        # the teacher (needs_teacher)
+        self.targets = targets
         self.ratio = ratio
-        self.n_dihedral = targets.n_dihedral
+        self.n_dihedral = 8 if self.dihedral else 1
         self.feat_w = 0.0 if no_feature_loss else float(loss_cfg["feature_weight"])
         self.soft_w = float(loss_cfg["soft_bce_weight"])
         self.dice_w = float(loss_cfg["dice_weight"])
@@ -168,6 +170,16 @@ class DistillTask(PromptedTask):
         self._student = student
         self.meta = meta
         self.prompts = {i: s for i, s in enumerate(crops.samples) if s.target_rle is None}
+        if targets is None and self.needs_teacher(loss_cfg, no_feature_loss, crops):
+            raise ValueError("this loss or these unlabelled crops read the teacher: pass its TeacherTargets")
+
+    @staticmethod
+    def needs_teacher(loss_cfg: dict[str, Any], no_feature_loss: bool, crops: cr.CropSet) -> bool:
+        """Whether a step reads the teacher: its embedding (feature term), its masks (soft term), or its mask as the
+        follow-up clicks' target on unlabelled crops. A supervised-only loss on labelled crops does not, and then
+        the run skips the teacher's features for every training view (the longest part of a CPU run's set-up)."""
+        feature = not no_feature_loss and float(loss_cfg["feature_weight"]) > 0
+        return feature or float(loss_cfg["soft_bce_weight"]) > 0 or any(s.target_rle is None for s in crops.samples)
 
     def model(self) -> nn.Module:
         return self._student
@@ -182,7 +194,7 @@ class DistillTask(PromptedTask):
         c = cr.assemble(self.crops, idx, [self.views.origin[v] for v in views], self.canvas)
         dev = c.image01.device
         d = torch.randint(0, self.n_dihedral, (len(idx),), generator=gen_cpu)
-        entries = self.targets.entry(torch.tensor(views), d).to(dev)
+        entries = None if self.targets is None else self.targets.entry(torch.tensor(views), d).to(dev)
         b = self._finish(c, idx, gen, d if self.n_dihedral > 1 else None, entries)
         if self.prompts:  # unlabelled crops: the teacher's stored clicks, moved onto this view
             self._stored_prompts(b, idx, views, d)

@@ -167,6 +167,18 @@ def test_no_feature_loss_is_the_naive_baseline(training_project: Path) -> None:
     summary, events = _run(training_project, name="naive", no_feature_loss=True, max_steps=1)
     assert all(e["loss_feat"] == 0.0 for e in _of(events, "step"))
     assert _row(training_project, summary["run_id"]).mode == "distill_naive"
+    assert len(_of(events, "cache_ready")) == 1  # the soft term still reads the teacher's masks
+
+
+def test_a_supervised_only_loss_on_labelled_crops_computes_no_teacher_features(training_project: Path) -> None:
+    """The distillation table's supervised row: neither teacher term counts and every crop has a mask, so the
+    teacher's features are never read and the run does not compute them."""
+    supervised = {"loss": {"feature_weight": 0.0, "soft_bce_weight": 0.0, "dice_weight": 1.0}}
+    summary, events = _run(training_project, name="supervised", max_steps=2, overrides=supervised)
+    assert not _of(events, "cache") and not _of(events, "cache_ready")
+    steps = _of(events, "step")
+    assert len(steps) == 2 and all(e["loss_feat"] == 0.0 and e["loss_soft"] == 0.0 for e in steps)
+    assert summary["status"] == "finished" and 0.0 <= _of(events, "epoch")[0]["val_iou_teacher"] <= 1.0
 
 
 def test_finetune_teacher_saves_an_official_sam2_checkpoint(training_project: Path) -> None:
