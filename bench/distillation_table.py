@@ -278,7 +278,8 @@ def interactive_stage(work: Path, device: str, max_clicks: int) -> None:
                                                               device=device, scale=t["scale"])}
     for label, ck in spec["students"].items():
         rows[label] = load_student_segmenter(ck, device=device)
-    rows["unet"] = UNetSegmenter(load_unet(spec["unet"]), device=device)
+    if spec["unet"] is not None:  # bench/recipe_runs.py --unet-budget 0: no U-Net row
+        rows["unet"] = UNetSegmenter(load_unet(spec["unet"]), device=device)
     params, train_iou = tune([(it.image, it.gt_mask) for it in split_items(project, "train") if it.gt_mask.any()])
     rows["classical"] = ClassicalSegmenter(params)
     out: dict[str, Any] = {"classical_params": params.to_json(), "classical_train_iou": train_iou}

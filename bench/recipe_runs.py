@@ -46,10 +46,12 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--rows", default="s2=64:4e-3", help="NAME=BATCH:LR[:MASK_STRIDE], comma-separated")
     ap.add_argument("--student-budget", type=float, default=270)
-    ap.add_argument("--unet-budget", type=float, default=270)
+    ap.add_argument("--unet-budget", type=float, default=270, help="seconds; 0: no U-Net row")
     ap.add_argument("--unet-lr", type=float, default=4e-3)
     ap.add_argument("--qat-epochs", type=int, default=6, help="QAT epochs from the first row (0: none)")
     ap.add_argument("--max-clicks", type=int, default=20)
+    ap.add_argument("--size", type=int, default=512,
+                    help="the student's canvas and the teacher's (px, crops at native scale); smaller for CPU runs")
     ap.add_argument("--compile", default=None, choices=["default", "max-autotune-no-cudagraphs"],
                     help="training.compile for the student rows (the U-Net stays eager)")
     a = ap.parse_args()
@@ -70,31 +72,33 @@ def main() -> None:
     if not (project / "project.yaml").exists():
         dt.sh(["init", str(project)], log)
     dt.sh(["ingest", str(a.data.resolve()), "--project", str(project)], log)
-    teacher = dt.random_teacher("sam2.1_hiera_t", 512, work / "teacher_random.pt")
-    tsec = {"config": "sam2.1_hiera_t", "checkpoint": str(teacher), "image_size": 512, "scale": 1.0}
+    teacher = dt.random_teacher("sam2.1_hiera_t", a.size, work / "teacher_random.pt")
+    tsec = {"config": "sam2.1_hiera_t", "checkpoint": str(teacher), "image_size": a.size, "scale": 1.0}
     common = ["--epochs", "1000", "--device", a.device, "--no-progress"]
     jobs = []
     for name, (bs, lr, stride) in rows.items():
         cfg = dt.write_yaml(work / f"{name}.yaml", {
-            "student": {"input_size": 512, "scale": 1.0, "mask_stride": stride}, "teacher": tsec,
+            "student": {"input_size": a.size, "scale": 1.0, "mask_stride": stride}, "teacher": tsec,
             "loss": dt.SUPERVISED_ONLY,
             "training": {"batch_size": bs, "lr": lr, "checkpoint_every": 1000, "time_budget_s": a.student_budget,
                          "compile": a.compile}})
         jobs.append(["train", "--project", str(project), "--mode", "distill", "--config", str(cfg), "--name", name,
                      *common])
-    cfg = dt.write_yaml(work / "unet.yaml", {
-        "student": {"input_size": 512, "scale": 1.0}, "unet": {"crop_size": 256},
-        "training": {"batch_size": 64, "lr": a.unet_lr, "checkpoint_every": 1000, "time_budget_s": a.unet_budget}})
-    jobs.append(["train", "--project", str(project), "--mode", "unet", "--config", str(cfg), "--name", "unet",
-                 *common])
+    if a.unet_budget > 0:
+        cfg = dt.write_yaml(work / "unet.yaml", {
+            "student": {"input_size": a.size, "scale": 1.0}, "unet": {"crop_size": min(256, a.size)},
+            "training": {"batch_size": 64, "lr": a.unet_lr, "checkpoint_every": 1000,
+                         "time_budget_s": a.unet_budget}})
+        jobs.append(["train", "--project", str(project), "--mode", "unet", "--config", str(cfg), "--name", "unet",
+                     *common])
     dt.sh_parallel(jobs, log)
     say("trainings done")
-    names = [*rows, "unet"]
+    names = [*rows, *(["unet"] if a.unet_budget > 0 else [])]
     students = {name: str(dt.best_of(project, name)) for name in rows}
     first = next(iter(rows))
     if a.qat_epochs > 0:
         cfg = dt.write_yaml(work / "qat.yaml", {
-            "student": {"input_size": 512, "scale": 1.0, "mask_stride": rows[first][2]}, "teacher": tsec,
+            "student": {"input_size": a.size, "scale": 1.0, "mask_stride": rows[first][2]}, "teacher": tsec,
             "loss": dt.SUPERVISED_ONLY,
             "training": {"batch_size": rows[first][0], "checkpoint_every": 1000}})
         dt.sh(["train", "--project", str(project), "--mode", "qat", "--checkpoint", students[first], "--config",
@@ -104,11 +108,11 @@ def main() -> None:
         say("qat done")
     reports = {name: dt.run_report(project, name) for name in names}
     (work / "reports.json").write_text(json.dumps(reports, indent=1, default=str))
-    (work / "stages.json").write_text(json.dumps({"teacher": tsec, "students": students,
-                                                  "unet": str(dt.best_of(project, "unet"))}))
+    unet = str(dt.best_of(project, "unet")) if a.unet_budget > 0 else None
+    (work / "stages.json").write_text(json.dumps({"teacher": tsec, "students": students, "unet": unet}))
     dt.interactive_stage(work, a.device, a.max_clicks)
     inter = json.loads((work / "interactive.json").read_text())
-    for name in ["teacher", *students, "unet", "classical"]:
+    for name in ["teacher", *students, *(["unet"] if unet else []), "classical"]:
         o = inter[name]["overall"]
         best = reports.get(name, {}).get("best_val_iou")
         print(f"{name:10s} val {best if best is None else round(best, 3)!s:>6}  test mIoU@1/3/5 "
