@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--mask-stride", type=int, default=2, choices=[1, 2, 4, 8])
+    ap.add_argument("--mask-stride", type=int, default=2, choices=[2, 4, 8])
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--variants", default="eager,compiled", help=f"comma-separated of {', '.join(VARIANTS)}")
