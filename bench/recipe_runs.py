@@ -6,6 +6,11 @@ and the interactive evaluation on the test split: the runs behind docs/benchmark
         --rows s4=64:4e-3:4,s2=64:4e-3:2 --student-budget 360 --unet-budget 270 --qat-epochs 0
     python bench/recipe_runs.py --data /tmp/thin --work /tmp/rr-thin --device cuda --rows s2=64:4e-3 \
         --student-budget 300 --unet-budget 280 --qat-epochs 0
+    OMP_NUM_THREADS=1 python bench/recipe_runs.py --data /tmp/thin --work /tmp/ab2 --device cpu --rows s2=16:2e-3 \
+        --size 128 --student-budget 1500 --unet-budget 1500 --qat-epochs 0 --max-clicks 5   # a CPU-scale check
+
+`--size` shrinks the canvases (student and teacher; crops keep their pixel scale) for CPU runs, `--unet-budget 0`
+drops the U-Net row, `--pos-weight` sets the students' defect-pixel weight.
 
 Every step is a `maskbench` command (bench/distillation_table.py's helpers), so it measures what users run. The
 students are the project's default student (EfficientNet-B0, 1/2 head, 512 px canvas at native scale) trained on
@@ -50,6 +55,8 @@ def main() -> None:
     ap.add_argument("--unet-lr", type=float, default=4e-3)
     ap.add_argument("--qat-epochs", type=int, default=6, help="QAT epochs from the first row (0: none)")
     ap.add_argument("--max-clicks", type=int, default=20)
+    ap.add_argument("--pos-weight", type=float, default=None,
+                    help="training.pos_weight of the student rows (defect-pixel weight; default: the project's)")
     ap.add_argument("--size", type=int, default=512,
                     help="the student's canvas and the teacher's (px, crops at native scale); smaller for CPU runs")
     ap.add_argument("--compile", default=None, choices=["default", "max-autotune-no-cudagraphs"],
@@ -81,7 +88,8 @@ def main() -> None:
             "student": {"input_size": a.size, "scale": 1.0, "mask_stride": stride}, "teacher": tsec,
             "loss": dt.SUPERVISED_ONLY,
             "training": {"batch_size": bs, "lr": lr, "checkpoint_every": 1000, "time_budget_s": a.student_budget,
-                         "compile": a.compile}})
+                         "compile": a.compile,
+                         **({} if a.pos_weight is None else {"pos_weight": a.pos_weight})}})
         jobs.append(["train", "--project", str(project), "--mode", "distill", "--config", str(cfg), "--name", name,
                      *common])
     if a.unet_budget > 0:
