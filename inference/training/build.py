@@ -52,7 +52,7 @@ def build_task(mode_name: str, dist_cfg: dict[str, Any], train_crops: cr.CropSet
             t_crops = train_crops.rescaled(train_crops.scale * ratio)
             t_views = cr.Views(views.crop, [(int(round(y * ratio)), int(round(x * ratio))) for y, x in views.origin],
                                net.image_size)
-            n_d = 8 if (tcfg.get("augment") or {}).get("dihedral") else 1
+            n_d = cr.dihedral_count(tcfg.get("augment"))
             t0 = time.perf_counter()
             targets = TeacherTargets(net, t_crops, t_views, n_d, dev, dtype=amp or torch.float32,
                                      progress=lambda d, n: emit({"event": "cache", "done": d, "total": n}))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -174,6 +175,12 @@ def random_windows(crops: CropSet, index: Sequence[int], canvas: int, gen: torch
         windows.append((y0, x0))
         offsets.append((oy, ox))
     return windows, offsets
+
+
+def dihedral_count(augment: dict[str, Any] | None) -> int:
+    """How many flips/rotations a training view comes in: the eight of the dihedral group when
+    `training.augment.dihedral` is on (the teacher's cached features cover each of them), else one."""
+    return 8 if (augment or {}).get("dihedral") else 1
 
 
 def dihedral(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:

@@ -162,7 +162,7 @@ class DistillTask(PromptedTask):
         # the teacher (needs_teacher)
         self.targets = targets
         self.ratio = ratio
-        self.n_dihedral = 8 if self.dihedral else 1
+        self.n_dihedral = cr.dihedral_count(self.augment)
         self.feat_w = 0.0 if no_feature_loss else float(loss_cfg["feature_weight"])
         self.soft_w = float(loss_cfg["soft_bce_weight"])
         self.dice_w = float(loss_cfg["dice_weight"])
