@@ -32,15 +32,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import distillation_table as dt  # noqa: E402
 
 
-def parse_rows(text: str) -> dict[str, tuple[int, float, int]]:
-    """NAME=BATCH:LR[:MASK_STRIDE] rows (the default head, stride 2, when left out)."""
-    rows: dict[str, tuple[int, float, int]] = {}
+def parse_rows(text: str) -> dict[str, tuple[int, float, int, int | None]]:
+    """NAME=BATCH:LR[:MASK_STRIDE[:CROP]] rows (the default head, stride 2, and whole canvases when left out;
+    CROP: training.crop_size, the side of the random windows the row trains on)."""
+    rows: dict[str, tuple[int, float, int, int | None]] = {}
     for part in filter(None, text.split(",")):
         name, _, spec = part.partition("=")
         fields = spec.split(":")
-        if not name or len(fields) not in (2, 3) or not all(fields):
-            raise SystemExit(f"row {part!r}: write NAME=BATCH:LR[:MASK_STRIDE], e.g. b64=64:4e-3 or s2=64:4e-3:2")
-        rows[name] = (int(fields[0]), float(fields[1]), int(fields[2]) if len(fields) == 3 else 2)
+        if not name or len(fields) not in (2, 3, 4) or not all(fields):
+            raise SystemExit(f"row {part!r}: write NAME=BATCH:LR[:MASK_STRIDE[:CROP]], e.g. b64=64:4e-3, "
+                             "s2=64:4e-3:2 or w256=64:4e-3:2:256")
+        rows[name] = (int(fields[0]), float(fields[1]), int(fields[2]) if len(fields) >= 3 else 2,
+                      int(fields[3]) if len(fields) == 4 else None)
     return rows
 
 
@@ -49,7 +52,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--rows", default="s2=64:4e-3", help="NAME=BATCH:LR[:MASK_STRIDE], comma-separated")
+    ap.add_argument("--rows", default="s2=64:4e-3", help="NAME=BATCH:LR[:MASK_STRIDE[:CROP]], comma-separated")
     ap.add_argument("--student-budget", type=float, default=270)
     ap.add_argument("--unet-budget", type=float, default=270, help="seconds; 0: no U-Net row")
     ap.add_argument("--unet-lr", type=float, default=4e-3)
@@ -83,12 +86,12 @@ def main() -> None:
     tsec = {"config": "sam2.1_hiera_t", "checkpoint": str(teacher), "image_size": a.size, "scale": 1.0}
     common = ["--epochs", "1000", "--device", a.device, "--no-progress"]
     jobs = []
-    for name, (bs, lr, stride) in rows.items():
+    for name, (bs, lr, stride, crop) in rows.items():
         cfg = dt.write_yaml(work / f"{name}.yaml", {
             "student": {"input_size": a.size, "scale": 1.0, "mask_stride": stride}, "teacher": tsec,
             "loss": dt.SUPERVISED_ONLY,
             "training": {"batch_size": bs, "lr": lr, "checkpoint_every": 1000, "time_budget_s": a.student_budget,
-                         "compile": a.compile,
+                         "compile": a.compile, "crop_size": crop,
                          **({} if a.pos_weight is None else {"pos_weight": a.pos_weight})}})
         jobs.append(["train", "--project", str(project), "--mode", "distill", "--config", str(cfg), "--name", name,
                      *common])

@@ -258,8 +258,11 @@ class PointPromptEncoder(nn.Module):
         return torch.cat([torch.sin(c), torch.cos(c)], dim=-1)
 
     def dense_pe(self, h: int, w: int) -> torch.Tensor:
-        ys = (torch.arange(h, dtype=self.gaussian.dtype, device=self.gaussian.device) + 0.5) / h
-        xs = (torch.arange(w, dtype=self.gaussian.dtype, device=self.gaussian.device) + 0.5) / w
+        """Positions in units of the input size, as the points' (an h x w grid smaller than input_size / 16, a
+        training window, keeps each cell's encoding and stays consistent with the clicks)."""
+        cells = self.input_size / 16  # the embedding's side at the full input
+        ys = (torch.arange(h, dtype=self.gaussian.dtype, device=self.gaussian.device) + 0.5) / cells
+        xs = (torch.arange(w, dtype=self.gaussian.dtype, device=self.gaussian.device) + 0.5) / cells
         grid = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)], dim=-1)
         return self._pe(grid).permute(2, 0, 1)  # (D, h, w)
 

@@ -136,6 +136,10 @@ class TrainingSettings(Section):
     # No CUDA-graph modes (reduce-overhead): not measured here, and their outputs live in buffers that a later replay
     # overwrites while a step still holds them (the decoder runs twice per step)
     compile: Optional[Literal["default", "max-autotune-no-cudagraphs"]] = None
+    # The side of the random windows a student (distill, qat) trains on, in crop pixels, a multiple of 32 up to
+    # student.input_size; null: the whole canvas. Validation and prediction keep whole canvases. The U-Net baseline's
+    # windows are unet.crop_size.
+    crop_size: Optional[int] = Field(default=None, ge=32, multiple_of=32)
 
     @field_validator("clicks", "augment", mode="before")
     @classmethod

@@ -177,6 +177,42 @@ def random_windows(crops: CropSet, index: Sequence[int], canvas: int, gen: torch
     return windows, offsets
 
 
+def flipped(c: Canvases, d: torch.Tensor) -> Canvases:
+    """The batch under per-sample flips/rotations d (image, target and valid alike)."""
+    return Canvases(dihedral(c.image01, d), dihedral(c.target, d), c.has_target, dihedral(c.valid.float(), d) > 0.5,
+                    c.labelled)
+
+
+def content_windows(valid: torch.Tensor, size: int, align: int, gen: torch.Generator) -> list[tuple[int, int]]:
+    """A random size x size window (y0, x0) of each S x S canvas, on its content: the window slides over the crop's
+    pixels (valid) and covers as much of them as it can, so a small window never trains on padding alone. Origins
+    sit on multiples of `align` (the student's deepest stride: its features of the window are then the features of
+    the whole canvas, cut) and inside the canvas."""
+    s = valid.shape[-1]
+    rows = valid.any(dim=-1)[:, 0].cpu()  # (B, S)
+    cols = valid.any(dim=-2)[:, 0].cpu()
+    u = torch.rand(len(rows), 2, generator=gen).tolist()
+    out = []
+    for r, c, (uy, ux) in zip(rows, cols, u):
+        origin = []
+        for line, v in ((r, uy), (c, ux)):
+            idx = line.nonzero().flatten()
+            first, last = (int(idx[0]), int(idx[-1])) if len(idx) else (0, s - 1)
+            hi = max(first, last + 1 - size)
+            o = (first + int(v * (hi - first + 1))) // align * align
+            origin.append(min(max(o, 0), s - size))
+        out.append((origin[0], origin[1]))
+    return out
+
+
+def cut(c: Canvases, origins: Sequence[tuple[int, int]], size: int) -> Canvases:
+    """Window (y0, x0) of each canvas, size x size."""
+    def take(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x[j, :, y:y + size, xx:xx + size] for j, (y, xx) in enumerate(origins)])
+
+    return Canvases(take(c.image01), take(c.target), c.has_target, take(c.valid), c.labelled)
+
+
 def dihedral_count(augment: dict[str, Any] | None) -> int:
     """How many flips/rotations a training view comes in: the eight of the dihedral group when
     `training.augment.dihedral` is on (the teacher's cached features cover each of them), else one."""

@@ -128,6 +128,8 @@ def _settings(project: Any, opts: TrainOptions) -> _Settings:
         elif mode_name.startswith("distill"):
             build.student_config(dist_cfg)
     tcfg = dist_cfg["training"]
+    if mode_name.startswith("distill") or mode_name == "qat":  # before a run folder or the teacher's features
+        build.check_window(tcfg.get("crop_size"), build.student_config(dist_cfg).input_size)
     sched = mode_schedule(mode_name, dist_cfg)
     if opts.epochs is not None:
         sched["epochs"] = int(opts.epochs)

@@ -5,7 +5,7 @@ Keys this package adds to the template (all optional in project.yaml, defaults h
       the pixel scale the teacher is fine-tuned at (2.0: it looks at crops twice as close as a scale-1 student)
   distillation.student.mask_stride / .layout / .scale : the 1/2, 1/4 or 1/8 mask head, native or resized crops
   distillation.training.amp / .log_every / .checkpoint_every / .val_every / .seed / .augment / .min_lr / .warmup /
-      .class_balance / .pos_weight / .ema_decay / .clicks / .compile
+      .class_balance / .pos_weight / .ema_decay / .clicks / .compile / .crop_size
   distillation.finetune_teacher.{lr, epochs, batch_size, train_image_encoder}
   distillation.unet.{epochs, batch_size, lr, width, crop_size} : the plain baseline of the distillation table
   distillation.qat.{epochs, batch_size, lr, lr_scale, checkpoint, observer_warmup, observer_momentum} : the
@@ -42,6 +42,7 @@ EXTRA_DEFAULTS: dict[str, Any] = {
             "pos_weight": 3.0,  # defect pixels in the BCE terms
             "ema_decay": 0.999,  # 0: no EMA
             "compile": None,  # a torch.compile mode for the student's encoder and decoder; None: eager
+            "crop_size": None,  # the student's random training windows (px, a multiple of 32); None: whole canvases
             "clicks": {"max_positive": 3, "max_negative": 2, "follow_up": 1},
             "augment": {
                 "dihedral": True,  # the 8 flips/rotations (distillation caches the teacher for each)

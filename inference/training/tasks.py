@@ -40,6 +40,9 @@ class Batch:
     labels: torch.Tensor  # (B, N)
     weights: torch.Tensor  # (B, 3) per-sample (feature, soft, dice) multipliers
     entries: torch.Tensor | None  # teacher target entries (distill)
+    # distill with training.crop_size: each sample's window (y0, x0) on its full (flipped) view canvas, which the
+    # teacher's cached features cover; None: the canvases are the views
+    origin: list[tuple[int, int]] | None = None
 
 
 def _upsample(logits: torch.Tensor, size: int) -> torch.Tensor:
@@ -50,6 +53,9 @@ def _sup(logits_up: torch.Tensor, b: Batch, pos_weight: float) -> torch.Tensor:
     c = b.canvases
     loss = supervised_loss(logits_up, c.target, c.valid, pos_weight)
     return torch.where(c.has_target, loss, torch.zeros_like(loss))
+
+
+WINDOW_ALIGN = 32  # training windows start on the student's deepest stride (crop_size is a multiple of it)
 
 
 class Task(ABC):
@@ -114,8 +120,7 @@ class PromptedTask(Task):
                 entries: torch.Tensor | None) -> Batch:
         dev = c.image01.device
         if d is not None:
-            c = cr.Canvases(cr.dihedral(c.image01, d), cr.dihedral(c.target, d), c.has_target,
-                            cr.dihedral(c.valid.float(), d) > 0.5, c.labelled)
+            c = cr.flipped(c, d)
         if self.augment:
             cr.photometric(c, gen, self.augment)
         pts, lbs = ck.initial_clicks(c.target, c.valid, gen, self.max_pos, self.max_neg)
@@ -137,7 +142,7 @@ class PromptedTask(Task):
         pts, lbs = b.points, b.labels
         out = []
         for it in range(1 + self.follow_ups):
-            up = _upsample(decode(pts, lbs), self.canvas)
+            up = _upsample(decode(pts, lbs), b.x.shape[-1])
             out.append((up, pts, lbs))
             if it < self.follow_ups:
                 new_p, new_l = ck.error_clicks(up.detach() > 0, click_target, b.canvases.valid, gen)
@@ -163,6 +168,12 @@ class DistillTask(PromptedTask):
         self.targets = targets
         self.ratio = ratio
         self.n_dihedral = cr.dihedral_count(self.augment)
+        # training.crop_size: the student trains on random windows of the views (the U-Net baseline's recipe: more
+        # steps per second on crops much smaller than the canvas) and is validated on whole canvases
+        self.window = int(tcfg.get("crop_size") or canvas)
+        if self.window % WINDOW_ALIGN or not WINDOW_ALIGN <= self.window <= canvas:
+            raise ValueError(f"training.crop_size must be a multiple of {WINDOW_ALIGN} from {WINDOW_ALIGN} to the "
+                             f"student's input_size ({canvas}), got {self.window}")
         self.feat_w = 0.0 if no_feature_loss else float(loss_cfg["feature_weight"])
         self.soft_w = float(loss_cfg["soft_bce_weight"])
         self.dice_w = float(loss_cfg["dice_weight"])
@@ -195,8 +206,15 @@ class DistillTask(PromptedTask):
         dev = c.image01.device
         d = torch.randint(0, self.n_dihedral, (len(idx),), generator=gen_cpu)
         entries = None if self.targets is None else self.targets.entry(torch.tensor(views), d).to(dev)
-        b = self._finish(c, idx, gen, d if self.n_dihedral > 1 else None, entries)
-        if self.prompts:  # unlabelled crops: the teacher's stored clicks, moved onto this view
+        if self.n_dihedral > 1:
+            c = cr.flipped(c, d)
+        origin = None
+        if self.window < self.canvas:  # cut after the flip: the teacher's entry is the flipped whole view
+            origin = cr.content_windows(c.valid, self.window, WINDOW_ALIGN, gen_cpu)
+            c = cr.cut(c, origin, self.window)
+        b = self._finish(c, idx, gen, None, entries)
+        b.origin = origin
+        if self.prompts:  # unlabelled crops: the teacher's stored clicks, moved onto this view (and window)
             self._stored_prompts(b, idx, views, d)
         return b
 
@@ -210,28 +228,49 @@ class DistillTask(PromptedTask):
             pts = np.asarray(s.prompt_points, np.float32).reshape(-1, 2) * np.float32(self.scale) - [x0, y0]
             lbs = np.asarray(s.prompt_labels, np.float32)
             inside = (pts >= 0).all(1) & (pts < self.canvas).all(1)
-            pts, lbs = pts[inside][:n], lbs[inside][:n]
+            p = cr.dihedral_points(torch.from_numpy(pts[inside])[None], d[j:j + 1], self.canvas)[0]
+            lbs = torch.from_numpy(lbs[inside])
+            if b.origin is not None:
+                wy, wx = b.origin[j]
+                p = p - torch.tensor([wx, wy], dtype=p.dtype)
+                keep = (p >= 0).all(1) & (p < self.window).all(1)
+                p, lbs = p[keep], lbs[keep]
+            p, lbs = p[:n], lbs[:n]
             b.points[j] = 0.0
             b.labels[j] = -1.0
             if len(lbs):
-                p = torch.from_numpy(pts).to(b.points.device)
-                b.points[j, : len(lbs)] = cr.dihedral_points(p[None], d[j:j + 1], self.canvas)[0]
-                b.labels[j, : len(lbs)] = torch.from_numpy(lbs).to(b.labels.device)
+                b.points[j, : len(lbs)] = p.to(b.points.device)
+                b.labels[j, : len(lbs)] = lbs.to(b.labels.device)
+
+    def _teacher_window(self, x: torch.Tensor, b: Batch, cells_per_px: float) -> torch.Tensor:
+        """A teacher map of the whole view (B, C, H, W) cut to each sample's window (`cells_per_px` of the map per
+        student canvas pixel); unchanged without windows."""
+        if b.origin is None:
+            return x
+        side = int(round(self.window * cells_per_px))
+        return torch.stack([x[j, :, int(round(y * cells_per_px)):int(round(y * cells_per_px)) + side,
+                              int(round(xx * cells_per_px)):int(round(xx * cells_per_px)) + side]
+                            for j, (y, xx) in enumerate(b.origin)])
 
     def train_loss(self, model, b, gen):
         emb, hi = model.encoder(b.x)
         bsz = b.x.shape[0]
         if self.feat_w > 0:
-            feat = cosine_feature_loss(emb, self.targets.embedding(b.entries))
+            t_emb = self.targets.embedding(b.entries)
+            feat = cosine_feature_loss(emb, self._teacher_window(t_emb, b, t_emb.shape[-1] / self.canvas))
         else:
             feat = torch.zeros(bsz, device=b.x.device)
         size = (self.canvas, self.canvas)
         teacher_up: list[torch.Tensor] = []
+        shift = None if b.origin is None else torch.tensor([[[x, y]] for y, x in b.origin], dtype=b.points.dtype,
+                                                           device=b.points.device)
 
         def teacher(pts: torch.Tensor, lbs: torch.Tensor) -> torch.Tensor:
+            """The teacher's answer on the whole view (window clicks moved back onto it), cut to the window."""
+            view_pts = pts if shift is None else pts + shift
             with torch.no_grad():
-                t = self.targets.logits(b.entries, ck.to_canvas_points(pts, self.ratio), lbs)
-            return match_spatial(t.float(), size)
+                t = self.targets.logits(b.entries, ck.to_canvas_points(view_pts, self.ratio), lbs)
+            return self._teacher_window(match_spatial(t.float(), size), b, 1.0)
 
         def decode(pts: torch.Tensor, lbs: torch.Tensor) -> torch.Tensor:
             if self.soft_w > 0:  # the teacher's decoder costs as much as the student's: only when its term counts

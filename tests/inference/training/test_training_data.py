@@ -211,3 +211,52 @@ def test_teacher_fine_tuning_supervises_the_iou_prediction_of_every_output(magne
     head = net.model.sam_mask_decoder.iou_prediction_head.layers[-1]
     per_output = head.weight.grad.abs().sum(1)
     assert per_output.shape[0] == 4 and bool((per_output > 0).all()), per_output
+
+
+def test_training_windows_cut_the_teachers_flipped_view_and_move_its_stored_clicks(magnetic_tile_pairs: list) -> None:
+    """training.crop_size: a student batch is a window of a whole view after its flip, so the teacher's cached
+    features of that (view, flip) entry cover exactly the window's pixels; windows sit on the content, start on the
+    student's deepest stride, and an unlabelled crop's stored click moves with the window (or drops out of it)."""
+    from dataclasses import replace
+
+    from inference.sam2_net import Sam2Net, build_model
+    from inference.student import StudentConfig, StudentModel
+    from inference.training.tasks import WINDOW_ALIGN, DistillTask
+    from inference.training.teacher_targets import TeacherTargets
+
+    torch.manual_seed(0)
+    labelled = _samples(magnetic_tile_pairs, 3)
+    stored = replace(labelled[2], target_rle=None, prompt_points=((40.0, 60.0),), prompt_labels=(1,))
+    crops = cr.decode_crops([*labelled[:2], stored], 0.25)  # about 80 x 70 px on a 128 px canvas
+    views = cr.tile_views(crops, 128)
+    net = Sam2Net(build_model("sam2.1_hiera_demo", image_size=256))
+    t_views = cr.Views(views.crop, [(2 * y, 2 * x) for y, x in views.origin], 256)
+    targets = TeacherTargets(net, crops.rescaled(0.5), t_views, 8, torch.device("cpu"))
+    tcfg = {"augment": {"dihedral": True}, "clicks": {"follow_up": 1}, "crop_size": 64}
+    loss_cfg = {"feature_weight": 0.4, "soft_bce_weight": 0.3, "dice_weight": 0.3, "temperature": 2.0}
+    student = StudentModel(StudentConfig(input_size=128, scale=0.25))
+    task = DistillTask(crops, 128, tcfg, loss_cfg, student, {}, targets, 2.0, no_feature_loss=False)
+    b = task.batch(16, torch.Generator().manual_seed(3), torch.Generator().manual_seed(3))
+    assert b.x.shape[-2:] == (64, 64) and b.origin is not None
+    moved = dropped = 0
+    for j, (y0, x0) in enumerate(b.origin):
+        assert y0 % WINDOW_ALIGN == 0 and x0 % WINDOW_ALIGN == 0 and 0 <= y0 <= 64 and 0 <= x0 <= 64
+        assert b.canvases.valid[j].float().mean() > 0.5  # on the crop, not on the padding
+        view, d = divmod(int(b.entries[j]), 8)
+        whole = cr.flipped(cr.assemble(crops, [views.crop[view]], [views.origin[view]], 128), torch.tensor([d]))
+        assert torch.equal(b.canvases.image01[j], whole.image01[0, :, y0:y0 + 64, x0:x0 + 64])
+        assert torch.equal(b.canvases.valid[j], whole.valid[0, :, y0:y0 + 64, x0:x0 + 64])
+        if views.crop[view] == 2:  # the stored click (40, 60) at scale 0.25 -> (10, 15), flipped, then windowed
+            p = cr.dihedral_points(torch.tensor([[[10.0, 15.0]]]), torch.tensor([d]), 128)[0, 0] - torch.tensor(
+                [float(x0), float(y0)])
+            if ((p >= 0) & (p < 64)).all():
+                assert b.points[j, 0].tolist() == p.tolist() and b.labels[j].tolist().count(1.0) == 1
+                moved += 1
+            else:
+                assert (b.labels[j] == -1).all()
+                dropped += 1
+    assert moved + dropped > 0
+    t_emb = targets.embedding(b.entries)  # 16 cells per 128 px: the window's 64 px are 8 cells
+    assert task._teacher_window(t_emb, b, t_emb.shape[-1] / 128).shape[-2:] == (8, 8)
+    _, terms = task.train_loss(student, b, torch.Generator().manual_seed(1))
+    assert all(torch.isfinite(v) for v in terms.values()) and terms["feat"] > 0 and terms["soft"] > 0

@@ -293,3 +293,23 @@ def test_a_compile_that_cannot_build_is_one_line_that_names_the_setting(training
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: training.compile: default could not compile the student")
     assert "set distillation.training.compile: null" in err[0] and "Traceback" not in proc.stderr
+
+
+def test_a_student_trains_on_windows_and_a_window_larger_than_its_canvas_fails_first(training_project: Path) -> None:
+    """training.crop_size: steps on 64 px windows of the 128 px canvases (every loss term, follow-up clicks),
+    validation on whole canvases; a window the canvas cannot hold, or one off the student's deepest stride, is one
+    user error before the teacher's features are computed."""
+    from store.errors import UserError
+
+    summary, events = _run(training_project, name="windows", max_steps=2, overrides={"training": {"crop_size": 64}})
+    steps = _of(events, "step")
+    assert summary["status"] == "finished" and len(steps) == 2
+    assert all(e["loss_feat"] > 0 and e["loss_soft"] > 0 for e in steps)
+    assert 0.0 <= _of(events, "epoch")[0]["val_iou_gt"] <= 1.0
+    with pytest.raises(UserError, match=r"crop_size \(256\) must be a multiple of 32 from 32 to the student's input_size \(128\)"):
+        events.clear()
+        train(TrainOptions(project=training_project, progress=False, emit=events.append, name="too-big",
+                           max_steps=1, overrides={"training": {"crop_size": 256}}))
+    assert not _of(events, "cache") and not (training_project / "runs" / "too-big").exists()
+    with pytest.raises(UserError, match=r"crop_size \(48\) must be a multiple of 32"):
+        _run(training_project, name="off-stride", max_steps=1, overrides={"training": {"crop_size": 48}})
