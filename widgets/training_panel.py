@@ -108,6 +108,14 @@ class TrainingPanel(QWidget):
         self.device.addItems(["cpu", "cuda"])
         # training.compile: the measured gain is on CUDA (docs/benchmarks.md); on a CPU the compile takes minutes
         self.compile = QCheckBox("torch.compile the student (CUDA: ~25 s at the start, ~1.5x faster steps)")
+        # training.crop_size: the student's random training windows (0: whole canvases); multiples of 32
+        self.windows = QSpinBox()
+        self.windows.setRange(0, 4096)
+        self.windows.setSingleStep(32)
+        self.windows.setSuffix(" px")
+        self.windows.setSpecialValueText("whole canvas")
+        self.windows.setToolTip("Side of the random windows a student trains on (a multiple of 32, at most the "
+                                "student's input size); validation and prediction use whole canvases")
         self.max_steps = QSpinBox()
         self.max_steps.setRange(0, 10_000_000)
         self.max_steps.setSpecialValueText("no limit")
@@ -118,6 +126,7 @@ class TrainingPanel(QWidget):
         form.addRow("Learning rate", self.lr)
         form.addRow("Device", self.device)
         form.addRow("Compile", self.compile)
+        form.addRow("Training windows", self.windows)
         form.addRow("Max steps", self.max_steps)
         self.load_btn = QPushButton("Load from YAML")
         self.save_btn = QPushButton("Save to YAML")
@@ -237,6 +246,7 @@ class TrainingPanel(QWidget):
         dev = str(d["training"].get("device", "cpu"))
         self.device.setCurrentText(dev if dev in ("cpu", "cuda") else "cpu")
         self.compile.setChecked(bool(d["training"].get("compile")))
+        self.windows.setValue(int(d["training"].get("crop_size") or 0))
 
     def save_settings(self) -> None:
         if self.project is None:
@@ -251,6 +261,7 @@ class TrainingPanel(QWidget):
         tr["device"] = self.device.currentText()
         # a checked box keeps a mode chosen in the YAML (max-autotune-no-cudagraphs); a new tick is the default mode
         tr["compile"] = (tr.get("compile") or "default") if self.compile.isChecked() else None
+        tr["crop_size"] = self.windows.value() or None  # a size off the stride: project.yaml's error at the start
         self.project.save_config()
         self._say(f"settings saved to {self.project.config_path}")
 
@@ -319,8 +330,8 @@ class TrainingPanel(QWidget):
     def _set_running(self, running: bool) -> None:
         self.start_btn.setEnabled(not running and self.project is not None)
         self.stop_btn.setEnabled(running)
-        for w in (self.mode_box, self.epochs, self.batch, self.lr, self.device, self.compile, self.max_steps, self.load_btn,
-                  self.save_btn, self.resume_btn):
+        for w in (self.mode_box, self.epochs, self.batch, self.lr, self.device, self.compile, self.windows,
+                  self.max_steps, self.load_btn, self.save_btn, self.resume_btn):
             w.setEnabled(not running)
 
     def _stdout_line(self, line: str) -> None:

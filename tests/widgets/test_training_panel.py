@@ -127,3 +127,24 @@ def test_the_compile_box_is_the_training_compile_setting(qtbot, tmp_path) -> Non
     again.compile.setChecked(False)
     again.save_settings()
     assert config_mod.load(project.config_path)["distillation"]["training"]["compile"] is None
+
+
+def test_the_training_windows_box_is_training_crop_size(qtbot, tmp_path) -> None:
+    """0 ("whole canvas") is null; a size is saved as training.crop_size and read back by the next panel."""
+    from store import config as config_mod
+    from store.project import Project
+    from widgets.training_panel import TrainingPanel
+
+    project = Project.create(tmp_path / "proj")
+    panel = TrainingPanel(project)
+    qtbot.addWidget(panel)
+    assert panel.windows.value() == 0 and panel.windows.text() == "whole canvas"
+    panel.windows.setValue(256)
+    panel.save_settings()
+    assert config_mod.load(project.config_path)["distillation"]["training"]["crop_size"] == 256
+    again = TrainingPanel(project)
+    qtbot.addWidget(again)
+    assert again.windows.value() == 256
+    again.windows.setValue(0)
+    again.save_settings()
+    assert config_mod.load(project.config_path)["distillation"]["training"]["crop_size"] is None
