@@ -318,6 +318,8 @@ def main() -> None:
     ap.add_argument("--unet-budget", type=float, default=0, help="seconds for the U-Net run (0: epochs)")
     ap.add_argument("--compile", default=None, choices=["default", "max-autotune-no-cudagraphs"],
                     help="training.compile for the student rows (1.56x images/s on one H200: docs/benchmarks.md)")
+    ap.add_argument("--student-crop", type=int, default=None,
+                    help="training.crop_size of the student rows: random training windows of this side (px)")
     ap.add_argument("--skip-export", action="store_true")
     ap.add_argument("--stage", choices=["all", "interactive"], default="all", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -405,7 +407,8 @@ def main() -> None:
             cfg = write_yaml(work / f"{run_name(label)}.yaml", {
                 **base, "student": {**base["student"], **overrides}, "teacher": teacher_section,
                 **({"loss": loss} if loss else {}),
-                "training": {**training, "time_budget_s": a.student_budget, "compile": a.compile}})
+                "training": {**training, "time_budget_s": a.student_budget, "compile": a.compile,
+                             "crop_size": a.student_crop}})
             jobs.append(["train", "--project", str(project), "--mode", "distill", *flags, "--config", str(cfg),
                          "--epochs", str(a.student_epochs), "--name", run_name(label), *common])
     run_all(jobs)
