@@ -18,7 +18,7 @@ import torch
 from inference.student import StudentConfig
 from inference.training import crops as cr
 from inference.training.settings import teacher_config_name
-from inference.training.tasks import WINDOW_ALIGN, DistillTask, FinetuneTask, QATTask, Task, UNetTask
+from inference.training.tasks import DistillTask, FinetuneTask, QATTask, Task, UNetTask
 from inference.training.validation import ValSet
 from store.errors import UserError
 
@@ -81,17 +81,6 @@ def build_task(mode_name: str, dist_cfg: dict[str, Any], train_crops: cr.CropSet
     unet = UNet(UNetConfig(input_size=int(dist_cfg["student"].get("input_size", 512)),
                            width=int(ucfg.get("width", 16)), scale=train_crops.scale))
     return UNetTask(train_crops, unet, tcfg, int(ucfg.get("crop_size", 256)), unet.config.input_size), None
-
-
-def check_window(crop_size: int | None, canvas: int) -> None:
-    """training.crop_size, checked where a run starts (project.yaml's schema checks the stride; overrides from the
-    GUI or a script arrive here unchecked): one user error instead of a failure after minutes of teacher features."""
-    if crop_size is None:
-        return
-    if int(crop_size) % WINDOW_ALIGN or not WINDOW_ALIGN <= int(crop_size) <= canvas:
-        raise UserError(f"project.yaml distillation.training.crop_size ({crop_size}) must be a multiple of "
-                        f"{WINDOW_ALIGN} from {WINDOW_ALIGN} to the student's input_size ({canvas}): the student "
-                        "trains on windows cut from its canvases")
 
 
 def qat_source(project: Any, dist_cfg: dict[str, Any], checkpoint: Path | None) -> None:

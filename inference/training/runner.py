@@ -51,6 +51,7 @@ from inference.training.loop import Callback, LoopConfig, TrainingLoop, amp_dtyp
 from inference.training.run_rows import RunRow, fail_stale_runs, remove_pid, write_pid
 from inference.training.settings import MODE_NAMES, MODES, mode_schedule, resolve, set_schedule, teacher_from_store
 from inference.training.signals import StopSignals
+from inference.training.tasks import check_window
 from inference.training.validation import ValSet
 from store.errors import UserError
 
@@ -129,7 +130,7 @@ def _settings(project: Any, opts: TrainOptions) -> _Settings:
             build.student_config(dist_cfg)
     tcfg = dist_cfg["training"]
     if mode_name.startswith("distill") or mode_name == "qat":  # before a run folder or the teacher's features
-        build.check_window(tcfg.get("crop_size"), build.student_config(dist_cfg).input_size)
+        check_window(tcfg.get("crop_size"), build.student_config(dist_cfg).input_size)
     sched = mode_schedule(mode_name, dist_cfg)
     if opts.epochs is not None:
         sched["epochs"] = int(opts.epochs)

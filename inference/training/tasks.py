@@ -30,6 +30,7 @@ import torch.nn as nn
 from inference.training import clicks as ck
 from inference.training import crops as cr
 from inference.training.losses import cosine_feature_loss, match_spatial, soft_bce, supervised_loss
+from store.errors import UserError
 
 
 @dataclass
@@ -56,6 +57,19 @@ def _sup(logits_up: torch.Tensor, b: Batch, pos_weight: float) -> torch.Tensor:
 
 
 WINDOW_ALIGN = 32  # training windows start on the student's deepest stride (crop_size is a multiple of it)
+
+
+def check_window(crop_size: int | None, canvas: int) -> int:
+    """training.crop_size as the window side (the canvas when null). The runner checks it before a run folder or
+    the teacher's features exist (project.yaml's schema checks the stride; overrides from the GUI or a script
+    arrive unchecked): one user error instead of a failure after minutes of teacher features."""
+    if crop_size is None:
+        return canvas
+    if int(crop_size) % WINDOW_ALIGN or not WINDOW_ALIGN <= int(crop_size) <= canvas:
+        raise UserError(f"project.yaml distillation.training.crop_size ({crop_size}) must be a multiple of "
+                        f"{WINDOW_ALIGN} from {WINDOW_ALIGN} to the student's input_size ({canvas}): the student "
+                        "trains on windows cut from its canvases")
+    return int(crop_size)
 
 
 class Task(ABC):
@@ -170,10 +184,7 @@ class DistillTask(PromptedTask):
         self.n_dihedral = cr.dihedral_count(self.augment)
         # training.crop_size: the student trains on random windows of the views (the U-Net baseline's recipe: more
         # steps per second on crops much smaller than the canvas) and is validated on whole canvases
-        self.window = int(tcfg.get("crop_size") or canvas)
-        if self.window % WINDOW_ALIGN or not WINDOW_ALIGN <= self.window <= canvas:
-            raise ValueError(f"training.crop_size must be a multiple of {WINDOW_ALIGN} from {WINDOW_ALIGN} to the "
-                             f"student's input_size ({canvas}), got {self.window}")
+        self.window = check_window(tcfg.get("crop_size"), canvas)
         self.feat_w = 0.0 if no_feature_loss else float(loss_cfg["feature_weight"])
         self.soft_w = float(loss_cfg["soft_bce_weight"])
         self.dice_w = float(loss_cfg["dice_weight"])
