@@ -253,6 +253,10 @@ class TrainingPanel(QWidget):
             return
         from inference.training.settings import set_schedule  # no torch at import
 
+        if self.windows.value() % 32:  # project.yaml's schema would refuse the file at the next open
+            self._say(f"Training windows: {self.windows.value()} px is not a multiple of 32 (0: whole canvas); "
+                      "nothing saved")
+            return
         d = self._dist()
         for key, value in (("epochs", self.epochs.value()), ("batch_size", self.batch.value()),
                            ("lr", self.lr.value())):
@@ -261,7 +265,7 @@ class TrainingPanel(QWidget):
         tr["device"] = self.device.currentText()
         # a checked box keeps a mode chosen in the YAML (max-autotune-no-cudagraphs); a new tick is the default mode
         tr["compile"] = (tr.get("compile") or "default") if self.compile.isChecked() else None
-        tr["crop_size"] = self.windows.value() or None  # a size off the stride: project.yaml's error at the start
+        tr["crop_size"] = self.windows.value() or None
         self.project.save_config()
         self._say(f"settings saved to {self.project.config_path}")
 

@@ -130,7 +130,8 @@ def test_the_compile_box_is_the_training_compile_setting(qtbot, tmp_path) -> Non
 
 
 def test_the_training_windows_box_is_training_crop_size(qtbot, tmp_path) -> None:
-    """0 ("whole canvas") is null; a size is saved as training.crop_size and read back by the next panel."""
+    """0 ("whole canvas") is null; a size is saved as training.crop_size and read back by the next panel; a size
+    off the stride is refused with a message rather than written where the next open would fail on it."""
     from store import config as config_mod
     from store.project import Project
     from widgets.training_panel import TrainingPanel
@@ -145,6 +146,10 @@ def test_the_training_windows_box_is_training_crop_size(qtbot, tmp_path) -> None
     again = TrainingPanel(project)
     qtbot.addWidget(again)
     assert again.windows.value() == 256
+    again.windows.setValue(48)  # off the student's stride: refused, project.yaml keeps 256
+    again.save_settings()
+    assert config_mod.load(project.config_path)["distillation"]["training"]["crop_size"] == 256
+    assert "48 px is not a multiple of 32" in again.log_view.toPlainText()
     again.windows.setValue(0)
     again.save_settings()
     assert config_mod.load(project.config_path)["distillation"]["training"]["crop_size"] is None
