@@ -86,6 +86,8 @@ class StudentConfig:
     # 2 (default: higher validation IoU than 4 in one GPU run, docs/benchmarks.md): steps to 1/2; 4: to 1/4; 8: 1/8
     mask_stride: int = 2
     click_sigma: float = 1.5  # Gaussian click maps of the 1/2 and 1/4 heads, in mask-grid pixels
+    # residual 3x3 conv blocks on the mask grid after the clicks and the skip feature meet (0: SAM's linear read-out)
+    refine_blocks: int = 0
     layout: str = "native"  # native: crops keep their pixel scale on S x S canvases (inference.layout); resize: SAM's
     scale: float = 1.0  # native layout: model pixels per crop pixel
 
@@ -96,6 +98,8 @@ class StudentConfig:
             raise ValueError(f"student mask_stride must be 2, 4 or 8, got {self.mask_stride}")
         if self.high_res_dim % 4:
             raise ValueError(f"student high_res_dim must be a multiple of 4, got {self.high_res_dim}")
+        if self.refine_blocks < 0:
+            raise ValueError(f"student refine_blocks must be >= 0, got {self.refine_blocks}")
         if self.layout not in ("native", "resize"):
             raise ValueError(f"student layout must be native or resize, got {self.layout!r}")
         if not self.scale > 0:
@@ -170,6 +174,21 @@ class LayerNorm2d(nn.Module):
         s = (x - u).pow(2).mean(1, keepdim=True)
         x = (x - u) / torch.sqrt(s + self.eps)
         return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class RefineBlock(nn.Module):
+    """x + conv(gelu(conv(x))), two 3x3 convs: lets the clicks, the skip feature and their neighbours decide a pixel
+    together, as a U-Net's decoder level does, where SAM's read-out is one dot product per pixel."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # starts as the identity: the read-out it feeds trains as without it
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.gelu(self.conv1(x)))
 
 
 class MLP(nn.Module):
@@ -387,6 +406,7 @@ class MaskDecoderLite(nn.Module):
             u_out, hd_out = u, hd
         self.up_norm = LayerNorm2d(u_out)
         self.skip = nn.Conv2d(hd_out, u_out, 1)
+        self.refine = nn.Sequential(*(RefineBlock(u_out) for _ in range(cfg.refine_blocks)))
         self.hyper = nn.ModuleList(MLP(d, d, u_out, 2) for _ in range(self.num_masks))
         self.iou_head = MLP(d, d, self.num_masks, 2)
 
@@ -421,6 +441,7 @@ class MaskDecoderLite(nn.Module):
             up = F.gelu(self.up_norm(self.upscale(img)) + self.skip(hi) + self.clicks(cm))
         else:
             up = F.gelu(self.up_norm(self.upscale(img)) + self.skip(hi))
+        up = self.refine(up)
         hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in enumerate(self.hyper)], dim=1)  # (B, K, u)
         bu, cu, hu, wu = up.shape
         masks = (hyper @ up.reshape(bu, cu, hu * wu)).reshape(bu, self.num_masks, hu, wu)

@@ -173,3 +173,43 @@ def test_precision_options(magnetic_tile_pairs: list) -> None:
     cos = float(np.dot(a.features["image_embed"].ravel(), b.features["image_embed"].ravel()) / (
         np.linalg.norm(a.features["image_embed"]) * np.linalg.norm(b.features["image_embed"])))
     assert cos > 0.99
+
+
+def test_refine_blocks_start_as_the_identity_train_and_export(tmp_path: Path) -> None:
+    """student.refine_blocks: residual 3x3 convs on the mask grid. Zero-initialised, a student with them answers as
+    the same weights without them (so the read-out trains as before from the first step); they take gradients;
+    checkpoints written before the key existed load without them; ONNX Runtime matches PyTorch."""
+    import onnxruntime as ort
+
+    from inference.onnx_export import export_decoder
+
+    torch.manual_seed(0)
+    plain = StudentModel(StudentConfig(input_size=64)).eval()
+    refined = StudentModel(StudentConfig(input_size=64, refine_blocks=2)).eval()
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("decoder.refine.") for k in missing)
+    x, pts, lbl = torch.rand(1, 3, 64, 64), torch.tensor([[[20.0, 30.0], [40.0, 10.0]]]), torch.tensor([[1.0, 0.0]])
+    with torch.no_grad():
+        assert torch.equal(plain(x, pts, lbl)[1], refined(x, pts, lbl)[1])
+    refined.train()
+    refined(x, pts, lbl)[1].square().mean().backward()
+    assert all(p.grad is not None for p in refined.decoder.refine.parameters())
+    assert float(refined.decoder.refine[0].conv2.weight.grad.abs().sum()) > 0
+
+    old = plain.config.to_dict()
+    del old["refine_blocks"]  # a checkpoint from before the key
+    assert StudentConfig.from_dict(old).refine_blocks == 0
+    with pytest.raises(ValueError, match="refine_blocks must be >= 0"):
+        StudentConfig(refine_blocks=-1)
+
+    with torch.no_grad():  # weights away from the identity, then the exported decoder against PyTorch
+        for p in refined.decoder.refine.parameters():
+            p.normal_(0, 0.1)
+        refined.eval()
+        emb, hi = refined.encode(x)
+        want = refined.decoder(emb, hi, pts, lbl)[0].numpy()
+    path = export_decoder(refined, tmp_path / "decoder.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"image_embed": emb.numpy(), "high_res": hi.numpy(), "point_coords": pts.numpy(),
+                          "point_labels": lbl.numpy()})[0]
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
