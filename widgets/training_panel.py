@@ -391,6 +391,8 @@ class TrainingPanel(QWidget):
                                       f"{e.get('total_steps')} steps, {e.get('device')})")
             self.run_started.emit(self.run_dir or "")
             self.refresh_runs()
+        elif kind == "warning":  # e.g. a random-weights teacher, or a first step that ate the time budget
+            self._say(f"warning: {e.get('message')}")
         elif kind == "cache":
             self.status_label.setText(f"teacher cache {e.get('done')}/{e.get('total')}")
         elif kind == "step":

@@ -4,7 +4,8 @@ Rank 0 writes one JSON object a line to stdout (or to `TrainOptions.emit`) and a
 folder's metrics.jsonl once the folder exists. The training panel (widgets/training_panel.py) reads stdout live;
 bench/distillation_table.py reads metrics.jsonl afterwards; so the event names and fields are an interface:
 
-- warning {message}; data {train, val, training_set, seconds}; cache {done, total};
+- warning {message} (also during the run: a first step that took much of `time_budget_s`); data {train, val,
+  training_set, seconds}; cache {done, total};
   cache_ready {computed, samples, views, dihedral, seconds} (emitted while the run is set up, inference.training.runner
   and inference.training.build; no cache events when the loss never reads the teacher's features);
 - start {run_id, run_dir, mode, epochs, steps_per_epoch, total_steps, batch_size, world_size, device, amp,
@@ -26,6 +27,11 @@ from typing import Any
 from inference.training.loop import Callback, EpochEnd, TrainingLoop
 
 Emit = Callable[[dict[str, Any]], None]
+
+# A first step (set-up, cuDNN / allocator warm-up, torch.compile) that takes this share of the time budget or more
+# leaves the schedule little time: four compiled runs started at once on one host spent 200 s of a 250 s budget
+# there, annealed in the 50 s left and ended near IoU 0 (docs/benchmarks.md, third session of 2026-12-05).
+SLOW_FIRST_STEP_SHARE = 0.25
 
 
 def emit_stdout(event: dict[str, Any]) -> None:
@@ -71,9 +77,19 @@ class EventLog(Callback):
                    "resumed_from_step": loop.state.step if loop.resume_state is not None else None,
                    "weights_source": "review.weights", "training_set": self.training_set})
         self.bar = progress_bar(loop.di.main and self.progress, loop.total_steps, loop.state.step)
+        self.first_step = loop.state.step + 1
 
     def on_step_end(self, loop: TrainingLoop) -> None:
         self.bar(loop.state.step)
+        if loop.state.step == self.first_step and loop.time_budget > 0:
+            took = loop.scheduler.seconds_this_process()
+            if took >= SLOW_FIRST_STEP_SHARE * loop.time_budget:
+                compiled = " and torch.compile" if loop.compile_mode else ""
+                self.emit({"event": "warning", "message": (
+                    f"the first training step (set-up, warm-up{compiled}) took {took:.0f} s of the "
+                    f"{loop.time_budget:.0f} s time budget: the learning-rate schedule anneals in the "
+                    f"{max(0.0, loop.time_budget - took):.0f} s left. Raise distillation.training.time_budget_s"
+                    + (", or start fewer compiled runs at once" if compiled else "") + ".")})
 
     def on_log(self, loop: TrainingLoop, entry: dict[str, Any]) -> None:
         self.emit({"event": "step", **entry})

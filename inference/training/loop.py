@@ -153,6 +153,10 @@ class OneCycle:
             p = max(p, (self.elapsed_before + time.perf_counter() - self.t0) / self.budget)
         return min(1.0, p)
 
+    def seconds_this_process(self) -> float:
+        """Seconds since this process built the schedule (a resume's earlier seconds not counted)."""
+        return time.perf_counter() - self.t0
+
     def rate(self, p: float) -> float:
         if p < self.warmup:
             return self.lr * (0.04 + 0.96 * p / self.warmup)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -153,3 +154,18 @@ def test_the_training_windows_box_is_training_crop_size(qtbot, tmp_path) -> None
     again.windows.setValue(0)
     again.save_settings()
     assert config_mod.load(project.config_path)["distillation"]["training"]["crop_size"] is None
+
+
+def test_a_runs_warning_events_reach_the_log(qtbot, tmp_path) -> None:
+    """The trainer's warning lines (a random-weights teacher, a first step that took much of the time budget) are
+    JSON on stdout like every event: the panel writes them to its log instead of dropping them."""
+    from store.project import Project
+    from widgets.training_panel import TrainingPanel
+
+    project = Project.create(tmp_path / "proj")
+    panel = TrainingPanel(project)
+    qtbot.addWidget(panel)
+    line = json.dumps({"event": "warning", "message": "the first training step took 201 s of the 250 s time budget"})
+    panel._stdout_line(line)
+    assert panel.log_view.toPlainText().splitlines()[-1] == (
+        "warning: the first training step took 201 s of the 250 s time budget")

@@ -313,3 +313,13 @@ def test_a_student_trains_on_windows_and_a_window_larger_than_its_canvas_fails_f
     assert not _of(events, "cache") and not (training_project / "runs" / "too-big").exists()
     with pytest.raises(UserError, match=r"crop_size \(48\) must be a multiple of 32"):
         _run(training_project, name="off-stride", max_steps=1, overrides={"training": {"crop_size": 48}})
+
+
+def test_a_first_step_that_takes_much_of_the_time_budget_is_a_warning(training_project: Path) -> None:
+    """A time budget anneals the schedule within it, warm-up included; when the first step (set-up, warm-up,
+    torch.compile) eats a quarter of it or more, the run says so instead of quietly training for what is left."""
+    _, events = _run(training_project, name="tight", max_steps=2, overrides={"training": {"time_budget_s": 0.05}})
+    warnings = [e["message"] for e in _of(events, "warning") if "time budget" in e["message"]]
+    assert len(warnings) == 1 and "of the 0 s time budget" in warnings[0] and "time_budget_s" in warnings[0]
+    _, events = _run(training_project, name="roomy", max_steps=2, overrides={"training": {"time_budget_s": 1e6}})
+    assert not [e for e in _of(events, "warning") if "time budget" in e["message"]]
