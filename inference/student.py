@@ -276,14 +276,18 @@ class PointPromptEncoder(nn.Module):
         c = 2 * math.pi * c
         return torch.cat([torch.sin(c), torch.cos(c)], dim=-1)
 
-    def dense_pe(self, h: int, w: int) -> torch.Tensor:
-        """Positions in units of the input size, as the points' (an h x w grid smaller than input_size / 16, a
-        training window, keeps each cell's encoding and stays consistent with the clicks)."""
+    def dense_pe(self, h: int, w: int, origin: torch.Tensor | None = None) -> torch.Tensor:
+        """(D, h, w) positions of the embedding's cells in units of the input size, as the points'. `origin`
+        (B, 2), x and y in input pixels: the cells are a training window's, placed where the window lies on its
+        canvas -> (B, D, h, w), so a window's cells and clicks carry the encodings the whole canvas gives them."""
         cells = self.input_size / 16  # the embedding's side at the full input
         ys = (torch.arange(h, dtype=self.gaussian.dtype, device=self.gaussian.device) + 0.5) / cells
         xs = (torch.arange(w, dtype=self.gaussian.dtype, device=self.gaussian.device) + 0.5) / cells
         grid = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)], dim=-1)
-        return self._pe(grid).permute(2, 0, 1)  # (D, h, w)
+        if origin is None:
+            return self._pe(grid).permute(2, 0, 1)
+        shifted = grid[None] + (origin.to(grid.dtype) / self.input_size)[:, None, None, :]
+        return self._pe(shifted).permute(0, 3, 1, 2)
 
     def forward(self, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         coords = (points + 0.5) / self.input_size
@@ -411,15 +415,23 @@ class MaskDecoderLite(nn.Module):
         self.iou_head = MLP(d, d, self.num_masks, 2)
 
     def forward(
-        self, image_embed: torch.Tensor, high_res: torch.Tensor, points: torch.Tensor, labels: torch.Tensor
+        self, image_embed: torch.Tensor, high_res: torch.Tensor, points: torch.Tensor, labels: torch.Tensor,
+        origin: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`origin` (B, 2), x and y in input pixels: the image side is a training window cut there from its canvas
+        (points in the window's pixels); the positional encodings are then the canvas's, so what a window trains is
+        what the whole canvas sees at prediction. None (prediction, export): the image side is the whole canvas."""
         b = points.shape[0]
         src = self.in_proj(image_embed) + self.prompt.no_mask_embed[None, :, None, None]
         src = src.expand(b, -1, -1, -1)
         hi = high_res.expand(b, -1, -1, -1)
         _, d, h, w = src.shape
-        pos = self.prompt.dense_pe(h, w).to(src.dtype)[None].expand(b, -1, -1, -1)
-        sparse = self.prompt(points, labels).to(src.dtype)
+        if origin is None:
+            pos = self.prompt.dense_pe(h, w).to(src.dtype)[None].expand(b, -1, -1, -1)
+            sparse = self.prompt(points, labels).to(src.dtype)
+        else:
+            pos = self.prompt.dense_pe(h, w, origin).to(src.dtype)
+            sparse = self.prompt(points + origin.to(points.dtype)[:, None, :], labels).to(src.dtype)
         out_tokens = torch.cat([self.iou_token, self.mask_tokens], dim=0)[None].expand(b, -1, -1)
         tokens = torch.cat([out_tokens, sparse], dim=1)
         k = src.flatten(2).transpose(1, 2)

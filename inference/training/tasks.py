@@ -273,8 +273,9 @@ class DistillTask(PromptedTask):
             feat = torch.zeros(bsz, device=b.x.device)
         size = (self.canvas, self.canvas)
         teacher_up: list[torch.Tensor] = []
-        shift = None if b.origin is None else torch.tensor([[[x, y]] for y, x in b.origin], dtype=b.points.dtype,
-                                                           device=b.points.device)
+        origin = None if b.origin is None else torch.tensor([[x, y] for y, x in b.origin], dtype=b.points.dtype,
+                                                            device=b.points.device)
+        shift = None if origin is None else origin[:, None, :]
 
         def teacher(pts: torch.Tensor, lbs: torch.Tensor) -> torch.Tensor:
             """The teacher's answer on the whole view (window clicks moved back onto it), cut to the window."""
@@ -286,7 +287,7 @@ class DistillTask(PromptedTask):
         def decode(pts: torch.Tensor, lbs: torch.Tensor) -> torch.Tensor:
             if self.soft_w > 0:  # the teacher's decoder costs as much as the student's: only when its term counts
                 teacher_up.append(teacher(pts, lbs))
-            return model.decoder(emb, hi, pts, lbs)[0][:, :1]
+            return model.decoder(emb, hi, pts, lbs, origin)[0][:, :1]
 
         # unlabelled crops aim their follow-up clicks at the teacher's mask for the initial clicks
         click_target = b.canvases.target

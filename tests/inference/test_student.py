@@ -213,3 +213,24 @@ def test_refine_blocks_start_as_the_identity_train_and_export(tmp_path: Path) ->
     got = sess.run(None, {"image_embed": emb.numpy(), "high_res": hi.numpy(), "point_coords": pts.numpy(),
                           "point_labels": lbl.numpy()})[0]
     np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
+
+
+def test_a_training_window_carries_the_canvas_positions_it_was_cut_from() -> None:
+    """A window cut at (x0, y0) of a canvas: its cells' encodings are the canvas cells' at that place and its clicks
+    are encoded where they lie on the canvas, so training on windows teaches the positions the whole canvas shows
+    at prediction (before, every window was encoded as the canvas's top-left corner)."""
+    torch.manual_seed(0)
+    dec = StudentModel(StudentConfig(input_size=128)).decoder.eval()
+    whole = dec.prompt.dense_pe(8, 8)  # a 128 px canvas: 8 x 8 cells
+    origin = torch.tensor([[64.0, 32.0], [0.0, 0.0]])  # x, y in pixels: cells (x 4, y 2) and the corner
+    window = dec.prompt.dense_pe(4, 4, origin)  # 64 px windows
+    torch.testing.assert_close(window[0], whole[:, 2:6, 4:8])
+    torch.testing.assert_close(window[1], whole[:, 0:4, 0:4])
+
+    emb, hi = torch.randn(2, 256, 4, 4), torch.randn(2, dec.skip1.in_channels // 4, 32, 32)
+    pts, lbl = torch.tensor([[[10.0, 20.0]], [[10.0, 20.0]]]), torch.ones(2, 1)
+    with torch.no_grad():
+        at_corner = dec(emb, hi, pts, lbl)[0]
+        placed = dec(emb, hi, pts, lbl, origin)[0]
+    torch.testing.assert_close(placed[1], at_corner[1])  # a window at the corner is the corner
+    assert not torch.allclose(placed[0], at_corner[0])  # one further in is told where it is
