@@ -88,7 +88,8 @@ class EventLog(Callback):
                 self.emit({"event": "warning", "message": (
                     f"the first training step (set-up, warm-up{compiled}) took {took:.0f} s of the "
                     f"{loop.time_budget:.0f} s time budget: the learning-rate schedule anneals in the "
-                    f"{max(0.0, loop.time_budget - took):.0f} s left. Raise distillation.training.time_budget_s"
+                    f"{max(0.0, loop.time_budget - loop.scheduler.elapsed_before - took):.0f} s left. Raise "
+                    "distillation.training.time_budget_s"
                     + (", or start fewer compiled runs at once" if compiled else "") + ".")})
 
     def on_log(self, loop: TrainingLoop, entry: dict[str, Any]) -> None:
