@@ -32,20 +32,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import distillation_table as dt  # noqa: E402
 
 
-def parse_rows(text: str) -> dict[str, tuple[int, float, int, int | None, int]]:
-    """NAME=BATCH:LR[:MASK_STRIDE[:CROP[:REFINE]]] rows (the default head, stride 2, whole canvases and no refine
-    blocks when left out; CROP: training.crop_size, the side of the random windows the row trains on, 0 for whole
-    canvases; REFINE: student.refine_blocks)."""
-    rows: dict[str, tuple[int, float, int, int | None, int]] = {}
+def parse_rows(text: str) -> dict[str, tuple[int, float, int, int | None, int, int]]:
+    """NAME=BATCH:LR[:MASK_STRIDE[:CROP[:REFINE[:CONTEXT]]]] rows (the default head, stride 2, whole canvases, no
+    refine and no context blocks when left out; CROP: training.crop_size, the side of the random windows the row
+    trains on, 0 for whole canvases; REFINE: student.refine_blocks; CONTEXT: student.context_blocks)."""
+    rows: dict[str, tuple[int, float, int, int | None, int, int]] = {}
     for part in filter(None, text.split(",")):
         name, _, spec = part.partition("=")
         fields = spec.split(":")
-        if not name or len(fields) not in (2, 3, 4, 5) or not all(fields):
-            raise SystemExit(f"row {part!r}: write NAME=BATCH:LR[:MASK_STRIDE[:CROP[:REFINE]]], e.g. b64=64:4e-3, "
-                             "s2=64:4e-3:2, w256=64:4e-3:2:256 or r256=64:4e-3:2:256:2")
+        if not name or len(fields) not in (2, 3, 4, 5, 6) or not all(fields):
+            raise SystemExit(f"row {part!r}: write NAME=BATCH:LR[:MASK_STRIDE[:CROP[:REFINE[:CONTEXT]]]], e.g. "
+                             "b64=64:4e-3, s2=64:4e-3:2, w256=64:4e-3:2:256, r256=64:4e-3:2:256:2 or "
+                             "c4=64:4e-3:2:0:0:4")
         crop = int(fields[3]) if len(fields) >= 4 else 0
         rows[name] = (int(fields[0]), float(fields[1]), int(fields[2]) if len(fields) >= 3 else 2,
-                      crop or None, int(fields[4]) if len(fields) == 5 else 0)
+                      crop or None, int(fields[4]) if len(fields) >= 5 else 0, int(fields[5]) if len(fields) == 6 else 0)
     return rows
 
 
@@ -54,7 +55,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--rows", default="s2=64:4e-3", help="NAME=BATCH:LR[:MASK_STRIDE[:CROP[:REFINE]]], comma-separated")
+    ap.add_argument("--rows", default="s2=64:4e-3",
+                    help="NAME=BATCH:LR[:MASK_STRIDE[:CROP[:REFINE[:CONTEXT]]]], comma-separated")
     ap.add_argument("--student-budget", type=float, default=270)
     ap.add_argument("--unet-budget", type=float, default=270, help="seconds; 0: no U-Net row")
     ap.add_argument("--unet-lr", type=float, default=4e-3)
@@ -88,9 +90,10 @@ def main() -> None:
     tsec = {"config": "sam2.1_hiera_t", "checkpoint": str(teacher), "image_size": a.size, "scale": 1.0}
     common = ["--epochs", "1000", "--device", a.device, "--no-progress"]
     jobs = []
-    for name, (bs, lr, stride, crop, refine) in rows.items():
+    for name, (bs, lr, stride, crop, refine, context) in rows.items():
         cfg = dt.write_yaml(work / f"{name}.yaml", {
-            "student": {"input_size": a.size, "scale": 1.0, "mask_stride": stride, "refine_blocks": refine},
+            "student": {"input_size": a.size, "scale": 1.0, "mask_stride": stride, "refine_blocks": refine,
+                        "context_blocks": context},
             "teacher": tsec,
             "loss": dt.SUPERVISED_ONLY,
             "training": {"batch_size": bs, "lr": lr, "checkpoint_every": 1000, "time_budget_s": a.student_budget,
@@ -113,7 +116,7 @@ def main() -> None:
     if a.qat_epochs > 0:
         cfg = dt.write_yaml(work / "qat.yaml", {
             "student": {"input_size": a.size, "scale": 1.0, "mask_stride": rows[first][2],
-                        "refine_blocks": rows[first][4]}, "teacher": tsec,
+                        "refine_blocks": rows[first][4], "context_blocks": rows[first][5]}, "teacher": tsec,
             "loss": dt.SUPERVISED_ONLY,
             "training": {"batch_size": rows[first][0], "checkpoint_every": 1000}})
         dt.sh(["train", "--project", str(project), "--mode", "qat", "--checkpoint", students[first], "--config",

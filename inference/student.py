@@ -88,6 +88,10 @@ class StudentConfig:
     click_sigma: float = 1.5  # Gaussian click maps of the 1/2 and 1/4 heads, in mask-grid pixels
     # residual 3x3 conv blocks on the mask grid after the clicks and the skip feature meet (0: SAM's linear read-out)
     refine_blocks: int = 0
+    # dilated residual 3x3 conv blocks on the 1/4 grid once the clicks have entered it (dilations 1, 2, 4, 8,
+    # repeating): a click-aware neighbourhood of 19 cells (76 px) either side at four blocks, where the clicks
+    # otherwise meet the image only in 1x1 convs and the 1/16 attention (heads 2 and 4; 0: none)
+    context_blocks: int = 0
     layout: str = "native"  # native: crops keep their pixel scale on S x S canvases (inference.layout); resize: SAM's
     scale: float = 1.0  # native layout: model pixels per crop pixel
 
@@ -100,6 +104,10 @@ class StudentConfig:
             raise ValueError(f"student high_res_dim must be a multiple of 4, got {self.high_res_dim}")
         if self.refine_blocks < 0:
             raise ValueError(f"student refine_blocks must be >= 0, got {self.refine_blocks}")
+        if self.context_blocks < 0:
+            raise ValueError(f"student context_blocks must be >= 0, got {self.context_blocks}")
+        if self.context_blocks and self.mask_stride == 8:
+            raise ValueError("student context_blocks work on the 1/4 grid: they need mask_stride 2 or 4, got 8")
         if self.layout not in ("native", "resize"):
             raise ValueError(f"student layout must be native or resize, got {self.layout!r}")
         if not self.scale > 0:
@@ -178,17 +186,26 @@ class LayerNorm2d(nn.Module):
 
 class RefineBlock(nn.Module):
     """x + conv(gelu(conv(x))), two 3x3 convs: lets the clicks, the skip feature and their neighbours decide a pixel
-    together, as a U-Net's decoder level does, where SAM's read-out is one dot product per pixel."""
+    together, as a U-Net's decoder level does, where SAM's read-out is one dot product per pixel. `dilation` spaces
+    the first conv's taps, so a stack of blocks sees a wide neighbourhood at the cost of a narrow one."""
 
-    def __init__(self, c: int) -> None:
+    def __init__(self, c: int, dilation: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv1 = nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation)
         self.conv2 = nn.Conv2d(c, c, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # starts as the identity: the read-out it feeds trains as without it
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.gelu(self.conv1(x)))
+
+
+CONTEXT_DILATIONS = (1, 2, 4, 8)
+
+
+def context_stack(c: int, blocks: int) -> nn.Sequential:
+    """`blocks` RefineBlocks with dilations 1, 2, 4, 8, repeating (empty: the identity)."""
+    return nn.Sequential(*(RefineBlock(c, CONTEXT_DILATIONS[i % len(CONTEXT_DILATIONS)]) for i in range(blocks)))
 
 
 class MLP(nn.Module):
@@ -398,12 +415,14 @@ class MaskDecoderLite(nn.Module):
             self.up_norm1 = LayerNorm2d(u)
             self.skip1 = nn.Conv2d(hd, u, 1)  # reads the 1/2 skip feature pixel-unshuffled back to 1/4
             self.clicks1 = nn.Conv2d(2, u, 1)
+            self.context = context_stack(u, cfg.context_blocks)
             u_out, hd_out = u // 2, hd // 4
             self.upscale = nn.ConvTranspose2d(u, u_out, kernel_size=2, stride=2)
             self.clicks = nn.Conv2d(2, u_out, 1)
         elif self.stride4:  # 1/16 -> 1/8 -> 1/4, as SAM's decoder
             self.upscale = nn.ConvTranspose2d(2 * u, u, kernel_size=2, stride=2)
             self.clicks = nn.Conv2d(2, u, 1)
+            self.context = context_stack(u, cfg.context_blocks)
             u_out, hd_out = u, hd
         else:
             self.upscale = nn.ConvTranspose2d(d, u, kernel_size=2, stride=2)  # 1/16 -> 1/8: the only step
@@ -448,9 +467,12 @@ class MaskDecoderLite(nn.Module):
         if self.stride2:
             cm = click_maps(points.to(img.dtype), labels, hi.shape[-1] // 2, 4, self.click_sigma)
             img = F.gelu(self.up_norm1(self.upscale1(img)) + self.skip1(F.pixel_unshuffle(hi, 2)) + self.clicks1(cm))
+            img = self.context(img)
         if self.stride4:
             cm = click_maps(points.to(img.dtype), labels, hi.shape[-1], self.mask_stride, self.click_sigma)
             up = F.gelu(self.up_norm(self.upscale(img)) + self.skip(hi) + self.clicks(cm))
+            if not self.stride2:  # head 4: the last step is the 1/4 grid
+                up = self.context(up)
         else:
             up = F.gelu(self.up_norm(self.upscale(img)) + self.skip(hi))
         up = self.refine(up)

@@ -79,6 +79,7 @@ class StudentSettings(Section):
     mask_stride: int = 2
     click_sigma: float = 1.5
     refine_blocks: int = Field(0, ge=0)
+    context_blocks: int = Field(0, ge=0)
     layout: Text = "native"
     scale: float = 1.0
 

@@ -215,6 +215,54 @@ def test_refine_blocks_start_as_the_identity_train_and_export(tmp_path: Path) ->
     np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("stride", [2, 4])
+def test_context_blocks_widen_the_click_aware_grid_start_as_the_identity_and_export(tmp_path: Path,
+                                                                                 stride: int) -> None:
+    """student.context_blocks: dilated residual blocks on the 1/4 grid after the clicks enter it. Zero-initialised,
+    a student with them answers as the same weights without them; they take gradients; a change on the 1/4 grid
+    reaches 19 cells either side through four blocks (8 through four undilated blocks); ONNX
+    Runtime matches PyTorch; the 1/8 head, which has no 1/4 grid, refuses them."""
+    import onnxruntime as ort
+
+    from inference.onnx_export import export_decoder
+
+    torch.manual_seed(0)
+    plain = StudentModel(StudentConfig(input_size=128, mask_stride=stride)).eval()
+    ctx = StudentModel(StudentConfig(input_size=128, mask_stride=stride, context_blocks=4)).eval()
+    missing, unexpected = ctx.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("decoder.context.") for k in missing)
+    assert [b.conv1.dilation[0] for b in ctx.decoder.context] == [1, 2, 4, 8]
+    x, pts, lbl = torch.rand(1, 3, 128, 128), torch.tensor([[[40.0, 60.0], [90.0, 20.0]]]), torch.tensor([[1.0, 0.0]])
+    with torch.no_grad():
+        assert torch.equal(plain(x, pts, lbl)[1], ctx(x, pts, lbl)[1])
+    ctx.train()
+    ctx(x, pts, lbl)[1].square().mean().backward()
+    assert all(p.grad is not None for p in ctx.decoder.context.parameters())
+    assert float(ctx.decoder.context[0].conv2.weight.grad.abs().sum()) > 0
+
+    with torch.no_grad():  # weights away from the identity: one changed cell on the 1/4 grid reaches 19 cells away
+        for p in ctx.decoder.context.parameters():
+            p.normal_(0, 0.1)
+        grid = torch.zeros(1, ctx.decoder.context[0].conv1.in_channels, 32, 32)
+        poked = grid.clone()
+        poked[..., 0, 0] = 1.0
+        reach = (ctx.decoder.context(poked) - ctx.decoder.context(grid)).abs().sum(1)[0]
+        assert float(reach[19, 19]) > 0 and float(reach[20, 20]) == 0 and float(reach[0, 20]) == 0
+        ctx.eval()
+        emb, hi = ctx.encode(x)
+        want = ctx.decoder(emb, hi, pts, lbl)[0].numpy()
+    path = export_decoder(ctx, tmp_path / "decoder.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"image_embed": emb.numpy(), "high_res": hi.numpy(), "point_coords": pts.numpy(),
+                          "point_labels": lbl.numpy()})[0]
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
+
+    with pytest.raises(ValueError, match="context_blocks work on the 1/4 grid"):
+        StudentConfig(mask_stride=8, context_blocks=2)
+    with pytest.raises(ValueError, match="context_blocks must be >= 0"):
+        StudentConfig(context_blocks=-1)
+
+
 def test_a_training_window_carries_the_canvas_positions_it_was_cut_from() -> None:
     """A window cut at (x0, y0) of a canvas: its cells' encodings are the canvas cells' at that place and its clicks
     are encoded where they lie on the canvas, so training on windows teaches the positions the whole canvas shows
