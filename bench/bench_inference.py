@@ -2,7 +2,8 @@
 
 Models: the teacher with SAM 2.1 hiera-small's architecture (random weights: latency does not depend on the
 values) at 1024, and the student at 512 and 1024 with each mask head (`--heads`: the default 1/2 head, the 1/4 head
-of issue 14 and seed 001's 1/8 head), so one run compares the heads on the same machine. Every number goes through the same `Segmenter` calls the
+of issue 14 and seed 001's 1/8 head; `--context 0,4`: without and with `student.context_blocks`), so one run compares
+the heads on the same machine. Every number goes through the same `Segmenter` calls the
 workbench uses (`embed`, `decode`: transforms and the resize back to the crop included), on a real magnetic-tile
 crop. Encoder runs are interleaved model by model, so a machine that gets busier during the run slows all models
 alike and the student/teacher ratio stays fair.
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="student mask heads (mask stride 2: the default; 4: issue 14's first; 8: seed 001's)")
     ap.add_argument("--backbones", default="efficientnet_b0",
                     help="student backbones (inference.student.BACKBONES), e.g. efficientnet_b0,tiny_vit_5m_224")
+    ap.add_argument("--context", default="0",
+                    help="student.context_blocks values, e.g. 0,4 (dilated blocks on the 1/4 grid; heads 2 and 4)")
     ap.add_argument("--onnx", action="store_true", help="also time the student's ONNX pair on ONNX Runtime CPU")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
@@ -93,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     params["teacher"] = sum(p.numel() for p in teacher_model.parameters())
     models["teacher@1024"] = Sam2Segmenter(teacher_model, name="teacher")
     backbones = args.backbones.split(",")
-    for bb, size, head in ((b, int(s), int(k)) for b in backbones for s in args.sizes.split(",")
-                           for k in args.heads.split(",")):
-        m = StudentModel(StudentConfig(input_size=size, mask_stride=head, backbone=bb)).eval()
-        tag = f"h{head}@{size}" if len(backbones) == 1 else f"{bb.split('_')[0]}-h{head}@{size}"
+    for bb, size, head, ctx in ((b, int(s), int(k), int(c)) for b in backbones for s in args.sizes.split(",")
+                                for k in args.heads.split(",") for c in args.context.split(",")):
+        if ctx and head == 8:
+            continue  # the 1/8 head has no 1/4 grid for context blocks
+        m = StudentModel(StudentConfig(input_size=size, mask_stride=head, backbone=bb, context_blocks=ctx)).eval()
+        tag = (f"h{head}@{size}" if len(backbones) == 1 else f"{bb.split('_')[0]}-h{head}@{size}") \
+            + (f"-c{ctx}" if ctx else "")
         params[f"student-{tag}"] = model_summary(m)["params"]
         models[f"student-{tag}"] = StudentTorchSegmenter(m, name=f"student-{tag}")
         if args.onnx:

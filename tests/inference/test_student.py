@@ -218,36 +218,45 @@ def test_refine_blocks_start_as_the_identity_train_and_export(tmp_path: Path) ->
 @pytest.mark.parametrize("stride", [2, 4])
 def test_context_blocks_widen_the_click_aware_grid_start_as_the_identity_and_export(tmp_path: Path,
                                                                                  stride: int) -> None:
-    """student.context_blocks: dilated residual blocks on the 1/4 grid after the clicks enter it. Zero-initialised,
-    a student with them answers as the same weights without them; they take gradients; a change on the 1/4 grid
-    reaches 19 cells either side through four blocks (8 through four undilated blocks); ONNX
-    Runtime matches PyTorch; the 1/8 head, which has no 1/4 grid, refuses them."""
+    """student.context_blocks: dilated depthwise residual blocks on the 1/8 grid, which the clicks then enter. The
+    blocks start as the identity (the rest of the decoder trains as before from the first step); they and the 1/8
+    clicks take gradients; a change on the 1/8 grid reaches 15 cells either side through four blocks (4 without the
+    dilations); checkpoints without the key load; ONNX Runtime matches PyTorch; the 1/8 head refuses them."""
     import onnxruntime as ort
 
     from inference.onnx_export import export_decoder
 
+    old = StudentConfig(input_size=128).to_dict()
+    del old["context_blocks"]  # a checkpoint from before the key
+    assert StudentConfig.from_dict(old).context_blocks == 0
     torch.manual_seed(0)
     plain = StudentModel(StudentConfig(input_size=128, mask_stride=stride)).eval()
     ctx = StudentModel(StudentConfig(input_size=128, mask_stride=stride, context_blocks=4)).eval()
     missing, unexpected = ctx.load_state_dict(plain.state_dict(), strict=False)
-    assert not unexpected and missing and all(k.startswith("decoder.context.") for k in missing)
-    assert [b.conv1.dilation[0] for b in ctx.decoder.context] == [1, 2, 4, 8]
+    assert not unexpected and missing and all(k.startswith(("decoder.context.", "decoder.clicks0.")) for k in missing)
+    assert [b.dw.dilation[0] for b in ctx.decoder.context] == [1, 2, 4, 8]
     x, pts, lbl = torch.rand(1, 3, 128, 128), torch.tensor([[[40.0, 60.0], [90.0, 20.0]]]), torch.tensor([[1.0, 0.0]])
     with torch.no_grad():
+        # the blocks start as the identity; the 1/8 clicks are new input, so zeroed they give the plain answer
+        no_clicks = ctx.decoder.clicks0.weight.clone()
+        ctx.decoder.clicks0.weight.zero_()
+        ctx.decoder.clicks0.bias.zero_()
         assert torch.equal(plain(x, pts, lbl)[1], ctx(x, pts, lbl)[1])
+        ctx.decoder.clicks0.weight.copy_(no_clicks)
+        assert not torch.equal(plain(x, pts, lbl)[1], ctx(x, pts, lbl)[1])
     ctx.train()
     ctx(x, pts, lbl)[1].square().mean().backward()
-    assert all(p.grad is not None for p in ctx.decoder.context.parameters())
-    assert float(ctx.decoder.context[0].conv2.weight.grad.abs().sum()) > 0
+    assert all(p.grad is not None for p in [*ctx.decoder.context.parameters(), *ctx.decoder.clicks0.parameters()])
+    assert float(ctx.decoder.context[0].pw2.weight.grad.abs().sum()) > 0
 
-    with torch.no_grad():  # weights away from the identity: one changed cell on the 1/4 grid reaches 19 cells away
+    with torch.no_grad():  # weights away from the identity: one changed cell on the 1/8 grid reaches 15 cells away
         for p in ctx.decoder.context.parameters():
             p.normal_(0, 0.1)
-        grid = torch.zeros(1, ctx.decoder.context[0].conv1.in_channels, 32, 32)
+        grid = torch.zeros(1, ctx.decoder.context[0].dw.in_channels, 32, 32)
         poked = grid.clone()
         poked[..., 0, 0] = 1.0
         reach = (ctx.decoder.context(poked) - ctx.decoder.context(grid)).abs().sum(1)[0]
-        assert float(reach[19, 19]) > 0 and float(reach[20, 20]) == 0 and float(reach[0, 20]) == 0
+        assert float(reach[15, 15]) > 0 and float(reach[16, 16]) == 0 and float(reach[0, 16]) == 0
         ctx.eval()
         emb, hi = ctx.encode(x)
         want = ctx.decoder(emb, hi, pts, lbl)[0].numpy()
@@ -257,7 +266,7 @@ def test_context_blocks_widen_the_click_aware_grid_start_as_the_identity_and_exp
                           "point_labels": lbl.numpy()})[0]
     np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
 
-    with pytest.raises(ValueError, match="context_blocks work on the 1/4 grid"):
+    with pytest.raises(ValueError, match="context_blocks work on the 1/8 grid"):
         StudentConfig(mask_stride=8, context_blocks=2)
     with pytest.raises(ValueError, match="context_blocks must be >= 0"):
         StudentConfig(context_blocks=-1)
