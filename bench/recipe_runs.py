@@ -45,8 +45,8 @@ def parse_rows(text: str) -> dict[str, tuple[int, float, int, int | None, int, i
                              "b64=64:4e-3, s2=64:4e-3:2, w256=64:4e-3:2:256, r256=64:4e-3:2:256:2 or "
                              "c4=64:4e-3:2:0:0:4")
         crop = int(fields[3]) if len(fields) >= 4 else 0
-        rows[name] = (int(fields[0]), float(fields[1]), int(fields[2]) if len(fields) >= 3 else 2,
-                      crop or None, int(fields[4]) if len(fields) >= 5 else 0, int(fields[5]) if len(fields) == 6 else 0)
+        rows[name] = (int(fields[0]), float(fields[1]), int(fields[2]) if len(fields) >= 3 else 2, crop or None,
+                      int(fields[4]) if len(fields) >= 5 else 0, int(fields[5]) if len(fields) == 6 else 0)
     return rows
 
 

@@ -107,7 +107,8 @@ class StudentConfig:
         if self.context_blocks < 0:
             raise ValueError(f"student context_blocks must be >= 0, got {self.context_blocks}")
         if self.context_blocks and self.mask_stride == 8:
-            raise ValueError("student context_blocks work on the 1/8 grid of heads 2 and 4: they need mask_stride 2 or 4, got 8")
+            raise ValueError("student context_blocks work on the 1/8 grid of heads 2 and 4: "
+                             "they need mask_stride 2 or 4, got 8")
         if self.layout not in ("native", "resize"):
             raise ValueError(f"student layout must be native or resize, got {self.layout!r}")
         if not self.scale > 0:
