@@ -175,14 +175,28 @@ def test_precision_options(magnetic_tile_pairs: list) -> None:
     assert cos > 0.99
 
 
-def test_refine_blocks_start_as_the_identity_train_and_export(tmp_path: Path) -> None:
-    """student.refine_blocks: residual 3x3 convs on the mask grid. Zero-initialised, a student with them answers as
-    the same weights without them (so the read-out trains as before from the first step); they take gradients;
-    checkpoints written before the key existed load without them; ONNX Runtime matches PyTorch."""
+def assert_exported_decoder_matches(model: StudentModel, x: torch.Tensor, pts: torch.Tensor, lbl: torch.Tensor,
+                                    tmp_path: Path) -> None:
+    """The decoder on ONNX Runtime answers as in PyTorch (eval mode) for these clicks."""
     import onnxruntime as ort
 
     from inference.onnx_export import export_decoder
 
+    model.eval()
+    with torch.no_grad():
+        emb, hi = model.encode(x)
+        want = model.decoder(emb, hi, pts, lbl)[0].numpy()
+    path = export_decoder(model, tmp_path / "decoder.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"image_embed": emb.numpy(), "high_res": hi.numpy(), "point_coords": pts.numpy(),
+                          "point_labels": lbl.numpy()})[0]
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
+
+
+def test_refine_blocks_start_as_the_identity_train_and_export(tmp_path: Path) -> None:
+    """student.refine_blocks: residual 3x3 convs on the mask grid. Zero-initialised, a student with them answers as
+    the same weights without them (so the read-out trains as before from the first step); they take gradients;
+    checkpoints written before the key existed load without them; ONNX Runtime matches PyTorch."""
     torch.manual_seed(0)
     plain = StudentModel(StudentConfig(input_size=64)).eval()
     refined = StudentModel(StudentConfig(input_size=64, refine_blocks=2)).eval()
@@ -205,14 +219,7 @@ def test_refine_blocks_start_as_the_identity_train_and_export(tmp_path: Path) ->
     with torch.no_grad():  # weights away from the identity, then the exported decoder against PyTorch
         for p in refined.decoder.refine.parameters():
             p.normal_(0, 0.1)
-        refined.eval()
-        emb, hi = refined.encode(x)
-        want = refined.decoder(emb, hi, pts, lbl)[0].numpy()
-    path = export_decoder(refined, tmp_path / "decoder.onnx")
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"image_embed": emb.numpy(), "high_res": hi.numpy(), "point_coords": pts.numpy(),
-                          "point_labels": lbl.numpy()})[0]
-    np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
+    assert_exported_decoder_matches(refined, x, pts, lbl, tmp_path)
 
 
 @pytest.mark.parametrize("stride", [2, 4])
@@ -222,10 +229,6 @@ def test_context_blocks_widen_the_click_aware_grid_start_as_the_identity_and_exp
     blocks start as the identity (the rest of the decoder trains as before from the first step); they and the 1/8
     clicks take gradients; a change on the 1/8 grid reaches 15 cells either side through four blocks (4 without the
     dilations); checkpoints without the key load; ONNX Runtime matches PyTorch; the 1/8 head refuses them."""
-    import onnxruntime as ort
-
-    from inference.onnx_export import export_decoder
-
     old = StudentConfig(input_size=128).to_dict()
     del old["context_blocks"]  # a checkpoint from before the key
     assert StudentConfig.from_dict(old).context_blocks == 0
@@ -257,14 +260,7 @@ def test_context_blocks_widen_the_click_aware_grid_start_as_the_identity_and_exp
         poked[..., 0, 0] = 1.0
         reach = (ctx.decoder.context(poked) - ctx.decoder.context(grid)).abs().sum(1)[0]
         assert float(reach[15, 15]) > 0 and float(reach[16, 16]) == 0 and float(reach[0, 16]) == 0
-        ctx.eval()
-        emb, hi = ctx.encode(x)
-        want = ctx.decoder(emb, hi, pts, lbl)[0].numpy()
-    path = export_decoder(ctx, tmp_path / "decoder.onnx")
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"image_embed": emb.numpy(), "high_res": hi.numpy(), "point_coords": pts.numpy(),
-                          "point_labels": lbl.numpy()})[0]
-    np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
+    assert_exported_decoder_matches(ctx, x, pts, lbl, tmp_path)
 
     with pytest.raises(ValueError, match="context_blocks work on the 1/8 grid"):
         StudentConfig(mask_stride=8, context_blocks=2)
