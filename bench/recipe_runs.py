@@ -27,26 +27,38 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import distillation_table as dt  # noqa: E402
 
 
-def parse_rows(text: str) -> dict[str, tuple[int, float, int, int | None, int, int]]:
-    """NAME=BATCH:LR[:MASK_STRIDE[:CROP[:REFINE[:CONTEXT]]]] rows (the default head, stride 2, whole canvases, no
-    refine and no context blocks when left out; CROP: training.crop_size, the side of the random windows the row
-    trains on, 0 for whole canvases; REFINE: student.refine_blocks; CONTEXT: student.context_blocks)."""
-    rows: dict[str, tuple[int, float, int, int | None, int, int]] = {}
+class Row(NamedTuple):
+    batch: int
+    lr: float
+    stride: int = 2  # student.mask_stride
+    crop: int | None = None  # training.crop_size: random windows of this side; None: whole canvases
+    refine: int = 0  # student.refine_blocks
+    context: int = 0  # student.context_blocks
+    one_click: float = 0.0  # training.clicks.one_click_share
+
+
+ROW_FORMAT = "NAME=BATCH:LR[:MASK_STRIDE[:CROP[:REFINE[:CONTEXT[:ONE_CLICK]]]]]"
+
+
+def parse_rows(text: str) -> dict[str, Row]:
+    """Comma-separated ROW_FORMAT rows; a field left out takes the default student's value (CROP 0: whole
+    canvases)."""
+    rows: dict[str, Row] = {}
     for part in filter(None, text.split(",")):
         name, _, spec = part.partition("=")
         fields = spec.split(":")
-        if not name or len(fields) not in (2, 3, 4, 5, 6) or not all(fields):
-            raise SystemExit(f"row {part!r}: write NAME=BATCH:LR[:MASK_STRIDE[:CROP[:REFINE[:CONTEXT]]]], e.g. "
-                             "b64=64:4e-3, s2=64:4e-3:2, w256=64:4e-3:2:256, r256=64:4e-3:2:256:2 or "
-                             "c4=64:4e-3:2:0:0:4")
-        crop = int(fields[3]) if len(fields) >= 4 else 0
-        rows[name] = (int(fields[0]), float(fields[1]), int(fields[2]) if len(fields) >= 3 else 2, crop or None,
-                      int(fields[4]) if len(fields) >= 5 else 0, int(fields[5]) if len(fields) == 6 else 0)
+        if not name or not 2 <= len(fields) <= 7 or not all(fields):
+            raise SystemExit(f"row {part!r}: write {ROW_FORMAT}, e.g. b64=64:4e-3, s2=64:4e-3:2, "
+                             "w256=64:4e-3:2:256, r256=64:4e-3:2:256:2, c4=64:4e-3:2:0:0:4 or o5=64:4e-3:2:0:0:0:0.5")
+        f = fields + [""] * (7 - len(fields))
+        rows[name] = Row(int(f[0]), float(f[1]), int(f[2] or 2), int(f[3] or 0) or None, int(f[4] or 0),
+                         int(f[5] or 0), float(f[6] or 0.0))
     return rows
 
 
@@ -56,7 +68,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--rows", default="s2=64:4e-3",
-                    help="NAME=BATCH:LR[:MASK_STRIDE[:CROP[:REFINE[:CONTEXT]]]], comma-separated")
+                    help=f"{ROW_FORMAT}, comma-separated")
     ap.add_argument("--student-budget", type=float, default=270)
     ap.add_argument("--unet-budget", type=float, default=270, help="seconds; 0: no U-Net row")
     ap.add_argument("--unet-lr", type=float, default=4e-3)
@@ -90,14 +102,15 @@ def main() -> None:
     tsec = {"config": "sam2.1_hiera_t", "checkpoint": str(teacher), "image_size": a.size, "scale": 1.0}
     common = ["--epochs", "1000", "--device", a.device, "--no-progress"]
     jobs = []
-    for name, (bs, lr, stride, crop, refine, context) in rows.items():
+    for name, row in rows.items():
         cfg = dt.write_yaml(work / f"{name}.yaml", {
-            "student": {"input_size": a.size, "scale": 1.0, "mask_stride": stride, "refine_blocks": refine,
-                        "context_blocks": context},
+            "student": {"input_size": a.size, "scale": 1.0, "mask_stride": row.stride, "refine_blocks": row.refine,
+                        "context_blocks": row.context},
             "teacher": tsec,
             "loss": dt.SUPERVISED_ONLY,
-            "training": {"batch_size": bs, "lr": lr, "checkpoint_every": 1000, "time_budget_s": a.student_budget,
-                         "compile": a.compile, "crop_size": crop,
+            "training": {"batch_size": row.batch, "lr": row.lr, "checkpoint_every": 1000,
+                         "time_budget_s": a.student_budget, "compile": a.compile, "crop_size": row.crop,
+                         "clicks": {"one_click_share": row.one_click},
                          **({} if a.pos_weight is None else {"pos_weight": a.pos_weight})}})
         jobs.append(["train", "--project", str(project), "--mode", "distill", "--config", str(cfg), "--name", name,
                      *common])
@@ -115,10 +128,11 @@ def main() -> None:
     first = next(iter(rows))
     if a.qat_epochs > 0:
         cfg = dt.write_yaml(work / "qat.yaml", {
-            "student": {"input_size": a.size, "scale": 1.0, "mask_stride": rows[first][2],
-                        "refine_blocks": rows[first][4], "context_blocks": rows[first][5]}, "teacher": tsec,
+            "student": {"input_size": a.size, "scale": 1.0, "mask_stride": rows[first].stride,
+                        "refine_blocks": rows[first].refine, "context_blocks": rows[first].context}, "teacher": tsec,
             "loss": dt.SUPERVISED_ONLY,
-            "training": {"batch_size": rows[first][0], "checkpoint_every": 1000}})
+            "training": {"batch_size": rows[first].batch, "checkpoint_every": 1000,
+                         "clicks": {"one_click_share": rows[first].one_click}}})
         dt.sh(["train", "--project", str(project), "--mode", "qat", "--checkpoint", students[first], "--config",
                str(cfg), "--name", "qat", "--epochs", str(a.qat_epochs), "--device", a.device, "--no-progress"], log)
         names.append("qat")

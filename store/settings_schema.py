@@ -95,6 +95,7 @@ class ClickSettings(Section):
     max_positive: int = 3
     max_negative: int = 2
     follow_up: int = 1
+    one_click_share: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class AugmentSettings(Section):

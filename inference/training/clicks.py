@@ -45,9 +45,12 @@ def _draw(weights: torch.Tensor, n: int, gen: torch.Generator) -> tuple[torch.Te
 
 
 def initial_clicks(target: torch.Tensor, valid: torch.Tensor, gen: torch.Generator, max_pos: int = 3,
-                   max_neg: int = 2, min_pos: int = 1, band: int = 31) -> tuple[torch.Tensor, torch.Tensor]:
+                   max_neg: int = 2, min_pos: int = 1, band: int = 31,
+                   one_click_share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """target, valid: (B, 1, S, S) float/bool. A crop with an empty target gets 1..max(1, max_neg) negative clicks
-    (the honest prompt for "nothing here"). Returns points (B, max_pos + max_neg, 2), labels (B, max_pos + max_neg)."""
+    (the honest prompt for "nothing here"). `one_click_share` of the crops with a target get exactly one positive
+    click and no negative: the prompt an annotator's first click is, which a uniform 1-3 / 0-2 draw gives only one
+    time in nine. Returns points (B, max_pos + max_neg, 2), labels (B, max_pos + max_neg)."""
     t = target.float()
     v = valid.float()
     b = t.shape[0]
@@ -61,6 +64,10 @@ def initial_clicks(target: torch.Tensor, valid: torch.Tensor, gen: torch.Generat
     r = torch.rand(b, 2, generator=gen, device=dev)
     n_pos = (min_pos + (r[:, 0] * (max_pos - min_pos + 1)).floor()).clamp(max=max_pos).long()
     n_neg = (r[:, 1] * (max_neg + 1)).floor().clamp(max=max_neg).long()
+    if one_click_share > 0:  # drawn only then: runs without it keep their random stream
+        one = torch.rand(b, generator=gen, device=dev) < one_click_share
+        n_pos = torch.where(one, torch.ones_like(n_pos), n_pos)
+        n_neg = torch.where(one, torch.zeros_like(n_neg), n_neg)
     n_neg = torch.where(has_obj, n_neg, n_neg.clamp(min=1))  # empty target: negatives only
     n_pos = torch.where(has_obj, n_pos, torch.zeros_like(n_pos))
     n_neg = torch.where(has_bg, n_neg, torch.zeros_like(n_neg))

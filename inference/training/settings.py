@@ -43,7 +43,8 @@ EXTRA_DEFAULTS: dict[str, Any] = {
             "ema_decay": 0.999,  # 0: no EMA
             "compile": None,  # a torch.compile mode for the student's encoder and decoder; None: eager
             "crop_size": None,  # the student's random training windows (px, a multiple of 32); None: whole canvases
-            "clicks": {"max_positive": 3, "max_negative": 2, "follow_up": 1},
+            # one_click_share: crops whose first prompt is exactly one positive click (the one-click protocol)
+            "clicks": {"max_positive": 3, "max_negative": 2, "follow_up": 1, "one_click_share": 0.0},
             "augment": {
                 "dihedral": True,  # the 8 flips/rotations (distillation caches the teacher for each)
                 "exposure": 0.5,  # probability; shift in stops drawn from +-exposure_stops

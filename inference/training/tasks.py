@@ -124,6 +124,7 @@ class PromptedTask(Task):
         self.max_pos = int(clk.get("max_positive", 3))
         self.max_neg = int(clk.get("max_negative", 2))
         self.follow_ups = int(clk.get("follow_up", 1))
+        self.one_click_share = float(clk.get("one_click_share", 0.0))
         self.pos_weight = float(tcfg.get("pos_weight", 3.0))
         self.weights: dict[int, tuple[float, float, float]] = {}
 
@@ -137,7 +138,8 @@ class PromptedTask(Task):
             c = cr.flipped(c, d)
         if self.augment:
             cr.photometric(c, gen, self.augment)
-        pts, lbs = ck.initial_clicks(c.target, c.valid, gen, self.max_pos, self.max_neg)
+        pts, lbs = ck.initial_clicks(c.target, c.valid, gen, self.max_pos, self.max_neg,
+                                     one_click_share=self.one_click_share)
         w = torch.tensor([self.weights.get(self.crops.samples[i].sample_id, (1.0, 1.0, 1.0)) for i in idx],
                          dtype=torch.float32, device=dev)
         return Batch(c, c.normalised().contiguous(memory_format=torch.channels_last), pts, lbs, w, entries)

@@ -91,6 +91,21 @@ def test_initial_clicks_positive_inside_negative_near_and_empty_targets_get_nega
             assert all(t[b, 0, int(y), int(x)] == 0 and valid[b, 0, int(y), int(x)] == 1 for x, y in neg)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.6, 1.0])
+def test_a_share_of_first_prompts_is_exactly_one_positive_click(share: float) -> None:
+    t = torch.zeros(4000, 1, 16, 16)
+    t[:3000, 0, 4:12, 4:12] = 1  # the last 1000 crops have nothing to click on
+    gen = torch.Generator().manual_seed(1)
+    pts, lbs = ck.initial_clicks(t, torch.ones_like(t), gen, 3, 2, one_click_share=share)
+    n_pos, n_neg = (lbs == 1).sum(1), (lbs == 0).sum(1)
+    single = ((n_pos == 1) & (n_neg == 0)).float()
+    # the uniform 1-3 positive / 0-2 negative draw gives one positive alone a ninth of the time
+    assert single[:3000].mean().item() == pytest.approx(share + (1 - share) / 9, abs=0.03)
+    assert (n_pos[3000:] == 0).all() and (n_neg[3000:] >= 1).all()  # empty targets keep their negatives
+    if share < 1:
+        assert (n_pos[:3000] == 3).any() and (n_neg[:3000] == 2).any()
+
+
 def test_follow_up_click_goes_into_the_larger_error() -> None:
     s = 64
     t = torch.zeros(3, 1, s, s, dtype=torch.bool)
