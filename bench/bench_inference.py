@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="student mask heads (mask stride 2: the default; 4: issue 14's first; 8: seed 001's)")
     ap.add_argument("--backbones", default="efficientnet_b0",
                     help="student backbones (inference.student.BACKBONES), e.g. efficientnet_b0,tiny_vit_5m_224")
-    ap.add_argument("--context", default="0",
-                    help="student.context_blocks values, e.g. 0,4 (dilated blocks on the 1/4 grid; heads 2 and 4)")
+    ap.add_argument("--context", default="4",
+                    help="student.context_blocks values, e.g. 0,4 (dilated blocks on the 1/8 grid; heads 2 and 4; "
+                         "4: the default student)")
     ap.add_argument("--onnx", action="store_true", help="also time the student's ONNX pair on ONNX Runtime CPU")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     for bb, size, head, ctx in ((b, int(s), int(k), int(c)) for b in backbones for s in args.sizes.split(",")
                                 for k in args.heads.split(",") for c in args.context.split(",")):
         if ctx and head == 8:
-            continue  # the 1/8 head has no 1/4 grid for context blocks
+            continue  # the 1/8 head has no 1/8 grid before its read-out for context blocks
         m = StudentModel(StudentConfig(input_size=size, mask_stride=head, backbone=bb, context_blocks=ctx)).eval()
         tag = (f"h{head}@{size}" if len(backbones) == 1 else f"{bb.split('_')[0]}-h{head}@{size}") \
             + (f"-c{ctx}" if ctx else "")

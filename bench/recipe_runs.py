@@ -39,7 +39,9 @@ class Row(NamedTuple):
     stride: int = 2  # student.mask_stride
     crop: int | None = None  # training.crop_size: random windows of this side; None: whole canvases
     refine: int = 0  # student.refine_blocks
-    context: int = 0  # student.context_blocks
+    # student.context_blocks, None: the default student's (4 since 2026-12-06; the rows docs/benchmarks.md ran
+    # before had none: CONTEXT 0 repeats them)
+    context: int | None = None
     one_click: float = 0.0  # training.clicks.one_click_share
 
 
@@ -56,9 +58,10 @@ def parse_rows(text: str) -> dict[str, Row]:
         if not name or not 2 <= len(fields) <= 7 or not all(fields):
             raise SystemExit(f"row {part!r}: write {ROW_FORMAT}, e.g. b64=64:4e-3, s2=64:4e-3:2, "
                              "w256=64:4e-3:2:256, r256=64:4e-3:2:256:2, c4=64:4e-3:2:0:0:4 or o5=64:4e-3:2:0:0:0:0.5")
-        f = fields + [""] * (7 - len(fields))
-        rows[name] = Row(int(f[0]), float(f[1]), int(f[2] or 2), int(f[3] or 0) or None, int(f[4] or 0),
-                         int(f[5] or 0), float(f[6] or 0.0))
+        given = {key: kind(v) for key, kind, v in zip(Row._fields, (int, float, int, int, int, int, float), fields)}
+        if given.get("crop") == 0:
+            given["crop"] = None
+        rows[name] = Row(**given)
     return rows
 
 

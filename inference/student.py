@@ -70,6 +70,9 @@ def adapted_windows(input_size: int, base: tuple[int, ...] = BASE_WINDOWS) -> tu
     return tuple(out)
 
 
+DEFAULT_CONTEXT_BLOCKS = 4  # student.context_blocks of heads 2 and 4 when project.yaml leaves it out
+
+
 @dataclass
 class StudentConfig:
     input_size: int = 512
@@ -90,8 +93,10 @@ class StudentConfig:
     refine_blocks: int = 0
     # dilated depthwise residual blocks on the 1/8 grid, which the clicks then enter too (dilations 1, 2, 4, 8,
     # repeating): a click-aware neighbourhood of 15 cells (120 px) either side at four blocks, where the clicks
-    # otherwise meet the image only in 1x1 convs at 1/4 and 1/2 and in the 1/16 attention (heads 2 and 4; 0: none)
-    context_blocks: int = 0
+    # otherwise meet the image only in 1x1 convs at 1/4 and 1/2 and in the 1/16 attention (heads 2 and 4; 0: none).
+    # None: DEFAULT_CONTEXT_BLOCKS for heads 2 and 4 (+0.13 validation IoU on magnetic-tile in one H200 run,
+    # docs/benchmarks.md "Context blocks"), 0 for the 1/8 head, which has no 1/8 grid before its read-out
+    context_blocks: int | None = None
     layout: str = "native"  # native: crops keep their pixel scale on S x S canvases (inference.layout); resize: SAM's
     scale: float = 1.0  # native layout: model pixels per crop pixel
 
@@ -104,6 +109,8 @@ class StudentConfig:
             raise ValueError(f"student high_res_dim must be a multiple of 4, got {self.high_res_dim}")
         if self.refine_blocks < 0:
             raise ValueError(f"student refine_blocks must be >= 0, got {self.refine_blocks}")
+        if self.context_blocks is None:
+            self.context_blocks = 0 if self.mask_stride == 8 else DEFAULT_CONTEXT_BLOCKS
         if self.context_blocks < 0:
             raise ValueError(f"student context_blocks must be >= 0, got {self.context_blocks}")
         if self.context_blocks and self.mask_stride == 8:
@@ -157,8 +164,9 @@ class StudentConfig:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown student config keys: {sorted(unknown)}")
-        # configs written before issue 14 have neither: 1/8 head, crops resized to the square input
-        return cls(**{"mask_stride": 8, "layout": "resize", **d})
+        # configs written before issue 14 have neither: 1/8 head, crops resized to the square input; configs
+        # written before context blocks were the default have none
+        return cls(**{"mask_stride": 8, "layout": "resize", "context_blocks": 0, **d})
 
     @classmethod
     def from_project(cls, student_cfg: dict[str, Any]) -> StudentConfig:

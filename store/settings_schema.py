@@ -79,7 +79,7 @@ class StudentSettings(Section):
     mask_stride: int = 2
     click_sigma: float = 1.5
     refine_blocks: int = Field(0, ge=0)
-    context_blocks: int = Field(0, ge=0)
+    context_blocks: Optional[int] = Field(None, ge=0)  # null: 4 for heads 2 and 4, 0 for the 1/8 head
     layout: Text = "native"
     scale: float = 1.0
 

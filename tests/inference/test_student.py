@@ -228,12 +228,15 @@ def test_context_blocks_widen_the_click_aware_grid_start_as_the_identity_and_exp
     """student.context_blocks: dilated depthwise residual blocks on the 1/8 grid, which the clicks then enter. The
     blocks start as the identity (the rest of the decoder trains as before from the first step); they and the 1/8
     clicks take gradients; a change on the 1/8 grid reaches 15 cells either side through four blocks (4 without the
-    dilations); checkpoints without the key load; ONNX Runtime matches PyTorch; the 1/8 head refuses them."""
+    dilations); checkpoints without the key load as without blocks; ONNX Runtime matches PyTorch; the 1/8 head
+    refuses them and has none by default."""
     old = StudentConfig(input_size=128).to_dict()
     del old["context_blocks"]  # a checkpoint from before the key
     assert StudentConfig.from_dict(old).context_blocks == 0
+    # left out: four on heads 2 and 4, none on the 1/8 head
+    assert StudentConfig(mask_stride=stride).context_blocks == 4 and StudentConfig(mask_stride=8).context_blocks == 0
     torch.manual_seed(0)
-    plain = StudentModel(StudentConfig(input_size=128, mask_stride=stride)).eval()
+    plain = StudentModel(StudentConfig(input_size=128, mask_stride=stride, context_blocks=0)).eval()
     ctx = StudentModel(StudentConfig(input_size=128, mask_stride=stride, context_blocks=4)).eval()
     missing, unexpected = ctx.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected and missing and all(k.startswith(("decoder.context.", "decoder.clicks0.")) for k in missing)
