@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         to_int8_weight(enc32, out / ENCODER_FILE)
         to_int8_weight(dec32, out / DECODER_FILE)
         params = fp16_checkpoint(teacher_pt, out / TEACHER_FILE)
+        from inference.export.student_api import load_checkpoint
+
+        student_cfg = load_checkpoint(student_ckpt)[0].config  # what the card says the student is
 
         # 5. predictions of the shipped files on the demo crops (what app.demo_models installs)
         preds, parity, quality_figures = make_predictions(proj, data, out, args.teacher_size, enc32, dec32)
@@ -242,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                         "steps": teacher_end.get("step"), "status": teacher_end.get("status"),
                         "best_val_iou": _round(teacher_end.get("best_val_iou"))},
             "student": {"encoder": ENCODER_FILE, "decoder": DECODER_FILE, "input_size": args.student_size,
+                        "backbone": student_cfg.backbone, "mask_stride": student_cfg.mask_stride,
+                        "context_blocks": student_cfg.context_blocks, "refine_blocks": student_cfg.refine_blocks,
                         "epochs": args.epochs_student, "precision": "int8 weight-only",
                         "steps": student_end.get("step"), "status": student_end.get("status"),
                         "best_val_iou": _round(student_end.get("best_val_iou")),
@@ -403,7 +408,9 @@ sam2.1_hiera_small.pt --project P`).
    interactive clicks (1-3 positive, 0-2 negative, one follow-up click in the largest error), class-balanced
    sampling, positive-pixel weighting, an EMA of the weights, a one-cycle schedule spanning the run's time budget
    (`training.time_budget_s`, set from `--time-limit-*`), and the best validation epoch kept. The student has the
-   default 1/2 mask head (`mask_stride: 2`) and an EfficientNet-B0 encoder.
+   1/{m['student']['mask_stride']} mask head (`mask_stride: {m['student']['mask_stride']}`),
+   {m['student']['context_blocks']} context blocks and {m['student']['refine_blocks']} refine blocks on its decoder,
+   and a `{m['student']['backbone']}` encoder.
 4. export: `export --precision int8-weight --split-pair`; the FP32 encoder/decoder pair then quantised to INT8
    weight-only (`inference.export.quantize.to_int8_weight`); mean IoU of the INT8 pair vs the FP32 pair on 16
    demo crops: {m['student']['int8_vs_fp32_pair_iou']}

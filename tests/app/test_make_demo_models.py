@@ -39,6 +39,10 @@ def test_make_demo_models_toy_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert manifest["total_bytes"] < 25 * 1024 * 1024
     card = (out / "MODEL_CARD.md").read_text()
     assert "NOT SA-1B-pretrained" in card and "maskbench train" in card
+    # the card describes the student that was trained: the default one, with its context blocks
+    st = manifest["student"]
+    assert (st["mask_stride"], st["context_blocks"], st["backbone"]) == (2, 4, "efficientnet_b0")
+    assert "1/2 mask head (`mask_stride: 2`),\n   4 context blocks and 0 refine blocks" in card
     # the card says how good the shipped masks are, from the predictions it ships, and the epochs behind them
     q = manifest["quality"]
     assert q["crops"] == 10 and sum(v["crops"] for v in q["per_split"].values()) == 10 and 0 <= q["flagged"] <= 10
