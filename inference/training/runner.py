@@ -116,6 +116,8 @@ def _settings(project: Any, opts: TrainOptions) -> _Settings:
         resume_state = torch.load(last, map_location="cpu", weights_only=True)  # plain containers + tensors
         dist_cfg = resume_state["config"]
         mode_name = resume_state["mode"]
+        # a run started before context blocks were the default stored no count: it was built without them
+        dist_cfg["student"].setdefault("context_blocks", 0)
         if opts.overrides:
             dist_cfg = deep_merge({"d": dist_cfg}, {"d": opts.overrides})["d"]
     else:
@@ -127,7 +129,9 @@ def _settings(project: Any, opts: TrainOptions) -> _Settings:
         if mode_name == "qat":
             build.qat_source(project, dist_cfg, opts.checkpoint)
         elif mode_name.startswith("distill"):
-            build.student_config(dist_cfg)
+            # the student as built, every field written out (defaults resolved), so a resume builds the same network
+            # whatever later versions default to
+            dist_cfg["student"] = {**dist_cfg["student"], **build.student_config(dist_cfg).to_dict()}
     tcfg = dist_cfg["training"]
     if mode_name.startswith("distill") or mode_name == "qat":  # before a run folder or the teacher's features
         check_window(tcfg.get("crop_size"), build.student_config(dist_cfg).input_size)

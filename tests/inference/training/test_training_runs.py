@@ -79,6 +79,9 @@ def test_distill_losses_fall_checkpoints_resume_and_run_is_recorded(training_pro
     # stop mid-epoch 2 at step 4, resume to step 6: the same weights as the straight run after epoch 2
     part, ev1 = _run(training_project, name="resumed", max_steps=4)
     assert part["step"] == 4
+    # the run stores its student as built, defaults resolved (a resume rebuilds it whatever later versions default to)
+    stored = torch.load(Path(part["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["config"]["student"]
+    assert stored["context_blocks"] == 4 and stored["mask_stride"] == 2
     res, ev2 = _run(training_project, resume=Path(part["run_dir"]), max_steps=6)
     assert _of(ev2, "start")[0]["resumed_from_step"] == 4 and res["step"] == 6
     assert [e["step"] for e in _of(ev2, "step")] == [5, 6]
@@ -91,6 +94,18 @@ def test_distill_losses_fall_checkpoints_resume_and_run_is_recorded(training_pro
     got = torch.load(Path(res["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["model"]
     for k in ref:  # float noise only (Adam turns near-zero gradients of attention key biases into lr-sized steps)
         assert torch.allclose(ref[k].float(), got[k].float(), atol=1e-3), k
+
+
+def test_a_run_from_before_context_blocks_were_the_default_resumes_without_them(training_project: Path) -> None:
+    part, _ = _run(training_project, name="old", max_steps=2, overrides={"student": {"context_blocks": 0}})
+    last = Path(part["run_dir"]) / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["config"]["student"]["context_blocks"]  # what a run started before 2026-12-06 stored
+    torch.save(state, last)
+    res, events = _run(training_project, resume=Path(part["run_dir"]), max_steps=3)
+    assert res["step"] == 3 and _of(events, "start")[0]["resumed_from_step"] == 2
+    model = torch.load(Path(res["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert not any(".context." in k or "clicks0" in k for k in model)
 
 
 def test_checkpoint_interval_keeps_every_nth_epoch_and_the_last(training_project: Path) -> None:
