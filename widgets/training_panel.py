@@ -116,6 +116,12 @@ class TrainingPanel(QWidget):
         self.windows.setSpecialValueText("whole canvas")
         self.windows.setToolTip("Side of the random windows a student trains on (a multiple of 32, at most the "
                                 "student's input size); validation and prediction use whole canvases")
+        # student.context_blocks: -1 is null (the student's default per head)
+        self.context = QSpinBox()
+        self.context.setRange(-1, 16)
+        self.context.setSpecialValueText("default (4; none on the 1/8 head)")
+        self.context.setToolTip("Dilated context blocks on the student decoder's 1/8 grid, where the clicks enter "
+                                "too (0: none); a new student's setting, a resumed run keeps its own")
         self.max_steps = QSpinBox()
         self.max_steps.setRange(0, 10_000_000)
         self.max_steps.setSpecialValueText("no limit")
@@ -127,6 +133,7 @@ class TrainingPanel(QWidget):
         form.addRow("Device", self.device)
         form.addRow("Compile", self.compile)
         form.addRow("Training windows", self.windows)
+        form.addRow("Context blocks", self.context)
         form.addRow("Max steps", self.max_steps)
         self.load_btn = QPushButton("Load from YAML")
         self.save_btn = QPushButton("Save to YAML")
@@ -247,6 +254,8 @@ class TrainingPanel(QWidget):
         self.device.setCurrentText(dev if dev in ("cpu", "cuda") else "cpu")
         self.compile.setChecked(bool(d["training"].get("compile")))
         self.windows.setValue(int(d["training"].get("crop_size") or 0))
+        ctx = d["student"].get("context_blocks")
+        self.context.setValue(-1 if ctx is None else int(ctx))
 
     def save_settings(self) -> None:
         if self.project is None:
@@ -266,6 +275,7 @@ class TrainingPanel(QWidget):
         # a checked box keeps a mode chosen in the YAML (max-autotune-no-cudagraphs); a new tick is the default mode
         tr["compile"] = (tr.get("compile") or "default") if self.compile.isChecked() else None
         tr["crop_size"] = self.windows.value() or None
+        d.setdefault("student", {})["context_blocks"] = None if self.context.value() < 0 else self.context.value()
         self.project.save_config()
         self._say(f"settings saved to {self.project.config_path}")
 

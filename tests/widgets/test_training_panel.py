@@ -156,6 +156,28 @@ def test_the_training_windows_box_is_training_crop_size(qtbot, tmp_path) -> None
     assert config_mod.load(project.config_path)["distillation"]["training"]["crop_size"] is None
 
 
+def test_the_context_blocks_box_is_student_context_blocks(qtbot, tmp_path) -> None:
+    """"default" is null (four blocks on heads 2 and 4, none on the 1/8 head); a count, 0 included, is saved as
+    student.context_blocks and read back by the next panel."""
+    from store import config as config_mod
+    from store.project import Project
+    from widgets.training_panel import TrainingPanel
+
+    project = Project.create(tmp_path / "proj")
+    panel = TrainingPanel(project)
+    qtbot.addWidget(panel)
+    assert panel.context.value() == -1 and panel.context.text().startswith("default")
+    panel.context.setValue(0)
+    panel.save_settings()
+    assert config_mod.load(project.config_path)["distillation"]["student"]["context_blocks"] == 0
+    again = TrainingPanel(project)
+    qtbot.addWidget(again)
+    assert again.context.value() == 0
+    again.context.setValue(-1)
+    again.save_settings()
+    assert config_mod.load(project.config_path)["distillation"]["student"]["context_blocks"] is None
+
+
 def test_a_runs_warning_events_reach_the_log(qtbot, tmp_path) -> None:
     """The trainer's warning lines (a random-weights teacher, a first step that took much of the time budget) are
     JSON on stdout like every event: the panel writes them to its log instead of dropping them."""
