@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--rows", default="s2=64:4e-3",
-                    help=f"{ROW_FORMAT}, comma-separated")
+                    help=f"{ROW_FORMAT}, comma-separated; \"\" with a --unet-budget: the U-Net alone")
     ap.add_argument("--student-budget", type=float, default=270)
     ap.add_argument("--unet-budget", type=float, default=270, help="seconds; 0: no U-Net row")
     ap.add_argument("--unet-lr", type=float, default=4e-3)
@@ -87,6 +87,10 @@ def main() -> None:
     if a.max_clicks < 5:
         raise SystemExit("--max-clicks must be at least 5: the evaluation reports mIoU after 1, 3 and 5 clicks")
     rows = parse_rows(a.rows)
+    if not rows and a.unet_budget <= 0:
+        raise SystemExit("nothing to train: give --rows, a --unet-budget, or both")
+    if not rows and a.qat_epochs > 0:
+        raise SystemExit("QAT starts from the first --rows student: give one, or --qat-epochs 0")
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     project, log = work / "project", work / "commands.log"
@@ -128,8 +132,8 @@ def main() -> None:
     say("trainings done")
     names = [*rows, *(["unet"] if a.unet_budget > 0 else [])]
     students = {name: str(dt.best_of(project, name)) for name in rows}
-    first = next(iter(rows))
     if a.qat_epochs > 0:
+        first = next(iter(rows))
         cfg = dt.write_yaml(work / "qat.yaml", {
             "student": {"input_size": a.size, "scale": 1.0, "mask_stride": rows[first].stride,
                         "refine_blocks": rows[first].refine, "context_blocks": rows[first].context}, "teacher": tsec,

@@ -33,3 +33,18 @@ def test_a_work_folder_with_runs_of_the_same_names_is_refused_before_anything_ru
     assert proc.returncode != 0
     assert "already has runs named s2: pass a new --work" in proc.stderr
     assert not (tmp_path / "commands.log").exists() and not (tmp_path / "project" / "project.yaml").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--rows", "", "--unet-budget", "0"], "nothing to train"),
+    (["--rows", "", "--unet-budget", "10", "--qat-epochs", "2"], "QAT starts from the first --rows student"),
+])
+def test_a_run_without_student_rows_is_checked_before_anything_runs(tmp_path: Path, args: list[str],
+                                                                    message: str) -> None:
+    # a U-Net-only run (--rows "") once trained for its whole budget and then died looking for the QAT row
+    proc = subprocess.run([sys.executable, "bench/recipe_runs.py", "--data", str(tmp_path / "none"), "--work",
+                           str(tmp_path / "w"), "--device", "cpu", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert not (tmp_path / "w").exists()
