@@ -65,6 +65,19 @@ def parse_rows(text: str) -> dict[str, Row]:
     return rows
 
 
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def summary_line(name: str, best_val: float | None, inter: dict) -> str:
+    """One row of the printed table; "-" where a figure does not exist (no validation for the teacher and the
+    classical baseline, no test crops in a split too small to have any)."""
+    o = inter["overall"]
+    return (f"{name:10s} val {_fmt(best_val):>6}  test n={o['n']} mIoU@1/3/5 {_fmt(o['mIoU@1'])} / {_fmt(o['mIoU@3'])} / "
+            f"{_fmt(o['mIoU@5'])}  NoC@85 {_fmt(o['NoC@85'], 1)}  "
+            + " ".join(f"{c} {_fmt(g['mIoU@1'])}" for c, g in inter["per_class"].items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
@@ -152,11 +165,7 @@ def main() -> None:
     dt.interactive_stage(work, a.device, a.max_clicks)
     inter = json.loads((work / "interactive.json").read_text())
     for name in ["teacher", *students, *(["unet"] if unet else []), "classical"]:
-        o = inter[name]["overall"]
-        best = reports.get(name, {}).get("best_val_iou")
-        print(f"{name:10s} val {best if best is None else round(best, 3)!s:>6}  test mIoU@1/3/5 "
-              f"{o['mIoU@1']:.3f} / {o['mIoU@3']:.3f} / {o['mIoU@5']:.3f}  NoC@85 {o['NoC@85']:.1f}  "
-              + " ".join(f"{c} {g['mIoU@1']:.3f}" for c, g in inter[name]["per_class"].items()))
+        print(summary_line(name, reports.get(name, {}).get("best_val_iou"), inter[name]))
     say("done")
 
 

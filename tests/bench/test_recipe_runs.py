@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,31 @@ def test_a_run_without_student_rows_is_checked_before_anything_runs(tmp_path: Pa
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_a_unet_only_run_trains_and_reaches_the_evaluation(tmp_path: Path) -> None:
+    from store.synthetic import write_dataset
+
+    write_dataset(tmp_path / "data", 40, 3)  # 40 crops: 5 in the test split
+    proc = subprocess.run([sys.executable, "bench/recipe_runs.py", "--data", str(tmp_path / "data"), "--work",
+                           str(tmp_path / "w"), "--device", "cpu", "--rows", "", "--size", "64", "--unet-budget", "3",
+                           "--qat-epochs", "0", "--max-clicks", "5"],
+                          cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    reports = json.loads((tmp_path / "w" / "reports.json").read_text())
+    inter = json.loads((tmp_path / "w" / "interactive.json").read_text())
+    assert list(reports) == ["unet"] and reports["unet"]["epochs"]
+    assert inter["unet"]["overall"]["n"] == 5 and inter["unet"]["overall"]["mIoU@1"] is not None
+    assert [line.split()[0] for line in proc.stdout.splitlines() if " test n=" in line] == ["teacher", "unet", "classical"]
+
+
+def test_the_summary_line_shows_missing_figures_as_a_dash() -> None:
+    # a split too small to hold test crops gives None figures; the table printed them with :.3f and crashed
+    empty = {"overall": {"n": 0, "mIoU@1": None, "mIoU@3": None, "mIoU@5": None, "NoC@85": None}, "per_class": {}}
+    assert recipe_runs.summary_line("unet", None, empty).split() == [
+        "unet", "val", "-", "test", "n=0", "mIoU@1/3/5", "-", "/", "-", "/", "-", "NoC@85", "-"]
+    full = {"overall": {"n": 2, "mIoU@1": 0.5, "mIoU@3": 0.625, "mIoU@5": 0.75, "NoC@85": 4.0},
+            "per_class": {"crack": {"mIoU@1": 0.25}}}
+    assert "val  0.700  test n=2 mIoU@1/3/5 0.500 / 0.625 / 0.750  NoC@85 4.0  crack 0.250" in \
+        recipe_runs.summary_line("c4", 0.7, full)
