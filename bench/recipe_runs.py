@@ -73,8 +73,8 @@ def summary_line(name: str, best_val: float | None, inter: dict) -> str:
     """One row of the printed table; "-" where a figure does not exist (no validation for the teacher and the
     classical baseline, no test crops in a split too small to have any)."""
     o = inter["overall"]
-    return (f"{name:10s} val {_fmt(best_val):>6}  test n={o['n']} mIoU@1/3/5 {_fmt(o['mIoU@1'])} / {_fmt(o['mIoU@3'])} / "
-            f"{_fmt(o['mIoU@5'])}  NoC@85 {_fmt(o['NoC@85'], 1)}  "
+    return (f"{name:10s} val {_fmt(best_val):>6}  test n={o['n']} mIoU@1/3/5 "
+            f"{_fmt(o['mIoU@1'])} / {_fmt(o['mIoU@3'])} / {_fmt(o['mIoU@5'])}  NoC@85 {_fmt(o['NoC@85'], 1)}  "
             + " ".join(f"{c} {_fmt(g['mIoU@1'])}" for c, g in inter["per_class"].items()))
 
 

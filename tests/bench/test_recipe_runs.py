@@ -65,7 +65,8 @@ def test_a_unet_only_run_trains_and_reaches_the_evaluation(tmp_path: Path) -> No
     inter = json.loads((tmp_path / "w" / "interactive.json").read_text())
     assert list(reports) == ["unet"] and reports["unet"]["epochs"]
     assert inter["unet"]["overall"]["n"] == 5 and inter["unet"]["overall"]["mIoU@1"] is not None
-    assert [line.split()[0] for line in proc.stdout.splitlines() if " test n=" in line] == ["teacher", "unet", "classical"]
+    rows = [line.split()[0] for line in proc.stdout.splitlines() if " test n=" in line]
+    assert rows == ["teacher", "unet", "classical"]
 
 
 def test_the_summary_line_shows_missing_figures_as_a_dash() -> None:
