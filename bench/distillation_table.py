@@ -313,9 +313,15 @@ def main() -> None:
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--toy", action="store_true", help="synthetic data, tiny sizes, CPU: the CI smoke run")
     ap.add_argument("--sequential", action="store_true", help="one training at a time (default: in parallel)")
-    ap.add_argument("--teacher-budget", type=float, default=0, help="seconds for teacher fine-tuning (0: epochs)")
-    ap.add_argument("--student-budget", type=float, default=0, help="seconds per student run (0: epochs)")
-    ap.add_argument("--unet-budget", type=float, default=0, help="seconds for the U-Net run (0: epochs)")
+    ap.add_argument("--teacher-budget", type=float, default=0,
+                    help="seconds for teacher fine-tuning (0: none); the run stops at its budget or its "
+                         "--teacher-epochs, whichever comes first")
+    ap.add_argument("--student-budget", type=float, default=0,
+                    help="seconds per student run (0: none); stops at the budget or --student-epochs, "
+                         "whichever comes first")
+    ap.add_argument("--unet-budget", type=float, default=0,
+                    help="seconds for the U-Net run (0: none); stops at the budget or --unet-epochs, "
+                         "whichever comes first")
     ap.add_argument("--compile", default=None, choices=["default", "max-autotune-no-cudagraphs"],
                     help="training.compile for the student rows (1.56x images/s on one H200: docs/benchmarks.md)")
     ap.add_argument("--student-crop", type=int, default=None,
