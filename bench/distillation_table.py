@@ -137,6 +137,12 @@ def best_of(project: Path, name: str) -> Path:
     return path
 
 
+def figure(x: float | None, digits: int = 3) -> str:
+    """A table cell: the number to `digits` places, "-" where the figure does not exist (no validation for the
+    classical baseline, no test crops in a split too small to hold any)."""
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
 def run_report(project: Path, name: str) -> dict[str, Any]:
     """Epoch curve, throughput and the per-epoch time split of one run, from its JSON lines."""
     path = run_dir(project, name) / "metrics.jsonl"
@@ -512,13 +518,10 @@ def render(r: dict[str, Any]) -> str:
         vt = v.get("iou_vs_teacher")
         o = (v.get("interactive") or {}).get("overall", {})
 
-        def f(x: Any, d: int = 3) -> str:
-            return "-" if x is None else f"{x:.{d}f}"
-
-        cells = [label, f"{params / 1e6:.2f}M" if isinstance(params, (int, float)) else "-", f(int8, 2),
-                 f"{v['test_iou']:.3f} (n={v['n']})", f(vt), f(o.get("mIoU@3")), f(o.get("mIoU@5")),
-                 f(o.get("NoC@85"), 1), f(o.get("NoC@90"), 1)]
-        cells += [f(v["per_class"].get(c)) for c in classes]
+        cells = [label, f"{params / 1e6:.2f}M" if isinstance(params, (int, float)) else "-", figure(int8, 2),
+                 f"{v['test_iou']:.3f} (n={v['n']})", figure(vt), figure(o.get("mIoU@3")),
+                 figure(o.get("mIoU@5")), figure(o.get("NoC@85"), 1), figure(o.get("NoC@90"), 1)]
+        cells += [figure(v["per_class"].get(c)) for c in classes]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| run | images/s | epoch s | data s | step s | validation s | checkpoint s | val+ckpt share |",
               "|---|---|---|---|---|---|---|---|"]
@@ -528,12 +531,10 @@ def render(r: dict[str, Any]) -> str:
             continue
         t = run["time_split_s"]
 
-        def g(x: Any, d: int = 3) -> str:
-            return "-" if x is None else f"{x:.{d}f}"
-
-        lines.append(f"| {label} | {g(run['images_per_s'], 0)} | {g(run['epoch_s'])} | {g(t.get('data_s'))} | "
-                     f"{g(t.get('step_s'))} | {g(t.get('validation_s'))} | {g(t.get('checkpoint_s'))} | "
-                     f"{g(run['val_and_checkpoint_share'])} |")
+        cells = [figure(run["images_per_s"], 0), figure(run["epoch_s"]),
+                 *(figure(t.get(k)) for k in ("data_s", "step_s", "validation_s", "checkpoint_s")),
+                 figure(run["val_and_checkpoint_share"])]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -66,17 +66,14 @@ def parse_rows(text: str) -> dict[str, Row]:
     return rows
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
 def summary_line(name: str, best_val: float | None, inter: dict) -> str:
     """One row of the printed table; "-" where a figure does not exist (no validation for the teacher and the
     classical baseline, no test crops in a split too small to have any)."""
     o = inter["overall"]
-    return (f"{name:10s} val {_fmt(best_val):>6}  test n={o['n']} mIoU@1/3/5 "
-            f"{_fmt(o['mIoU@1'])} / {_fmt(o['mIoU@3'])} / {_fmt(o['mIoU@5'])}  NoC@85 {_fmt(o['NoC@85'], 1)}  "
-            + " ".join(f"{c} {_fmt(g['mIoU@1'])}" for c, g in inter["per_class"].items()))
+    clicks = " / ".join(dt.figure(o[k]) for k in ("mIoU@1", "mIoU@3", "mIoU@5"))
+    return (f"{name:10s} val {dt.figure(best_val):>6}  test n={o['n']} mIoU@1/3/5 {clicks}  "
+            f"NoC@85 {dt.figure(o['NoC@85'], 1)}  "
+            + " ".join(f"{c} {dt.figure(g['mIoU@1'])}" for c, g in inter["per_class"].items()))
 
 
 def main() -> None:
