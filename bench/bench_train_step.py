@@ -3,6 +3,7 @@ goes without the data set, validation or checkpoints around it (issue 14's throu
 
     python bench/bench_train_step.py --device cuda                         # eager and compiled, batch 64 at 512 px
     python bench/bench_train_step.py --device cuda --variants eager --profile   # plus a CUDA profile of 3 steps
+    python bench/bench_train_step.py --device cuda --variants compiled,compiled-autotune --batch 128
 
 Two figures per variant, images/s over `--steps` timed steps after `--warmup` untimed ones (which include the
 compile): the encoder's forward and backward alone, and the full step as `train --mode distill` runs it with
@@ -28,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference.student import StudentConfig, StudentModel  # noqa: E402
 from inference.training.losses import supervised_loss  # noqa: E402
 
-VARIANTS = {"eager": None, "compiled": "default", "eager-cudnn-benchmark": None}
+VARIANTS = {"eager": None, "compiled": "default", "eager-cudnn-benchmark": None,
+            "compiled-autotune": "max-autotune-no-cudagraphs"}
 
 
 def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -43,9 +43,10 @@ class Row(NamedTuple):
     # before had none: CONTEXT 0 repeats them)
     context: int | None = None
     one_click: float = 0.0  # training.clicks.one_click_share
+    shift: int = 0  # training.augment.shift (1: on)
 
 
-ROW_FORMAT = "NAME=BATCH:LR[:MASK_STRIDE[:CROP[:REFINE[:CONTEXT[:ONE_CLICK]]]]]"
+ROW_FORMAT = "NAME=BATCH:LR[:MASK_STRIDE[:CROP[:REFINE[:CONTEXT[:ONE_CLICK[:SHIFT]]]]]]"
 EPOCH_CAP = 100_000
 
 
@@ -56,10 +57,11 @@ def parse_rows(text: str) -> dict[str, Row]:
     for part in filter(None, text.split(",")):
         name, _, spec = part.partition("=")
         fields = spec.split(":")
-        if not name or not 2 <= len(fields) <= 7 or not all(fields):
+        if not name or not 2 <= len(fields) <= 8 or not all(fields):
             raise SystemExit(f"row {part!r}: write {ROW_FORMAT}, e.g. b64=64:4e-3, s2=64:4e-3:2, "
-                             "w256=64:4e-3:2:256, r256=64:4e-3:2:256:2, c4=64:4e-3:2:0:0:4 or o5=64:4e-3:2:0:0:0:0.5")
-        given = {key: kind(v) for key, kind, v in zip(Row._fields, (int, float, int, int, int, int, float), fields)}
+                             "w256=64:4e-3:2:256, r256=64:4e-3:2:256:2, c4=64:4e-3:2:0:0:4, o5=64:4e-3:2:0:0:0:0.5 or "
+                             "m1=64:4e-3:2:0:0:4:0:1")
+        given = {key: kind(v) for key, kind, v in zip(Row._fields, (int, float, int, int, int, int, float, int), fields)}
         if given.get("crop") == 0:
             given["crop"] = None
         rows[name] = Row(**given)
@@ -130,7 +132,7 @@ def main() -> None:
             "loss": dt.SUPERVISED_ONLY,
             "training": {"batch_size": row.batch, "lr": row.lr, "checkpoint_every": 1000,
                          "time_budget_s": a.student_budget, "compile": a.compile, "crop_size": row.crop,
-                         "clicks": {"one_click_share": row.one_click},
+                         "clicks": {"one_click_share": row.one_click}, "augment": {"shift": bool(row.shift)},
                          **({} if a.pos_weight is None else {"pos_weight": a.pos_weight})}})
         jobs.append(["train", "--project", str(project), "--mode", "distill", "--config", str(cfg), "--name", name,
                      *common])

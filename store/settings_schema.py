@@ -100,6 +100,7 @@ class ClickSettings(Section):
 
 class AugmentSettings(Section):
     dihedral: bool = True
+    shift: bool = False
     exposure: float = 0.5
     exposure_stops: float = 0.5
     noise: float = 0.3

@@ -205,6 +205,42 @@ def content_windows(valid: torch.Tensor, size: int, align: int, gen: torch.Gener
     return out
 
 
+def content_shifts(valid: torch.Tensor, align: int, gen: torch.Generator) -> list[tuple[int, int]]:
+    """A random move (dy, dx) of each canvas's content that keeps all of it on the canvas, in multiples of `align`
+    (the student's deepest stride: its features then move with the content, cell for cell). A crop that fills its
+    canvas has no room and stays."""
+    s = valid.shape[-1]
+    rows = valid.any(dim=-1)[:, 0].cpu()  # (B, S)
+    cols = valid.any(dim=-2)[:, 0].cpu()
+    u = torch.rand(len(rows), 2, generator=gen).tolist()
+    out = []
+    for r, c, (uy, ux) in zip(rows, cols, u):
+        move = []
+        for line, v in ((r, uy), (c, ux)):
+            idx = line.nonzero().flatten()
+            first, last = (int(idx[0]), int(idx[-1])) if len(idx) else (0, s - 1)
+            lo, hi = -(first // align), (s - 1 - last) // align  # whole steps the content can move each way
+            move.append((lo + int(v * (hi - lo + 1))) * align)
+        out.append((move[0], move[1]))
+    return out
+
+
+def shift(x: torch.Tensor, moves: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Each (B, C, H, W) map moved by its (dy, dx) cells, cyclically: with `content_shifts` only padding wraps
+    round. Two batched gathers, not a roll per sample."""
+    b, ch, h, w = x.shape
+    m = torch.tensor(moves, dtype=torch.long, device=x.device).view(b, 2)
+    ys = (torch.arange(h, device=x.device)[None] - m[:, :1]) % h  # (B, H): the source row of each row
+    xs = (torch.arange(w, device=x.device)[None] - m[:, 1:]) % w
+    x = torch.gather(x, 2, ys[:, None, :, None].expand(b, ch, h, w))
+    return torch.gather(x, 3, xs[:, None, None, :].expand(b, ch, h, w))
+
+
+def shifted(c: Canvases, moves: Sequence[tuple[int, int]]) -> Canvases:
+    """The batch with each canvas's content moved by its (dy, dx) pixels (`content_shifts`)."""
+    return Canvases(shift(c.image01, moves), shift(c.target, moves), c.has_target, shift(c.valid, moves), c.labelled)
+
+
 def cut(c: Canvases, origins: Sequence[tuple[int, int]], size: int) -> Canvases:
     """Window (y0, x0) of each canvas, size x size."""
     def take(x: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,9 @@ def match_spatial(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 
 
 def cosine_feature_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
-    """(B,) 1 - mean cosine between channel vectors per spatial cell (both brought to the teacher's H x W)."""
+    """(B,) 1 - the mean over channels of the cosine between the student's and the teacher's map of that channel
+    (both brought to the teacher's H x W): seed 001's formula verbatim (its normalisation runs over the flattened
+    spatial axis, so this compares where each channel responds, not each cell's channel vector)."""
     s = match_spatial(student_emb.float(), teacher_emb.shape[-2:])
     s_flat = F.normalize(s.flatten(2), dim=-1)
     t_flat = F.normalize(teacher_emb.float().flatten(2), dim=-1)

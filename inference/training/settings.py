@@ -47,6 +47,8 @@ EXTRA_DEFAULTS: dict[str, Any] = {
             "clicks": {"max_positive": 3, "max_negative": 2, "follow_up": 1, "one_click_share": 0.0},
             "augment": {
                 "dihedral": True,  # the 8 flips/rotations (distillation caches the teacher for each)
+                # the student's crops move about their canvases in 32 px steps (the teacher's maps move with them)
+                "shift": False,
                 "exposure": 0.5,  # probability; shift in stops drawn from +-exposure_stops
                 "exposure_stops": 0.5,
                 "noise": 0.3,

@@ -44,6 +44,9 @@ class Batch:
     # distill with training.crop_size: each sample's window (y0, x0) on its full (flipped) view canvas, which the
     # teacher's cached features cover; None: the canvases are the views
     origin: list[tuple[int, int]] | None = None
+    # distill with training.augment.shift: how far (dy, dx) each sample's content was moved on its (flipped) view
+    # canvas; the teacher's maps of the view move with it. None: not moved
+    moves: list[tuple[int, int]] | None = None
 
 
 def _upsample(logits: torch.Tensor, size: int) -> torch.Tensor:
@@ -57,6 +60,7 @@ def _sup(logits_up: torch.Tensor, b: Batch, pos_weight: float) -> torch.Tensor:
 
 
 WINDOW_ALIGN = 32  # training windows start on the student's deepest stride (crop_size is a multiple of it)
+TEACHER_STRIDE = 16  # SAM 2's image embedding: one cell per 16 teacher-canvas pixels
 
 
 def check_window(crop_size: int | None, canvas: int) -> int:
@@ -187,6 +191,16 @@ class DistillTask(PromptedTask):
         # training.crop_size: the student trains on random windows of the views (the U-Net baseline's recipe: more
         # steps per second on crops much smaller than the canvas) and is validated on whole canvases
         self.window = check_window(tcfg.get("crop_size"), canvas)
+        # training.augment.shift: the content moves about its canvas (the U-Net's random placement), so the
+        # decoder's positional encodings do not always see a crop in the same corner
+        self.shift = bool(self.augment.get("shift", False))
+        if self.shift and self.window < canvas:
+            raise UserError("project.yaml distillation.training.augment.shift moves each crop about its whole canvas; "
+                            "training.crop_size cuts windows instead: set one of them")
+        if self.shift and targets is not None and (WINDOW_ALIGN * ratio / TEACHER_STRIDE) % 1:
+            raise UserError(f"training.augment.shift moves crops in steps of {WINDOW_ALIGN} px, which must be whole "
+                            f"cells of the teacher's embedding; teacher canvas / student canvas = {ratio:g} is not a "
+                            "multiple of 0.5")
         self.feat_w = 0.0 if no_feature_loss else float(loss_cfg["feature_weight"])
         self.soft_w = float(loss_cfg["soft_bce_weight"])
         self.dice_w = float(loss_cfg["dice_weight"])
@@ -221,12 +235,16 @@ class DistillTask(PromptedTask):
         entries = None if self.targets is None else self.targets.entry(torch.tensor(views), d).to(dev)
         if self.n_dihedral > 1:
             c = cr.flipped(c, d)
-        origin = None
+        origin = moves = None
         if self.window < self.canvas:  # cut after the flip: the teacher's entry is the flipped whole view
             origin = cr.content_windows(c.valid, self.window, WINDOW_ALIGN, gen_cpu)
             c = cr.cut(c, origin, self.window)
+        elif self.shift:  # moved after the flip, as the windows are cut
+            moves = cr.content_shifts(c.valid, WINDOW_ALIGN, gen_cpu)
+            c = cr.shifted(c, moves)
         b = self._finish(c, idx, gen, None, entries)
         b.origin = origin
+        b.moves = moves
         if self.prompts:  # unlabelled crops: the teacher's stored clicks, moved onto this view (and window)
             self._stored_prompts(b, idx, views, d)
         return b
@@ -248,6 +266,9 @@ class DistillTask(PromptedTask):
                 p = p - torch.tensor([wx, wy], dtype=p.dtype)
                 keep = (p >= 0).all(1) & (p < self.window).all(1)
                 p, lbs = p[keep], lbs[keep]
+            if b.moves is not None:
+                my, mx = b.moves[j]
+                p = p + torch.tensor([mx, my], dtype=p.dtype)
             p, lbs = p[:n], lbs[:n]
             b.points[j] = 0.0
             b.labels[j] = -1.0
@@ -256,8 +277,10 @@ class DistillTask(PromptedTask):
                 b.labels[j, : len(lbs)] = lbs.to(b.labels.device)
 
     def _teacher_window(self, x: torch.Tensor, b: Batch, cells_per_px: float) -> torch.Tensor:
-        """A teacher map of the whole view (B, C, H, W) cut to each sample's window (`cells_per_px` of the map per
-        student canvas pixel); unchanged without windows."""
+        """A teacher map of the whole view (B, C, H, W) cut to each sample's window, or moved as its content was
+        (`cells_per_px` of the map per student canvas pixel); unchanged without either."""
+        if b.moves is not None:
+            return cr.shift(x, [(round(dy * cells_per_px), round(dx * cells_per_px)) for dy, dx in b.moves])
         if b.origin is None:
             return x
         side = int(round(self.window * cells_per_px))
@@ -277,11 +300,17 @@ class DistillTask(PromptedTask):
         teacher_up: list[torch.Tensor] = []
         origin = None if b.origin is None else torch.tensor([[x, y] for y, x in b.origin], dtype=b.points.dtype,
                                                             device=b.points.device)
-        shift = None if origin is None else origin[:, None, :]
+        if origin is not None:
+            back = origin[:, None, :]
+        elif b.moves is not None:
+            back = -torch.tensor([[x, y] for y, x in b.moves], dtype=b.points.dtype, device=b.points.device)[:, None]
+        else:
+            back = None
 
         def teacher(pts: torch.Tensor, lbs: torch.Tensor) -> torch.Tensor:
-            """The teacher's answer on the whole view (window clicks moved back onto it), cut to the window."""
-            view_pts = pts if shift is None else pts + shift
+            """The teacher's answer on the whole view (clicks moved back onto it), cut to the window or moved as the
+            content was."""
+            view_pts = pts if back is None else pts + back
             with torch.no_grad():
                 t = self.targets.logits(b.entries, ck.to_canvas_points(view_pts, self.ratio), lbs)
             return self._teacher_window(match_spatial(t.float(), size), b, 1.0)

@@ -14,13 +14,14 @@ sys.path.insert(0, str(REPO / "bench"))
 import recipe_runs  # noqa: E402
 
 
-def test_rows_take_batch_lr_and_an_optional_mask_stride_window_refine_context_and_one_click_share() -> None:
+def test_rows_take_batch_lr_and_an_optional_mask_stride_window_refine_context_one_click_share_and_shift() -> None:
     assert recipe_runs.parse_rows("s4=64:4e-3:4,b32=32:1e-3,w=64:4e-3:2:256,r=64:4e-3:2:0:2,c=64:4e-3:2:0:0:4,"
-                                  "o=64:4e-3:2:0:0:0:0.5") == {
-        "s4": (64, 4e-3, 4, None, 0, None, 0.0), "b32": (32, 1e-3, 2, None, 0, None, 0.0),
-        "w": (64, 4e-3, 2, 256, 0, None, 0.0), "r": (64, 4e-3, 2, None, 2, None, 0.0), "c": (64, 4e-3, 2, None, 0, 4, 0.0),
-        "o": (64, 4e-3, 2, None, 0, 0, 0.5)}
-    for bad in ("s4=64", "s4=64:4e-3:4:256:1:1:0.5:1", "s4=64:4e-3::256", "=64:4e-3"):
+                                  "o=64:4e-3:2:0:0:0:0.5,m=64:4e-3:2:0:0:4:0:1") == {
+        "s4": (64, 4e-3, 4, None, 0, None, 0.0, 0), "b32": (32, 1e-3, 2, None, 0, None, 0.0, 0),
+        "w": (64, 4e-3, 2, 256, 0, None, 0.0, 0), "r": (64, 4e-3, 2, None, 2, None, 0.0, 0),
+        "c": (64, 4e-3, 2, None, 0, 4, 0.0, 0), "o": (64, 4e-3, 2, None, 0, 0, 0.5, 0),
+        "m": (64, 4e-3, 2, None, 0, 4, 0.0, 1)}
+    for bad in ("s4=64", "s4=64:4e-3:4:256:1:1:0.5:1:1", "s4=64:4e-3::256", "=64:4e-3"):
         with pytest.raises(SystemExit, match="NAME=BATCH:LR"):
             recipe_runs.parse_rows(bad)
 

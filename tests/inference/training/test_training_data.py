@@ -275,3 +275,73 @@ def test_training_windows_cut_the_teachers_flipped_view_and_move_its_stored_clic
     assert task._teacher_window(t_emb, b, t_emb.shape[-1] / 128).shape[-2:] == (8, 8)
     _, terms = task.train_loss(student, b, torch.Generator().manual_seed(1))
     assert all(torch.isfinite(v) for v in terms.values()) and terms["feat"] > 0 and terms["soft"] > 0
+
+
+def test_shifted_crops_keep_all_their_pixels_and_move_the_teachers_maps_and_stored_clicks_with_them(
+        magnetic_tile_pairs: list) -> None:
+    """training.augment.shift: after its flip, each crop moves about its canvas in whole student strides and stays
+    on it; the teacher's cached maps of that (view, flip) entry move by the same pixels (its embedding by whole
+    cells), and an unlabelled crop's stored click moves too."""
+    from dataclasses import replace
+
+    from inference.sam2_net import Sam2Net, build_model
+    from inference.student import StudentConfig, StudentModel
+    from inference.training.tasks import WINDOW_ALIGN, DistillTask
+    from inference.training.teacher_targets import TeacherTargets
+
+    torch.manual_seed(0)
+    labelled = _samples(magnetic_tile_pairs, 3)
+    stored = replace(labelled[2], target_rle=None, prompt_points=((40.0, 60.0),), prompt_labels=(1,))
+    crops = cr.decode_crops([*labelled[:2], stored], 0.25)  # about 80 x 70 px on a 128 px canvas
+    views = cr.tile_views(crops, 128)
+    net = Sam2Net(build_model("sam2.1_hiera_demo", image_size=256))
+    t_views = cr.Views(views.crop, [(2 * y, 2 * x) for y, x in views.origin], 256)
+    targets = TeacherTargets(net, crops.rescaled(0.5), t_views, 8, torch.device("cpu"))
+    tcfg = {"augment": {"dihedral": True, "shift": True}, "clicks": {"follow_up": 1}}
+    loss_cfg = {"feature_weight": 0.4, "soft_bce_weight": 0.3, "dice_weight": 0.3, "temperature": 2.0}
+    student = StudentModel(StudentConfig(input_size=128, scale=0.25))
+    task = DistillTask(crops, 128, tcfg, loss_cfg, student, {}, targets, 2.0, no_feature_loss=False)
+    b = task.batch(16, torch.Generator().manual_seed(3), torch.Generator().manual_seed(3))
+    assert b.x.shape[-2:] == (128, 128) and b.moves is not None and b.origin is None
+    assert any(m != (0, 0) for m in b.moves)
+    clicked = 0
+    for j, (dy, dx) in enumerate(b.moves):
+        assert dy % WINDOW_ALIGN == 0 and dx % WINDOW_ALIGN == 0
+        view, d = divmod(int(b.entries[j]), 8)
+        whole = cr.flipped(cr.assemble(crops, [views.crop[view]], [views.origin[view]], 128), torch.tensor([d]))
+        assert int(b.canvases.valid[j].sum()) == int(whole.valid.sum())  # all of the crop is still on the canvas
+        assert torch.equal(b.canvases.valid[j], torch.roll(whole.valid[0], (dy, dx), dims=(-2, -1)))
+        assert torch.equal(b.canvases.target[j], torch.roll(whole.target[0], (dy, dx), dims=(-2, -1)))
+        if views.crop[view] == 2:  # the stored click (40, 60) at scale 0.25 -> (10, 15), flipped, then moved
+            p = cr.dihedral_points(torch.tensor([[[10.0, 15.0]]]), torch.tensor([d]), 128)[0, 0]
+            assert b.points[j, 0].tolist() == (p + torch.tensor([float(dx), float(dy)])).tolist()
+            clicked += 1
+    assert clicked > 0
+    t_emb = targets.embedding(b.entries)  # 16 cells per 128 px: a 32 px move is 4 cells
+    moved = task._teacher_window(t_emb, b, t_emb.shape[-1] / 128)
+    for j, (dy, dx) in enumerate(b.moves):
+        assert torch.equal(moved[j], torch.roll(t_emb[j], (dy // 8, dx // 8), dims=(-2, -1)))
+    _, terms = task.train_loss(student, b, torch.Generator().manual_seed(1))
+    assert all(torch.isfinite(v) for v in terms.values()) and terms["feat"] > 0 and terms["soft"] > 0
+
+
+def test_shifted_crops_refuse_windows_and_a_teacher_canvas_off_the_move_grid(magnetic_tile_pairs: list) -> None:
+    from inference.sam2_net import Sam2Net, build_model
+    from inference.student import StudentConfig, StudentModel
+    from inference.training.tasks import DistillTask
+    from inference.training.teacher_targets import TeacherTargets
+    from store.errors import UserError
+
+    crops = cr.decode_crops(_samples(magnetic_tile_pairs, 2), 0.25)
+    views = cr.tile_views(crops, 128)
+    loss_cfg = {"feature_weight": 0.4, "soft_bce_weight": 0.3, "dice_weight": 0.3, "temperature": 2.0}
+    student = StudentModel(StudentConfig(input_size=128, scale=0.25))
+    with pytest.raises(UserError, match="augment.shift moves each crop about its whole canvas; training.crop_size"):
+        DistillTask(crops, 128, {"augment": {"shift": True}, "crop_size": 64}, loss_cfg, student, {}, None, 1.0,
+                    no_feature_loss=True)
+    net = Sam2Net(build_model("sam2.1_hiera_demo", image_size=160))
+    t_views = cr.Views(views.crop, [(round(1.25 * y), round(1.25 * x)) for y, x in views.origin], 160)
+    targets = TeacherTargets(net, crops.rescaled(1.25), t_views, 1, torch.device("cpu"))
+    with pytest.raises(UserError, match=r"teacher canvas / student canvas = 1.25 is not a multiple of 0.5"):
+        DistillTask(crops, 128, {"augment": {"shift": True}}, loss_cfg, student, {}, targets, 1.25,
+                    no_feature_loss=False)
