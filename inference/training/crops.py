@@ -183,21 +183,33 @@ def flipped(c: Canvases, d: torch.Tensor) -> Canvases:
                     c.labelled)
 
 
+def content_extents(valid: torch.Tensor) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Each canvas's first and last row and column of crop pixels ((y_first, y_last), (x_first, x_last)); a canvas
+    without any spans the whole side. One transfer to the host for the batch."""
+    s = valid.shape[-1]
+    rows = valid.any(dim=-1)[:, 0].cpu()  # (B, S)
+    cols = valid.any(dim=-2)[:, 0].cpu()
+    out = []
+    for r, c in zip(rows, cols):
+        ext = []
+        for line in (r, c):
+            idx = line.nonzero().flatten()
+            ext.append((int(idx[0]), int(idx[-1])) if len(idx) else (0, s - 1))
+        out.append((ext[0], ext[1]))
+    return out
+
+
 def content_windows(valid: torch.Tensor, size: int, align: int, gen: torch.Generator) -> list[tuple[int, int]]:
     """A random size x size window (y0, x0) of each S x S canvas, on its content: the window slides over the crop's
     pixels (valid) and covers as much of them as it can, so a small window never trains on padding alone. Origins
     sit on multiples of `align` (the student's deepest stride: its features of the window are then the features of
     the whole canvas, cut) and inside the canvas."""
     s = valid.shape[-1]
-    rows = valid.any(dim=-1)[:, 0].cpu()  # (B, S)
-    cols = valid.any(dim=-2)[:, 0].cpu()
-    u = torch.rand(len(rows), 2, generator=gen).tolist()
+    u = torch.rand(valid.shape[0], 2, generator=gen).tolist()
     out = []
-    for r, c, (uy, ux) in zip(rows, cols, u):
+    for extents, draws in zip(content_extents(valid), u):
         origin = []
-        for line, v in ((r, uy), (c, ux)):
-            idx = line.nonzero().flatten()
-            first, last = (int(idx[0]), int(idx[-1])) if len(idx) else (0, s - 1)
+        for (first, last), v in zip(extents, draws):
             hi = max(first, last + 1 - size)
             o = (first + int(v * (hi - first + 1))) // align * align
             origin.append(min(max(o, 0), s - size))
@@ -210,15 +222,11 @@ def content_shifts(valid: torch.Tensor, align: int, gen: torch.Generator) -> lis
     (the student's deepest stride: its features then move with the content, cell for cell). A crop that fills its
     canvas has no room and stays."""
     s = valid.shape[-1]
-    rows = valid.any(dim=-1)[:, 0].cpu()  # (B, S)
-    cols = valid.any(dim=-2)[:, 0].cpu()
-    u = torch.rand(len(rows), 2, generator=gen).tolist()
+    u = torch.rand(valid.shape[0], 2, generator=gen).tolist()
     out = []
-    for r, c, (uy, ux) in zip(rows, cols, u):
+    for extents, draws in zip(content_extents(valid), u):
         move = []
-        for line, v in ((r, uy), (c, ux)):
-            idx = line.nonzero().flatten()
-            first, last = (int(idx[0]), int(idx[-1])) if len(idx) else (0, s - 1)
+        for (first, last), v in zip(extents, draws):
             lo, hi = -(first // align), (s - 1 - last) // align  # whole steps the content can move each way
             move.append((lo + int(v * (hi - lo + 1))) * align)
         out.append((move[0], move[1]))

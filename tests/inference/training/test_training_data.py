@@ -228,15 +228,12 @@ def test_teacher_fine_tuning_supervises_the_iou_prediction_of_every_output(magne
     assert per_output.shape[0] == 4 and bool((per_output > 0).all()), per_output
 
 
-def test_training_windows_cut_the_teachers_flipped_view_and_move_its_stored_clicks(magnetic_tile_pairs: list) -> None:
-    """training.crop_size: a student batch is a window of a whole view after its flip, so the teacher's cached
-    features of that (view, flip) entry cover exactly the window's pixels; windows sit on the content, start on the
-    student's deepest stride, and an unlabelled crop's stored click moves with the window (or drops out of it)."""
+def _stored_click_views(magnetic_tile_pairs: list) -> tuple[cr.CropSet, cr.Views, object]:
+    """Three crops on 128 px student canvases, the third unlabelled with a stored click at (40, 60), and the
+    teacher's cached features of every view in all eight flips (teacher canvas 256 px)."""
     from dataclasses import replace
 
     from inference.sam2_net import Sam2Net, build_model
-    from inference.student import StudentConfig, StudentModel
-    from inference.training.tasks import WINDOW_ALIGN, DistillTask
     from inference.training.teacher_targets import TeacherTargets
 
     torch.manual_seed(0)
@@ -246,7 +243,17 @@ def test_training_windows_cut_the_teachers_flipped_view_and_move_its_stored_clic
     views = cr.tile_views(crops, 128)
     net = Sam2Net(build_model("sam2.1_hiera_demo", image_size=256))
     t_views = cr.Views(views.crop, [(2 * y, 2 * x) for y, x in views.origin], 256)
-    targets = TeacherTargets(net, crops.rescaled(0.5), t_views, 8, torch.device("cpu"))
+    return crops, views, TeacherTargets(net, crops.rescaled(0.5), t_views, 8, torch.device("cpu"))
+
+
+def test_training_windows_cut_the_teachers_flipped_view_and_move_its_stored_clicks(magnetic_tile_pairs: list) -> None:
+    """training.crop_size: a student batch is a window of a whole view after its flip, so the teacher's cached
+    features of that (view, flip) entry cover exactly the window's pixels; windows sit on the content, start on the
+    student's deepest stride, and an unlabelled crop's stored click moves with the window (or drops out of it)."""
+    from inference.student import StudentConfig, StudentModel
+    from inference.training.tasks import WINDOW_ALIGN, DistillTask
+
+    crops, views, targets = _stored_click_views(magnetic_tile_pairs)
     tcfg = {"augment": {"dihedral": True}, "clicks": {"follow_up": 1}, "crop_size": 64}
     loss_cfg = {"feature_weight": 0.4, "soft_bce_weight": 0.3, "dice_weight": 0.3, "temperature": 2.0}
     student = StudentModel(StudentConfig(input_size=128, scale=0.25))
@@ -282,21 +289,10 @@ def test_shifted_crops_keep_all_their_pixels_and_move_the_teachers_maps_and_stor
     """training.augment.shift: after its flip, each crop moves about its canvas in whole student strides and stays
     on it; the teacher's cached maps of that (view, flip) entry move by the same pixels (its embedding by whole
     cells), and an unlabelled crop's stored click moves too."""
-    from dataclasses import replace
-
-    from inference.sam2_net import Sam2Net, build_model
     from inference.student import StudentConfig, StudentModel
     from inference.training.tasks import WINDOW_ALIGN, DistillTask
-    from inference.training.teacher_targets import TeacherTargets
 
-    torch.manual_seed(0)
-    labelled = _samples(magnetic_tile_pairs, 3)
-    stored = replace(labelled[2], target_rle=None, prompt_points=((40.0, 60.0),), prompt_labels=(1,))
-    crops = cr.decode_crops([*labelled[:2], stored], 0.25)  # about 80 x 70 px on a 128 px canvas
-    views = cr.tile_views(crops, 128)
-    net = Sam2Net(build_model("sam2.1_hiera_demo", image_size=256))
-    t_views = cr.Views(views.crop, [(2 * y, 2 * x) for y, x in views.origin], 256)
-    targets = TeacherTargets(net, crops.rescaled(0.5), t_views, 8, torch.device("cpu"))
+    crops, views, targets = _stored_click_views(magnetic_tile_pairs)
     tcfg = {"augment": {"dihedral": True, "shift": True}, "clicks": {"follow_up": 1}}
     loss_cfg = {"feature_weight": 0.4, "soft_bce_weight": 0.3, "dice_weight": 0.3, "temperature": 2.0}
     student = StudentModel(StudentConfig(input_size=128, scale=0.25))
