@@ -18,7 +18,7 @@ import torch
 from inference.student import StudentConfig
 from inference.training import crops as cr
 from inference.training.settings import teacher_config_name
-from inference.training.tasks import DistillTask, FinetuneTask, QATTask, Task, UNetTask
+from inference.training.tasks import DistillTask, FinetuneTask, QATTask, Task, UNetTask, check_shift
 from inference.training.validation import ValSet
 from store.errors import UserError
 
@@ -47,7 +47,9 @@ def build_task(mode_name: str, dist_cfg: dict[str, Any], train_crops: cr.CropSet
             net = build_teacher_net(dist_cfg, device=str(dev))
         ratio = net.image_size / scfg.input_size
         targets = None
-        if DistillTask.needs_teacher(dist_cfg["loss"], no_feature_loss, train_crops):
+        reads_teacher = DistillTask.needs_teacher(dist_cfg["loss"], no_feature_loss, train_crops)
+        check_shift(tcfg, scfg.input_size, ratio if reads_teacher else None)  # before the teacher's features
+        if reads_teacher:
             views = cr.tile_views(train_crops, scfg.input_size)
             t_crops = train_crops.rescaled(train_crops.scale * ratio)
             t_views = cr.Views(views.crop, [(int(round(y * ratio)), int(round(x * ratio))) for y, x in views.origin],

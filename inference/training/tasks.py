@@ -76,6 +76,21 @@ def check_window(crop_size: int | None, canvas: int) -> int:
     return int(crop_size)
 
 
+def check_shift(tcfg: dict[str, Any], canvas: int, teacher_ratio: float | None) -> bool:
+    """training.augment.shift, checked against the windows and the teacher's grid (`teacher_ratio`: teacher canvas /
+    student canvas when the loss reads the teacher, else None). Called before the teacher's features are computed,
+    so a setting that cannot work is one user error, not one after minutes of features."""
+    shift = bool((tcfg.get("augment") or {}).get("shift", False))
+    if shift and check_window(tcfg.get("crop_size"), canvas) < canvas:
+        raise UserError("project.yaml distillation.training.augment.shift moves each crop about its whole canvas; "
+                        "training.crop_size cuts windows instead: set one of them")
+    if shift and teacher_ratio is not None and (WINDOW_ALIGN * teacher_ratio / TEACHER_STRIDE) % 1:
+        raise UserError(f"training.augment.shift moves crops in steps of {WINDOW_ALIGN} px, which must be whole cells "
+                        f"of the teacher's embedding; teacher canvas / student canvas = {teacher_ratio:g} is not a "
+                        "multiple of 0.5")
+    return shift
+
+
 class Task(ABC):
     name: str
     log_keys: tuple[str, ...]
@@ -193,14 +208,7 @@ class DistillTask(PromptedTask):
         self.window = check_window(tcfg.get("crop_size"), canvas)
         # training.augment.shift: the content moves about its canvas (the U-Net's random placement), so the
         # decoder's positional encodings do not always see a crop in the same corner
-        self.shift = bool(self.augment.get("shift", False))
-        if self.shift and self.window < canvas:
-            raise UserError("project.yaml distillation.training.augment.shift moves each crop about its whole canvas; "
-                            "training.crop_size cuts windows instead: set one of them")
-        if self.shift and targets is not None and (WINDOW_ALIGN * ratio / TEACHER_STRIDE) % 1:
-            raise UserError(f"training.augment.shift moves crops in steps of {WINDOW_ALIGN} px, which must be whole "
-                            f"cells of the teacher's embedding; teacher canvas / student canvas = {ratio:g} is not a "
-                            "multiple of 0.5")
+        self.shift = check_shift(tcfg, canvas, ratio if targets is not None else None)
         self.feat_w = 0.0 if no_feature_loss else float(loss_cfg["feature_weight"])
         self.soft_w = float(loss_cfg["soft_bce_weight"])
         self.dice_w = float(loss_cfg["dice_weight"])

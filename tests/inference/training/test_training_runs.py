@@ -330,6 +330,23 @@ def test_a_student_trains_on_windows_and_a_window_larger_than_its_canvas_fails_f
         _run(training_project, name="off-stride", max_steps=1, overrides={"training": {"crop_size": 48}})
 
 
+def test_a_student_trains_on_shifted_crops_and_shift_with_windows_fails_first(training_project: Path) -> None:
+    """training.augment.shift from project.yaml's settings: steps with every loss term on crops moved about their
+    canvases; asked together with windows, one user error before the teacher's features are computed."""
+    from store.errors import UserError
+
+    summary, events = _run(training_project, name="shifted", max_steps=2,
+                           overrides={"training": {"augment": {"shift": True}}})
+    steps = _of(events, "step")
+    assert summary["status"] == "finished" and len(steps) == 2
+    assert all(e["loss_feat"] > 0 and e["loss_soft"] > 0 for e in steps)
+    events.clear()
+    with pytest.raises(UserError, match="augment.shift moves each crop about its whole canvas"):
+        train(TrainOptions(project=training_project, progress=False, emit=events.append, name="shift-and-windows",
+                           max_steps=1, overrides={"training": {"crop_size": 64, "augment": {"shift": True}}}))
+    assert not _of(events, "cache")
+
+
 def test_a_first_step_that_takes_much_of_the_time_budget_is_a_warning(training_project: Path) -> None:
     """A time budget anneals the schedule within it, warm-up included; when the first step (set-up, warm-up,
     torch.compile) eats a quarter of it or more, the run says so instead of quietly training for what is left."""
