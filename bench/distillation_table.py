@@ -279,9 +279,9 @@ def interactive_stage(work: Path, device: str, max_clicks: int) -> None:
     spec = json.loads((work / "stages.json").read_text())
     project = work / "project"
     items = split_items(project, "test")
-    t = spec["teacher"]
-    rows: dict[str, Any] = {"teacher": load_teacher_segmenter(t["checkpoint"], t["config"], t["image_size"],
-                                                              device=device, scale=t["scale"])}
+    rows: dict[str, Any] = {label: load_teacher_segmenter(t["checkpoint"], t["config"], t["image_size"],
+                                                          device=device, scale=t["scale"])
+                            for label, t in spec["teachers"].items()}
     for label, ck in spec["students"].items():
         rows[label] = load_student_segmenter(ck, device=device)
     if spec["unet"] is not None:  # bench/recipe_runs.py --unet-budget 0: no U-Net row
@@ -429,8 +429,8 @@ def main() -> None:
     print("[4/5] evaluation on the test split: one click (predict) and interactive, side by side", flush=True)
     t0 = time.time()
     (work / "stages.json").write_text(json.dumps({
-        "teacher": {"checkpoint": str(teacher_ckpt), "config": a.teacher_config, "image_size": a.teacher_size,
-                    "scale": a.teacher_scale},
+        "teachers": {"teacher": {"checkpoint": str(teacher_ckpt), "config": a.teacher_config,
+                                 "image_size": a.teacher_size, "scale": a.teacher_scale}},
         "students": {label: str(best_of(project, label)) for label in students},
         "unet": str(best_of(project, "unet"))}))
     inter_proc = subprocess.Popen([sys.executable, __file__, "--stage", "interactive", "--work", str(work),

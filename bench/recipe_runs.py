@@ -10,7 +10,9 @@ and the interactive evaluation on the test split: the runs behind docs/benchmark
         --size 128 --student-budget 1500 --unet-budget 1500 --qat-epochs 0 --max-clicks 5   # a CPU-scale check
 
 `--size` shrinks the canvases (student and teacher; crops keep their pixel scale) for CPU runs, `--unet-budget 0`
-drops the U-Net row, `--pos-weight` sets the students' defect-pixel weight.
+drops the U-Net row, `--pos-weight` sets the students' defect-pixel weight. `--teachers` adds SAM 2 teacher rows
+(`train --mode finetune-teacher` from random weights, `--teacher-budget` seconds each, beside the other rows), e.g.
+`--teachers hiera=sam2.1_hiera_t,r50=sam2.1_resnet50d`: which teacher learns from the crops at all.
 
 Every step is a `maskbench` command (bench/distillation_table.py's helpers), so it measures what users run. The
 students are the project's default student (EfficientNet-B0, 1/2 head, 512 px canvas at native scale) trained on
@@ -68,6 +70,23 @@ def parse_rows(text: str) -> dict[str, Row]:
     return rows
 
 
+def parse_teachers(text: str) -> dict[str, str]:
+    """Comma-separated NAME=CONFIG teacher rows (a config of inference.sam2_configs)."""
+    from inference.errors import ModelError
+    from inference.sam2_configs import resolve_config
+
+    rows: dict[str, str] = {}
+    for part in filter(None, text.split(",")):
+        name, _, config = part.partition("=")
+        if not name or not config:
+            raise SystemExit(f"teacher row {part!r}: write NAME=CONFIG, e.g. r50=sam2.1_resnet50d")
+        try:
+            rows[name] = resolve_config(config)[0]
+        except ModelError as exc:
+            raise SystemExit(f"teacher row {part!r}: {exc}") from None
+    return rows
+
+
 def summary_line(name: str, best_val: float | None, inter: dict) -> str:
     """One row of the printed table; "-" where a figure does not exist (no validation for the teacher and the
     classical baseline, no test crops in a split too small to have any)."""
@@ -88,6 +107,10 @@ def main() -> None:
     ap.add_argument("--student-budget", type=float, default=270)
     ap.add_argument("--unet-budget", type=float, default=270, help="seconds; 0: no U-Net row")
     ap.add_argument("--unet-lr", type=float, default=4e-3)
+    ap.add_argument("--teachers", default="", help="NAME=CONFIG teacher rows, comma-separated (default: none)")
+    ap.add_argument("--teacher-budget", type=float, default=270)
+    ap.add_argument("--teacher-batch", type=int, default=64)
+    ap.add_argument("--teacher-lr", type=float, default=1e-3)
     ap.add_argument("--qat-epochs", type=int, default=6, help="QAT epochs from the first row (0: none)")
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--pos-weight", type=float, default=None,
@@ -100,8 +123,9 @@ def main() -> None:
     if a.max_clicks < 5:
         raise SystemExit("--max-clicks must be at least 5: the evaluation reports mIoU after 1, 3 and 5 clicks")
     rows = parse_rows(a.rows)
-    if not rows and a.unet_budget <= 0:
-        raise SystemExit("nothing to train: give --rows, a --unet-budget, or both")
+    teachers = parse_teachers(a.teachers)
+    if not rows and not teachers and a.unet_budget <= 0:
+        raise SystemExit("nothing to train: give --rows, --teachers, a --unet-budget, or several")
     if not rows and a.qat_epochs > 0:
         raise SystemExit("QAT starts from the first --rows student: give one, or --qat-epochs 0")
     work = a.work.resolve()
@@ -112,7 +136,7 @@ def main() -> None:
     def say(msg: str) -> None:
         print(f"[{time.time() - t0:6.1f}s] {msg}", flush=True)
 
-    taken = [n for n in [*rows, "unet", "qat"] if dt.run_dir(project, n).exists()]
+    taken = [n for n in [*rows, *teachers, "unet", "qat"] if dt.run_dir(project, n).exists()]
     if taken:  # train would name the new runs NAME-2 and this script would read the old ones
         raise SystemExit(f"{project} already has runs named {', '.join(taken)}: pass a new --work")
     if not (project / "project.yaml").exists():
@@ -136,6 +160,16 @@ def main() -> None:
                          **({} if a.pos_weight is None else {"pos_weight": a.pos_weight})}})
         jobs.append(["train", "--project", str(project), "--mode", "distill", "--config", str(cfg), "--name", name,
                      *common])
+    trained_teachers = {}
+    for name, config in teachers.items():
+        init = dt.random_teacher(config, a.size, work / f"{name}_random.pt")
+        trained_teachers[name] = {"config": config, "image_size": a.size, "scale": 1.0}
+        cfg = dt.write_yaml(work / f"{name}.yaml", {
+            "teacher": {**trained_teachers[name], "checkpoint": str(init)},
+            "finetune_teacher": {"batch_size": a.teacher_batch, "lr": a.teacher_lr},
+            "training": {"checkpoint_every": 1000, "time_budget_s": a.teacher_budget}})
+        jobs.append(["train", "--project", str(project), "--mode", "finetune-teacher", "--config", str(cfg),
+                     "--name", name, *common])
     if a.unet_budget > 0:
         cfg = dt.write_yaml(work / "unet.yaml", {
             "student": {"input_size": a.size, "scale": 1.0}, "unet": {"crop_size": min(256, a.size)},
@@ -145,7 +179,7 @@ def main() -> None:
                      *common])
     dt.sh_parallel(jobs, log)
     say("trainings done")
-    names = [*rows, *(["unet"] if a.unet_budget > 0 else [])]
+    names = [*teachers, *rows, *(["unet"] if a.unet_budget > 0 else [])]
     students = {name: str(dt.best_of(project, name)) for name in rows}
     if a.qat_epochs > 0:
         first = next(iter(rows))
@@ -163,10 +197,13 @@ def main() -> None:
     reports = {name: dt.run_report(project, name) for name in names}
     (work / "reports.json").write_text(json.dumps(reports, indent=1, default=str))
     unet = str(dt.best_of(project, "unet")) if a.unet_budget > 0 else None
-    (work / "stages.json").write_text(json.dumps({"teacher": tsec, "students": students, "unet": unet}))
+    # the trained teacher rows, or the random-weights teacher the students' runs were given (a floor)
+    evaluated = ({name: {**t, "checkpoint": str(dt.best_of(project, name))} for name, t in trained_teachers.items()}
+                 or {"teacher": tsec})
+    (work / "stages.json").write_text(json.dumps({"teachers": evaluated, "students": students, "unet": unet}))
     dt.interactive_stage(work, a.device, a.max_clicks)
     inter = json.loads((work / "interactive.json").read_text())
-    for name in ["teacher", *students, *(["unet"] if unet else []), "classical"]:
+    for name in [*evaluated, *students, *(["unet"] if unet else []), "classical"]:
         print(summary_line(name, reports.get(name, {}).get("best_val_iou"), inter[name]))
     say("done")
 

@@ -1,11 +1,15 @@
 """The one table of SAM 2 configurations, for the registry (inference.registry), prediction (inference.teacher),
 training (inference.training) and export (inference.export): short names (sam2.1_hiera_s) -> the sam2 package's own
-Hydra configs, and the reduced configs, each one of those plus overrides. inference.sam2_net builds the model.
+Hydra configs, and the derived configs, each one of those plus overrides. inference.sam2_net builds the model.
 
-"sam2.1_hiera_demo" is the teacher of the shipped demo models (assets/demo_models): SAM 2.1's architecture (Hiera
-trunk, FPN neck, prompt encoder, two-way mask decoder, memory modules) at a reduced size so that it trains on the
-synthetic demo crops in minutes and ships in a few MB. It is NOT SA-1B-pretrained SAM 2; replace it with an official
-checkpoint (`maskbench models download sam2.1_hiera_small --project P`).
+Derived configs are one of the package's configs plus Hydra overrides:
+* "sam2.1_hiera_demo" is the teacher of the shipped demo models (assets/demo_models): SAM 2.1's architecture (Hiera
+  trunk, FPN neck, prompt encoder, two-way mask decoder, memory modules) at a reduced size so that it trains on the
+  synthetic demo crops in minutes and ships in a few MB. It is NOT SA-1B-pretrained SAM 2; replace it with an
+  official checkpoint (`maskbench models download sam2.1_hiera_small --project P`).
+* "sam2.1_resnet50d" is SAM 2.1 with a convolutional trunk (timm's ResNet-50-D, random init; inference.sam2_trunks)
+  in place of Hiera: the teacher to train from scratch where the official weights cannot be had. Hiera from random
+  weights does not learn from a few hundred crops; everything after the trunk is the package's SAM 2.1.
 
 No torch or sam2 import here: the station install reads this module too.
 """
@@ -34,7 +38,7 @@ SIZE_ALIASES = {"tiny": "t", "small": "s", "base_plus": "b+", "base+": "b+", "la
 NAME_ALIASES = {"sam2_small": "sam2.1_hiera_s"}
 
 # short name -> (the package's Hydra config, overrides laid over it)
-REDUCED_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
+DERIVED_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sam2.1_hiera_demo": (
         "configs/sam2.1/sam2.1_hiera_t.yaml",
         (
@@ -46,11 +50,20 @@ REDUCED_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
             "++model.memory_attention.layer.dim_feedforward=256",
         ),
     ),
+    "sam2.1_resnet50d": (
+        "configs/sam2.1/sam2.1_hiera_t.yaml",
+        (
+            "~model.image_encoder.trunk",
+            "+model.image_encoder.trunk._target_=inference.sam2_trunks.TimmTrunk",
+            "+model.image_encoder.trunk.backbone=resnet50d",
+            "++model.image_encoder.neck.backbone_channel_list=[2048,1024,512,256]",  # the trunk's, checked by sam2
+        ),
+    ),
 }
 
 
-# every config a teacher can be built from: short name -> the package's Hydra config (a reduced one's base)
-CONFIGS: dict[str, str] = {**PACKAGE_CONFIGS, **{k: v[0] for k, v in REDUCED_CONFIGS.items()}}
+# every config a teacher can be built from: short name -> the package's Hydra config (a derived one's base)
+CONFIGS: dict[str, str] = {**PACKAGE_CONFIGS, **{k: v[0] for k, v in DERIVED_CONFIGS.items()}}
 
 
 def short_name(name: str) -> str:
@@ -63,6 +76,8 @@ def resolve_config(name: str) -> tuple[str, str]:
     (short name, Hydra config path)."""
     stem = short_name(name)
     stem = NAME_ALIASES.get(stem, stem)
+    if stem in DERIVED_CONFIGS:
+        return stem, CONFIGS[stem]
     m = re.fullmatch(r"(sam2(?:\.1)?)_hiera_([a-z_+]+)", stem)
     if m:
         size = SIZE_ALIASES.get(m.group(2), m.group(2))
@@ -74,7 +89,7 @@ def resolve_config(name: str) -> tuple[str, str]:
 
 
 def hydra_config(name: str) -> tuple[str, list[str]]:
-    """(Hydra config path, overrides) to pass to sam2's build_sam2. A name of the table resolves (a reduced one to
+    """(Hydra config path, overrides) to pass to sam2's build_sam2. A name of the table resolves (a derived one to
     its base config plus overrides); a .yaml path outside it is passed on unchanged (a config of the user's own)."""
     try:
         short, path = resolve_config(name)
@@ -82,12 +97,12 @@ def hydra_config(name: str) -> tuple[str, list[str]]:
         if str(name).strip().endswith(".yaml"):
             return str(name).strip(), []
         raise
-    return path, list(REDUCED_CONFIGS[short][1]) if short in REDUCED_CONFIGS else []
+    return path, list(DERIVED_CONFIGS[short][1]) if short in DERIVED_CONFIGS else []
 
 
 def teacher_config(teacher: dict[str, Any]) -> str:
     """The SAM 2 config a `distillation.teacher` section names: its `config`, else its `model` (seed 001's template
-    key, default sam2.1_hiera_s) as the package's Hydra config path, a reduced config as '<short name>.yaml'.
+    key, default sam2.1_hiera_s) as the package's Hydra config path, a derived config as '<short name>.yaml'.
     Raises ModelError for a name not in the table."""
     if teacher.get("config"):
         return str(teacher["config"])
@@ -95,4 +110,4 @@ def teacher_config(teacher: dict[str, Any]) -> str:
     if model.endswith(".yaml"):
         return model
     short, path = resolve_config(model)
-    return f"{short}.yaml" if short in REDUCED_CONFIGS else path
+    return f"{short}.yaml" if short in DERIVED_CONFIGS else path

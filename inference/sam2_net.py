@@ -107,6 +107,8 @@ def choose_output(masks: torch.Tensor, iou: torch.Tensor, labels: torch.Tensor) 
 
 def guess_config(state: dict[str, Any]) -> str | None:
     """The short config name a SAM 2 state dict was trained with, from its trunk shape (None if unknown)."""
+    if any(str(k).startswith("image_encoder.trunk.body.") for k in state):  # inference.sam2_trunks' one trunk
+        return "sam2.1_resnet50d"
     w = state.get("image_encoder.trunk.patch_embed.proj.weight")
     if not isinstance(w, torch.Tensor):
         return None

@@ -26,6 +26,16 @@ def test_rows_take_batch_lr_and_an_optional_mask_stride_window_refine_context_on
             recipe_runs.parse_rows(bad)
 
 
+def test_teacher_rows_name_a_sam2_config_of_the_table() -> None:
+    assert recipe_runs.parse_teachers("r50=sam2.1_resnet50d,h=sam2.1_hiera_tiny") == {
+        "r50": "sam2.1_resnet50d", "h": "sam2.1_hiera_t"}
+    assert recipe_runs.parse_teachers("") == {}
+    with pytest.raises(SystemExit, match="write NAME=CONFIG"):
+        recipe_runs.parse_teachers("r50")
+    with pytest.raises(SystemExit, match="teacher row 'x=resnet50': unknown SAM 2 config"):
+        recipe_runs.parse_teachers("x=resnet50")
+
+
 def test_a_work_folder_with_runs_of_the_same_names_is_refused_before_anything_runs(tmp_path: Path) -> None:
     # `train --name s2` in a project that has runs/s2 writes runs/s2-2; the script would then report the old run
     (tmp_path / "project" / "runs" / "s2").mkdir(parents=True)
