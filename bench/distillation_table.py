@@ -6,7 +6,8 @@
 Steps, each a `maskbench` command run as a subprocess (so the table measures what users run):
   init + ingest (stratified, seeded 80/10/10 split stored on the samples)
   teacher: SAM 2 built from the package config with random weights (official SA-1B weights cannot be downloaded
-           here), fine-tuned at native pixel scale with `train --mode finetune-teacher`, registered with
+           here; by default with the ResNet-50-D trunk, sam2.1_resnet50d: Hiera does not learn from random weights
+           on a few hundred crops), fine-tuned at native pixel scale with `train --mode finetune-teacher`, registered with
            `models add teacher --scale`
   students (same schedule): `train --mode distill --no-feature-loss` (naive), `train --mode distill`
            (feature-aligned) with the default 1/2 mask head, and the feature-aligned student with seed 001's 1/8 head
@@ -34,6 +35,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from inference.sam2_configs import SCRATCH_TEACHER  # noqa: E402  (no torch: the table's CLI stays light)
 
 SUPERVISED_ONLY = {"feature_weight": 0.0, "soft_bce_weight": 0.0, "dice_weight": 1.0}
 STUDENTS = {  # kind -> (train flags, student overrides, loss overrides)
@@ -301,7 +304,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "magnetic-tile")
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--teacher-config", default="sam2.1_hiera_t")
+    ap.add_argument("--teacher-config", default=SCRATCH_TEACHER,
+                    help="SAM 2 config trained from random weights (default: the ResNet-50-D trunk; Hiera does not "
+                         "learn from random weights on a few hundred crops)")
     ap.add_argument("--teacher-size", type=int, default=512)
     ap.add_argument("--teacher-scale", type=float, default=1.0, help="the teacher looks at crops this much closer")
     ap.add_argument("--student-size", type=int, default=512)

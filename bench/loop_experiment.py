@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.distillation_table import best_of, random_teacher, run_dir, sh, split_items, write_yaml  # noqa: E402
+from inference.sam2_configs import SCRATCH_TEACHER  # noqa: E402
 
 ARMS = ("random", "disagreement", "hardness", "vlm")
 VLM_AGREEMENT = 0.84
@@ -178,7 +179,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--budgets", default="0,25,50,100,200")
     ap.add_argument("--labelled", type=float, default=0.15)
-    ap.add_argument("--teacher-config", default="sam2.1_hiera_t")
+    ap.add_argument("--teacher-config", default=SCRATCH_TEACHER,
+                    help="SAM 2 config trained from random weights (default: the ResNet-50-D trunk; Hiera does not "
+                         "learn from random weights on a few hundred crops)")
     ap.add_argument("--teacher-size", type=int, default=512)
     ap.add_argument("--student-size", type=int, default=512)
     ap.add_argument("--teacher-epochs", type=int, default=300)

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from inference.sam2_configs import SCRATCH_TEACHER, short_name
 from inference.training import build
 from inference.training import crops as cr
 from inference.training.checkpoints import Checkpoints
@@ -49,7 +50,8 @@ from inference.training.distributed import DistInfo, broadcast, setup_distribute
 from inference.training.events import EventLog, EventSink
 from inference.training.loop import Callback, LoopConfig, TrainingLoop, amp_dtype
 from inference.training.run_rows import RunRow, fail_stale_runs, remove_pid, write_pid
-from inference.training.settings import MODE_NAMES, MODES, mode_schedule, resolve, set_schedule, teacher_from_store
+from inference.training.settings import (MODE_NAMES, MODES, mode_schedule, resolve, set_schedule, teacher_config_name,
+                                         teacher_from_store)
 from inference.training.signals import StopSignals
 from inference.training.tasks import check_window
 from inference.training.validation import ValSet
@@ -222,6 +224,11 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         if distill and not dist_cfg["teacher"].get("checkpoint"):
             emit({"event": "warning", "message": "distillation.teacher.checkpoint is not set: the teacher has RANDOM "
                   "weights (fine for tests, useless for real training)"})
+        if mode_name == "finetune_teacher" and not dist_cfg["teacher"].get("checkpoint") \
+                and (teacher_short := short_name(teacher_config_name(dist_cfg))) != SCRATCH_TEACHER:
+            emit({"event": "warning", "message": f"fine-tuning SAM 2 {teacher_short} from RANDOM "
+                  f"weights: Hiera does not learn from a few hundred crops; without official weights set "
+                  f"distillation.teacher.config: {SCRATCH_TEACHER} (a convolutional trunk, docs/benchmarks.md)"})
 
         # ---------------------------------------------------------------- crops, task, validation set
         scale, _canvas = build.crop_scale(mode_name, dist_cfg)

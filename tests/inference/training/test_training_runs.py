@@ -236,6 +236,20 @@ def test_a_teacher_with_the_convolutional_trunk_fine_tunes_from_random_weights(t
     load_model(Path(summary["run_dir"]) / "teacher.pt", "sam2.1_resnet50d", image_size=128)  # strict
 
 
+def test_fine_tuning_hiera_from_random_weights_warns_and_names_the_trunk_that_learns(fresh_training_project,
+                                                                                     tmp_path: Path) -> None:
+    project = fresh_training_project(per_class=2)  # no teacher registered: the teacher has random weights
+    _, events = _run(project, mode="finetune-teacher", name="ft-hiera", max_steps=1)
+    assert [e["message"] for e in _of(events, "warning") if "Hiera does not learn" in e["message"]] == [
+        "fine-tuning SAM 2 sam2.1_hiera_t from RANDOM weights: Hiera does not learn from a few hundred crops; "
+        "without official weights set distillation.teacher.config: sam2.1_resnet50d (a convolutional trunk, "
+        "docs/benchmarks.md)"]
+    cfg = tmp_path / "r50.yaml"
+    cfg.write_text("teacher: {config: sam2.1_resnet50d, image_size: 128, scale: 0.25}\n")
+    _, events = _run(project, mode="finetune-teacher", name="ft-r50", max_steps=1, config_file=cfg)
+    assert _of(events, "step") and not [e for e in _of(events, "warning") if "Hiera" in e["message"]]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
