@@ -199,22 +199,29 @@ def content_extents(valid: torch.Tensor) -> list[tuple[tuple[int, int], tuple[in
     return out
 
 
+def _per_axis(valid: torch.Tensor, gen: torch.Generator,
+              pick: Callable[[int, int, float], int]) -> list[tuple[int, int]]:
+    """`pick(first, last, u)` for each canvas's rows and columns of content, u one uniform draw per axis (two per
+    canvas, drawn for the whole batch at once)."""
+    u = torch.rand(valid.shape[0], 2, generator=gen).tolist()
+    out = []
+    for ((y0, y1), (x0, x1)), (uy, ux) in zip(content_extents(valid), u):
+        out.append((pick(y0, y1, uy), pick(x0, x1, ux)))
+    return out
+
+
 def content_windows(valid: torch.Tensor, size: int, align: int, gen: torch.Generator) -> list[tuple[int, int]]:
     """A random size x size window (y0, x0) of each S x S canvas, on its content: the window slides over the crop's
     pixels (valid) and covers as much of them as it can, so a small window never trains on padding alone. Origins
     sit on multiples of `align` (the student's deepest stride: its features of the window are then the features of
     the whole canvas, cut) and inside the canvas."""
     s = valid.shape[-1]
-    u = torch.rand(valid.shape[0], 2, generator=gen).tolist()
-    out = []
-    for extents, draws in zip(content_extents(valid), u):
-        origin = []
-        for (first, last), v in zip(extents, draws):
-            hi = max(first, last + 1 - size)
-            o = (first + int(v * (hi - first + 1))) // align * align
-            origin.append(min(max(o, 0), s - size))
-        out.append((origin[0], origin[1]))
-    return out
+
+    def origin(first: int, last: int, v: float) -> int:
+        hi = max(first, last + 1 - size)
+        return min(max((first + int(v * (hi - first + 1))) // align * align, 0), s - size)
+
+    return _per_axis(valid, gen, origin)
 
 
 def content_shifts(valid: torch.Tensor, align: int, gen: torch.Generator) -> list[tuple[int, int]]:
@@ -222,15 +229,12 @@ def content_shifts(valid: torch.Tensor, align: int, gen: torch.Generator) -> lis
     (the student's deepest stride: its features then move with the content, cell for cell). A crop that fills its
     canvas has no room and stays."""
     s = valid.shape[-1]
-    u = torch.rand(valid.shape[0], 2, generator=gen).tolist()
-    out = []
-    for extents, draws in zip(content_extents(valid), u):
-        move = []
-        for (first, last), v in zip(extents, draws):
-            lo, hi = -(first // align), (s - 1 - last) // align  # whole steps the content can move each way
-            move.append((lo + int(v * (hi - lo + 1))) * align)
-        out.append((move[0], move[1]))
-    return out
+
+    def move(first: int, last: int, v: float) -> int:
+        lo, hi = -(first // align), (s - 1 - last) // align  # whole steps the content can move each way
+        return (lo + int(v * (hi - lo + 1))) * align
+
+    return _per_axis(valid, gen, move)
 
 
 def shift(x: torch.Tensor, moves: Sequence[tuple[int, int]]) -> torch.Tensor:
