@@ -17,7 +17,8 @@ Steps, each a `maskbench` command run as a subprocess (so the table measures wha
            same click for every model) -> IoU per class from the stored masks; interactive metrics (mIoU after 1, 3
            and 5 clicks, NoC@85/90, inference.interactive) for every row
   training throughput and the per-epoch time split from the runs' JSON lines; export and CPU latency (optional)
-Results: WORK/table.md and WORK/table.json. Stages already done are skipped, so a long run can be resumed.
+Results: WORK/table.md and WORK/table.json. Stages already done are skipped, so a long run can be resumed;
+`--until teacher` / `--until students` stops after that stage (one stage per sitting).
 """
 
 from __future__ import annotations
@@ -338,6 +339,9 @@ def main() -> None:
     ap.add_argument("--student-crop", type=int, default=None,
                     help="training.crop_size of the student rows: random training windows of this side (px)")
     ap.add_argument("--skip-export", action="store_true")
+    ap.add_argument("--until", choices=["teacher", "students", "all"], default="all",
+                    help="stop after this stage; a rerun with the same --work resumes after it (a whole table "
+                         "longer than one sitting, e.g. one 10-minute device call per stage)")
     ap.add_argument("--stage", choices=["all", "interactive"], default="all", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
@@ -412,6 +416,10 @@ def main() -> None:
     sh(["models", "add", "teacher", str(teacher_ckpt), "--project", str(project), "--config", a.teacher_config,
         "--image-size", str(a.teacher_size), "--scale", str(a.teacher_scale), "--name", "teacher-finetuned"], log)
     stage_s["teacher_and_unet"] = time.time() - t0
+    if a.until == "teacher":
+        print(f"stopped after the teacher and the U-Net ({stage_s['teacher_and_unet']:.0f} s): rerun with the same "
+              "--work to go on", flush=True)
+        return
 
     print(f"[3/5] students {', '.join(students)}: distillation, {a.student_epochs} epochs", flush=True)
     t0 = time.time()
@@ -430,6 +438,10 @@ def main() -> None:
                          "--epochs", str(a.student_epochs), "--name", run_name(label), *common])
     run_all(jobs)
     stage_s["students"] = time.time() - t0
+    if a.until == "students":
+        print(f"stopped after the students ({stage_s['students']:.0f} s): rerun with the same --work to go on",
+              flush=True)
+        return
 
     print("[4/5] evaluation on the test split: one click (predict) and interactive, side by side", flush=True)
     t0 = time.time()

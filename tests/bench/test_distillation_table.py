@@ -17,11 +17,23 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 @pytest.mark.timeout(1600)
 def test_toy_distillation_table_end_to_end(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "bench/distillation_table.py", "--toy", "--work", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=1500,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    def table(*extra: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "bench/distillation_table.py", "--toy", "--work", str(tmp_path), *extra],
+                              cwd=REPO, capture_output=True, text=True, timeout=1500)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        return proc
+
+    # one stage per sitting (a device call is shorter than the whole table), then the rest resumes from it
+    table("--until", "teacher")
+    runs = tmp_path / "project" / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["teacher-finetune", "unet"]
+    teacher_best = runs / "teacher-finetune" / "checkpoints" / "best.pt"
+    first_teacher = teacher_best.read_bytes()
+    assert not (tmp_path / "table.json").exists()
+    table()
+    assert teacher_best.read_bytes() == first_teacher  # not trained again
+    assert sorted(p.name for p in runs.iterdir()) == sorted(
+        ["teacher-finetune", "unet", "naive", "feature_aligned", "feature_aligned_1_8", "supervised"])
     table = json.loads((tmp_path / "table.json").read_text())
     assert {"teacher", "naive", "feature_aligned", "feature_aligned_1/8", "supervised", "unet", "classical"} <= set(table)
     for label in ("naive", "feature_aligned", "feature_aligned_1/8", "supervised"):
