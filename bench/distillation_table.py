@@ -134,6 +134,21 @@ def run_dir(project: Path, name: str) -> Path:
     return project / "runs" / run_name(name)
 
 
+def trained(project: Path, name: str) -> bool:
+    """Whether run NAME of an earlier sitting ran to its end (resume skips it). A run cut off mid-way (a device call
+    that ran out of time) may have a best.pt from its early epochs: resuming must not take that for a result, and
+    training again would go to NAME-2 beside it, so stop and say what to remove."""
+    path = run_dir(project, name) / "metrics.jsonl"
+    if not run_dir(project, name).exists():
+        return False
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")] if path.is_file() else []
+    ends = [r for r in rows if r.get("event") == "end"]
+    if ends and ends[-1].get("status") == "finished" and (run_dir(project, name) / "checkpoints" / "best.pt").is_file():
+        return True
+    raise SystemExit(f"run {name} in {project} did not finish (cut off?): remove {run_dir(project, name)} "
+                     "to train it again")
+
+
 def best_of(project: Path, name: str) -> Path:
     path = run_dir(project, name) / "checkpoints" / "best.pt"
     if not path.is_file():
@@ -394,7 +409,7 @@ def main() -> None:
     t0 = time.time()
     teacher_run = "teacher-finetune"
     jobs = []
-    if not (run_dir(project, teacher_run) / "checkpoints" / "best.pt").exists():
+    if not trained(project, teacher_run):
         init_ckpt = random_teacher(a.teacher_config, a.teacher_size, work / "teacher_random_init.pt")
         cfg = write_yaml(work / "teacher.yaml", {
             **base,
@@ -405,7 +420,7 @@ def main() -> None:
         })
         jobs.append(["train", "--project", str(project), "--mode", "finetune-teacher", "--config", str(cfg),
                      "--epochs", str(a.teacher_epochs), "--name", teacher_run, *common])
-    if not (run_dir(project, "unet") / "checkpoints" / "best.pt").exists():
+    if not trained(project, "unet"):
         cfg = write_yaml(work / "unet.yaml", {**base, "student": {"input_size": a.student_size, "scale": 1.0},
                                              "unet": {"crop_size": min(256, a.student_size)},
                                              "training": {**training, "time_budget_s": a.unet_budget}})
@@ -428,7 +443,7 @@ def main() -> None:
     jobs = []
     for label in students:
         flags, overrides, loss = student_row(label, a.backbone)
-        if not (run_dir(project, label) / "checkpoints" / "best.pt").exists():
+        if not trained(project, run_name(label)):
             cfg = write_yaml(work / f"{run_name(label)}.yaml", {
                 **base, "student": {**base["student"], **overrides}, "teacher": teacher_section,
                 **({"loss": loss} if loss else {}),

@@ -54,3 +54,27 @@ def test_toy_distillation_table_end_to_end(tmp_path: Path) -> None:
     assert table["_meta"]["teacher_init"].startswith("random")
     md = (tmp_path / "table.md").read_text()
     assert "| feature_aligned |" in md and "| supervised |" in md and "| unet |" in md and "| classical |" in md
+
+
+def test_a_resumed_table_skips_finished_runs_and_stops_at_one_that_was_cut_off(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    import distillation_table as dt
+
+    project = tmp_path / "project"
+    assert dt.trained(project, "feature_aligned_1/8") is False  # never started: train it
+
+    def run(name: str, events: list[dict]) -> Path:
+        d = project / "runs" / name
+        (d / "checkpoints").mkdir(parents=True)
+        (d / "checkpoints" / "best.pt").write_bytes(b"early epochs")
+        (d / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+        return d
+
+    run("done", [{"event": "start"}, {"event": "epoch", "epoch": 0}, {"event": "end", "status": "finished"}])
+    assert dt.trained(project, "done") is True
+    cut = run("cut", [{"event": "start"}, {"event": "epoch", "epoch": 0}])  # killed after an epoch: a best.pt, no end
+    with pytest.raises(SystemExit, match=f"did not finish.*remove {cut}"):
+        dt.trained(project, "cut")
+    run("stopped", [{"event": "start"}, {"event": "end", "status": "stopped"}])
+    with pytest.raises(SystemExit, match="did not finish"):
+        dt.trained(project, "stopped")
