@@ -404,6 +404,9 @@ def main() -> None:
                 "checkpoint_every": 1000}
     base = {"student": {"input_size": a.student_size, "scale": student_scale}, "training": training}
 
+    # runs a resumed table takes from an earlier sitting: the budgets in _meta are this sitting's, theirs are in
+    # their own WORK/NAME.yaml
+    earlier = [name for name in ["teacher-finetune", "unet", *map(run_name, students)] if trained(project, name)]
     print("[2/5] teacher (SAM 2 from random initialisation, fine-tuned at native scale) and the U-Net baseline",
           flush=True)
     t0 = time.time()
@@ -517,6 +520,7 @@ def main() -> None:
         "lr": a.lr, "teacher_lr": a.teacher_lr, "toy": a.toy, "backbone": a.backbone, "students": students, "parallel": not a.sequential,
         "budgets_s": {"teacher": a.teacher_budget, "student": a.student_budget, "unet": a.unet_budget},
         "wall_s": round(time.time() - t_start, 1), "stage_s": {k: round(v, 1) for k, v in stage_s.items()},
+        "runs_from_earlier_sitting": earlier,
         "teacher_init": "random (no SA-1B weights available offline)", "gpu": _gpu_name(),
     }
     (work / "table.json").write_text(json.dumps(results, indent=2, default=str))

@@ -134,7 +134,10 @@ class OneCycle:
     """AdamW's learning rate as a function of progress p in [0, 1]: linear warm-up from lr/25 over `warmup`, then
     cosine down to `min_lr` (default lr/1000). Progress is the share of steps done, or of `time_budget_s` spent when
     that is larger: a run with a time budget anneals fully within it whatever the machine's speed (the price: its
-    exact schedule depends on the machine, so such a run is not bit-reproducible on resume)."""
+    exact schedule depends on the machine, so such a run is not bit-reproducible on resume). The time share counts
+    from the end of the process's first step (`started`): set-up and torch.compile (about 100 s of a 180 s budget
+    for a compiled student on a fresh H100, docs/benchmarks.md) then shorten the schedule instead of skipping its
+    warm-up and peak; the run still ends when the budget's wall time is spent."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, lr: float, total_steps: int, tcfg: dict[str, Any],
                  time_budget_s: float = 0.0) -> None:
@@ -146,11 +149,22 @@ class OneCycle:
         self.budget = float(time_budget_s or 0.0)
         self.elapsed_before = 0.0  # seconds spent before a resume
         self.t0 = time.perf_counter()
+        self.t_first: float | None = None  # end of this process's first step
+
+    def started(self) -> None:
+        """The first step of this process is done: the time share counts from here (idempotent)."""
+        if self.t_first is None:
+            self.t_first = time.perf_counter()
 
     def progress(self, step: int) -> float:
         p = step / self.total
         if self.budget > 0:
-            p = max(p, (self.elapsed_before + time.perf_counter() - self.t0) / self.budget)
+            if self.t_first is None:  # still in the first step: no time share of the schedule spent yet
+                p = max(p, self.elapsed_before / self.budget)
+            else:  # the schedule spans the budget left after set-up; 1 exactly when the wall budget is spent
+                left = self.budget - (self.t_first - self.t0)
+                spent = self.elapsed_before + time.perf_counter() - self.t_first
+                p = max(p, spent / left if left > 0 else 1.0)
         return min(1.0, p)
 
     def seconds_this_process(self) -> float:
@@ -310,6 +324,7 @@ class TrainingLoop:
                     raise UserError(f"training.compile: {self.compile_mode} could not compile the student ({first}); "
                                     "set distillation.training.compile: null to train without it") from exc
                 state.step += 1
+                self.scheduler.started()
                 step = state.step
                 clock.mark("step")
                 n_img = batch.x.shape[0] * di.world

@@ -17,20 +17,20 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 @pytest.mark.timeout(1600)
 def test_toy_distillation_table_end_to_end(tmp_path: Path) -> None:
-    def table(*extra: str) -> subprocess.CompletedProcess:
+    def run_table(*extra: str) -> subprocess.CompletedProcess:
         proc = subprocess.run([sys.executable, "bench/distillation_table.py", "--toy", "--work", str(tmp_path), *extra],
                               cwd=REPO, capture_output=True, text=True, timeout=1500)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         return proc
 
     # one stage per sitting (a device call is shorter than the whole table), then the rest resumes from it
-    table("--until", "teacher")
+    run_table("--until", "teacher")
     runs = tmp_path / "project" / "runs"
     assert sorted(p.name for p in runs.iterdir()) == ["teacher-finetune", "unet"]
     teacher_best = runs / "teacher-finetune" / "checkpoints" / "best.pt"
     first_teacher = teacher_best.read_bytes()
     assert not (tmp_path / "table.json").exists()
-    table()
+    run_table()
     assert teacher_best.read_bytes() == first_teacher  # not trained again
     assert sorted(p.name for p in runs.iterdir()) == sorted(
         ["teacher-finetune", "unet", "naive", "feature_aligned", "feature_aligned_1_8", "supervised"])
@@ -52,6 +52,7 @@ def test_toy_distillation_table_end_to_end(tmp_path: Path) -> None:
         assert run["epochs"] and {"data_s", "step_s", "validation_s", "checkpoint_s"} <= set(run["time_split_s"])
     assert table["classical"]["params"]["polarity"] in ("dark", "bright", "both")
     assert table["_meta"]["teacher_init"].startswith("random")
+    assert table["_meta"]["runs_from_earlier_sitting"] == ["teacher-finetune", "unet"]
     md = (tmp_path / "table.md").read_text()
     assert "| feature_aligned |" in md and "| supervised |" in md and "| unet |" in md and "| classical |" in md
 

@@ -154,7 +154,41 @@ def test_one_cycle_warms_up_then_anneals() -> None:
     assert all(a <= b for a, b in zip(lrs[:10], lrs[1:11])) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert lrs[100] == pytest.approx(1e-3)
     budget = OneCycle(opt, 1.0, 10**9, {"warmup": 0.1}, time_budget_s=1e-9)
-    assert budget.progress(0) == 1.0  # a spent time budget finishes the schedule whatever the step count
+    budget.started()
+    assert budget.progress(1) == 1.0  # a spent time budget finishes the schedule whatever the step count
+
+
+def test_a_time_budget_schedule_counts_from_the_first_step_not_the_set_up() -> None:
+    """A compiled run on a fresh machine spends ~100 s of a 180 s budget in its first step: the schedule must still
+    warm up and peak in the 80 s left, and end when the whole budget's wall time is spent."""
+    from inference.training.loop import OneCycle
+
+    def elapse(s: OneCycle, seconds: float) -> None:  # move the schedule's clocks back: that much time has passed
+        s.t0 -= seconds
+        if s.t_first is not None:
+            s.t_first -= seconds
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = OneCycle(opt, 1.0, 10**9, {"warmup": 0.1}, time_budget_s=180.0)
+    assert sched.progress(0) == 0.0  # the first step (set-up, compile) runs at the warm-up's start
+    elapse(sched, 100.0)  # the first step took 100 s
+    sched.started()
+    sched.started()  # idempotent: the clock starts once
+    assert sched.progress(1) < 0.01 and sched.apply(1) < 0.01
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.04, abs=0.01)  # warm-up, not the cosine's second half
+    elapse(sched, 40.0)  # half of the 80 s left
+    assert sched.progress(2) == pytest.approx(0.5, abs=0.01)
+    elapse(sched, 40.0)  # 180 s of wall time in all: spent
+    assert sched.progress(3) == pytest.approx(1.0, abs=0.01)
+    # a resumed run (60 s before, in another process) goes on from its share and also ends with the wall budget
+    again = OneCycle(opt, 1.0, 10**9, {"warmup": 0.1}, time_budget_s=180.0)
+    again.load_state_dict({"elapsed": 60.0})
+    assert again.progress(0) == pytest.approx(60.0 / 180.0)
+    elapse(again, 20.0)  # this process's set-up: 20 s
+    again.started()
+    assert again.progress(1) == pytest.approx(60.0 / 160.0, abs=0.01)
+    elapse(again, 100.0)  # 60 + 20 + 100 = 180 s of wall time
+    assert again.progress(2) == pytest.approx(1.0, abs=0.01)
 
 
 def test_layout_round_trip_tiles_cover_the_crop() -> None:
