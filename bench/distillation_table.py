@@ -141,7 +141,8 @@ def trained(project: Path, name: str) -> bool:
     path = run_dir(project, name) / "metrics.jsonl"
     if not run_dir(project, name).exists():
         return False
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")] if path.is_file() else []
+    lines = path.read_text().splitlines() if path.is_file() else []
+    rows = [json.loads(line) for line in lines if line.startswith("{")]
     ends = [r for r in rows if r.get("event") == "end"]
     if ends and ends[-1].get("status") == "finished" and (run_dir(project, name) / "checkpoints" / "best.pt").is_file():
         return True

@@ -49,7 +49,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.distillation_table import best_of, random_teacher, run_dir, sh, split_items, write_yaml  # noqa: E402
+from bench.distillation_table import (  # noqa: E402
+    best_of, random_teacher, run_dir, sh, split_items, trained, write_yaml)
 from inference.sam2_configs import SCRATCH_TEACHER  # noqa: E402
 
 ARMS = ("random", "disagreement", "hardness", "vlm")
@@ -237,7 +238,7 @@ def main() -> None:
     training = {"batch_size": a.batch_size, "lr": a.lr, "checkpoint_every": 1000,
                 **({"augment": augment} if augment else {})}
     common_cfg = {"student": {"input_size": a.student_size, "scale": scale_s}, "training": training}
-    if not (base / "runs" / "teacher" / "checkpoints" / "best.pt").exists():
+    if not trained(base, "teacher"):  # a teacher cut off mid-way stops the resume (naming what to remove)
         init = random_teacher(a.teacher_config, a.teacher_size, work / "teacher_init.pt")
         cfg = write_yaml(work / "teacher.yaml", {
             **common_cfg, "teacher": {**teacher_section, "checkpoint": str(init)},
