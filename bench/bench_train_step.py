@@ -1,15 +1,22 @@
-"""The student's training step on a synthetic batch, eager against torch.compile: where a training run's step time
-goes without the data set, validation or checkpoints around it (issue 14's throughput target).
+"""The student's (or the SAM 2 teacher's) training step on a synthetic batch, eager against torch.compile: where a
+training run's step time goes without the data set, validation or checkpoints around it (issue 14's throughput
+targets).
 
     python bench/bench_train_step.py --device cuda                         # eager and compiled, batch 64 at 512 px
     python bench/bench_train_step.py --device cuda --variants eager --profile   # plus a CUDA profile of 3 steps
     python bench/bench_train_step.py --device cuda --variants compiled,compiled-autotune --batch 128
+    python bench/bench_train_step.py --device cuda --model teacher --variants eager --channels-last off,on
 
 Two figures per variant, images/s over `--steps` timed steps after `--warmup` untimed ones (which include the
 compile): the encoder's forward and backward alone, and the full step as `train --mode distill` runs it with
 supervised loss only (encoder, a decode of the initial clicks and one of the follow-up click, the supervised loss at
 input resolution, backward, fused AdamW). bf16 autocast and channels_last on CUDA, as the trainer uses them. The
 compiled variant compiles encoder and decoder as `training.compile` does (inference.training.loop).
+
+`--model teacher`: SAM 2 with the scratch teacher's ResNet-50-D trunk (`--teacher-config`), its step as
+`train --mode finetune-teacher` runs it (image encoder, all four mask outputs decoded for the initial and the
+follow-up clicks, their losses at input resolution and the IoU head's, backward, fused AdamW). The trainer runs the
+teacher without channels_last (chosen for Hiera, a ViT); `--channels-last off,on` measures both on the ResNet trunk.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from inference.sam2_configs import SCRATCH_TEACHER  # noqa: E402
 from inference.student import StudentConfig, StudentModel  # noqa: E402
 from inference.training.losses import supervised_loss  # noqa: E402
 
@@ -33,33 +41,77 @@ VARIANTS = {"eager": None, "compiled": "default", "eager-cudnn-benchmark": None,
             "compiled-autotune": "max-autotune-no-cudagraphs"}
 
 
-def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+def student_step(args: argparse.Namespace, dev: torch.device, compile_mode: str | None, channels_last: bool):
+    """The student's model and its step(full) closure's loss."""
+    cfg = StudentConfig(input_size=args.size, mask_stride=args.mask_stride)
+    model = StudentModel(cfg).to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    if compile_mode:
+        model.encoder.compile(mode=None if compile_mode == "default" else compile_mode, dynamic=False)
+        model.decoder.compile(mode=None if compile_mode == "default" else compile_mode, dynamic=False)
+    b, s = args.batch, args.size
+    x = torch.randn(b, 3, s, s, device=dev)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    target = (torch.rand(b, 1, s, s, device=dev) > 0.9).float()
+    clicks = [(torch.rand(b, n, 2, device=dev) * s, torch.ones(b, n, device=dev)) for n in (5, 6)]
+
+    def loss(full: bool) -> torch.Tensor:
+        emb, hi = model.encoder(x)
+        if not full:
+            return emb.float().mean() + hi.float().mean()
+        return sum(supervised_loss(F.interpolate(model.decoder(emb, hi, p, lb)[0][:, :1].float(), size=(s, s),
+                                                 mode="bilinear"), target).mean() for p, lb in clicks)
+
+    return model, loss
+
+
+def teacher_step(args: argparse.Namespace, dev: torch.device, compile_mode: str | None, channels_last: bool):
+    """SAM 2's model (every part trainable, as finetune-teacher trains it) and its step(full) closure's loss."""
+    from inference.sam2_net import build
+
+    net = build(args.teacher_config, args.size, None, device=str(dev)).to(dev).train()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if compile_mode:
+        net.model.image_encoder.compile(mode=None if compile_mode == "default" else compile_mode, dynamic=False)
+    b, s = args.batch, args.size
+    x = torch.randn(b, 3, s, s, device=dev)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    target = (torch.rand(b, 1, s, s, device=dev) > 0.9).float()
+    clicks = [(torch.rand(b, n, 2, device=dev) * s, torch.ones(b, n, device=dev)) for n in (2, 3)]
+
+    def loss(full: bool) -> torch.Tensor:
+        feats = net.encode_normalised(x)
+        if not full:
+            return sum(f.float().mean() for f in feats.values())
+        total = torch.zeros((), device=dev)
+        for p, lb in clicks:
+            masks, iou = net.decode_all(feats, p, lb)
+            k = masks.shape[1]
+            up = F.interpolate(masks.float(), size=(s, s), mode="bilinear")
+            total = total + supervised_loss(up.reshape(b * k, 1, s, s), target.repeat_interleave(k, 0)).mean()
+            total = total + 0.1 * (iou.float() - 0.5).pow(2).mean()
+        return total
+
+    return net, loss
+
+
+def measure(variant: str, channels: str, args: argparse.Namespace) -> dict[str, Any]:
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
     torch.backends.cudnn.benchmark = variant == "eager-cudnn-benchmark"
     torch.manual_seed(0)
-    cfg = StudentConfig(input_size=args.size, mask_stride=args.mask_stride)
-    model = StudentModel(cfg).to(dev)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    if VARIANTS[variant]:
-        model.encoder.compile(mode=None if VARIANTS[variant] == "default" else VARIANTS[variant], dynamic=False)
-        model.decoder.compile(mode=None if VARIANTS[variant] == "default" else VARIANTS[variant], dynamic=False)
-    opt = torch.optim.AdamW(model.parameters(), 1e-3, fused=cuda)
-    b, s = args.batch, args.size
-    x = torch.randn(b, 3, s, s, device=dev).contiguous(memory_format=torch.channels_last)
-    target = (torch.rand(b, 1, s, s, device=dev) > 0.9).float()
-    clicks = [(torch.rand(b, n, 2, device=dev) * s, torch.ones(b, n, device=dev)) for n in (5, 6)]
+    # auto: as the trainer runs each model (inference.training.runner): the student channels_last on CUDA, SAM 2 not
+    channels_last = {"on": True, "off": False, "auto": cuda and args.model == "student"}[channels]
+    build_step = student_step if args.model == "student" else teacher_step
+    model, compute_loss = build_step(args, dev, VARIANTS[variant], channels_last)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-3, fused=cuda)
 
     def step(full: bool) -> None:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
-            emb, hi = model.encoder(x)
-            if full:
-                loss = sum(supervised_loss(F.interpolate(model.decoder(emb, hi, p, lb)[0][:, :1].float(), size=(s, s),
-                                                         mode="bilinear"), target).mean() for p, lb in clicks)
-            else:
-                loss = emb.float().mean() + hi.float().mean()
+            loss = compute_loss(full)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -68,7 +120,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         if cuda:
             torch.cuda.synchronize()
 
-    out: dict[str, Any] = {"variant": variant}
+    out: dict[str, Any] = {"model": args.model, "variant": variant, "channels_last": channels_last}
     for part, full in (("encoder", False), ("step", True)):
         t0 = time.perf_counter()
         for _ in range(args.warmup):
@@ -79,7 +131,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.steps):
             step(full)
         sync()
-        out[f"{part}_images_per_s"] = round(b * args.steps / (time.perf_counter() - t0), 1)
+        out[f"{part}_images_per_s"] = round(args.batch * args.steps / (time.perf_counter() - t0), 1)
     if cuda:
         out["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
         torch.cuda.reset_peak_memory_stats()
@@ -102,6 +154,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--mask-stride", type=int, default=2, choices=[2, 4, 8])
+    ap.add_argument("--model", default="student", choices=["student", "teacher"])
+    ap.add_argument("--teacher-config", default=SCRATCH_TEACHER, help="SAM 2 config of --model teacher")
+    ap.add_argument("--channels-last", default="auto",
+                    help="comma-separated of auto (as the trainer: the student on CUDA only, the teacher never), on, off")
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--variants", default="eager,compiled", help=f"comma-separated of {', '.join(VARIANTS)}")
@@ -112,13 +168,18 @@ def main() -> None:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    layouts = [c for c in args.channels_last.split(",") if c]
+    bad = [c for c in layouts if c not in ("auto", "on", "off")]
+    if bad or not layouts:
+        raise SystemExit(f"--channels-last takes auto, on or off (comma-separated), got {args.channels_last!r}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here (use --device cpu)")
     rows = []
     for v in variants:
-        row = measure(v, args)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+        for c in layouts:
+            row = measure(v, c, args)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     if args.json is not None:
         args.json.write_text(json.dumps({"batch": args.batch, "size": args.size, "rows": rows}, indent=1))
 
