@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One `device` call of bench/distillation_table.py on a GPU machine, self-contained: installs the carried wheels
-# (scripts/device/wheels.sh), trains into out/dt (ignored; it stays while the machine is warm, so a second call
+# (scripts/device/env.sh), trains into out/dt (ignored; it stays while the machine is warm, so a second call
 # within ~30 s resumes there) and copies the table and the run logs to $OUT (8 files at most come back).
 # Environment:
 #   UNTIL   teacher | students | all (the table's --until; the magnetic-tile table takes two 600 s calls:
@@ -9,16 +9,15 @@
 #             .venv/bin/python bench/thin_defects.py --data ../shared/datasets/magnetic-tile --out .cache/thin  (9 MB)
 #             cp -r ../shared/datasets/magnetic-tile .cache/mt                                                 (23 MB)
 #   TB UB SB  teacher / U-Net / student time budgets in seconds; STUDENTS, COMPILE, TSCALE, EXTRA, DEVICE optional
+#   TSCALE  the teacher's pixel scale; the table keeps both canvases on the same region (student scale = TSCALE x
+#           student size / teacher size), so TSCALE=2 with students at scale 1 needs EXTRA="--teacher-size 1024"
 #   RESUME  set: stop (exit 4) unless an earlier call's teacher finished on this machine
 # Example: run(command="UNTIL=teacher DATA=mt TB=470 UB=400 bash scripts/device/table.sh", carry=[".whl", ".cache"])
 set -euo pipefail
 : "${UNTIL:?set UNTIL to teacher, students or all}"
 : "${OUT:?run this through the device tool (it sets OUT)}"
-# the device machine has torch, timm and onnx but none of these (a local .venv has them all: nothing to install)
-python -c 'import sqlalchemy, sam2, pycocotools' 2>/dev/null \
-  || pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+# shellcheck source=scripts/device/env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 work="$PWD/out/dt"
 if [ -n "${RESUME:-}" ] && [ ! -f "$work/project/runs/teacher-finetune/checkpoints/best.pt" ]; then
   echo "no finished teacher in $work: this machine is not the warm one of the first call" >&2
