@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("--teacher-lr", type=float, default=1e-3)
     ap.add_argument("--qat-epochs", type=int, default=6, help="QAT epochs from the first row (0: none)")
     ap.add_argument("--max-clicks", type=int, default=20)
+    ap.add_argument("--val-every", type=int, default=1,
+                    help="the student rows validate every N epochs (a CPU run at 512 px spends most epochs validating)")
     ap.add_argument("--pos-weight", type=float, default=None,
                     help="training.pos_weight of the student rows (defect-pixel weight; default: the project's)")
     ap.add_argument("--size", type=int, default=512,
@@ -157,6 +159,7 @@ def main() -> None:
             "training": {"batch_size": row.batch, "lr": row.lr, "checkpoint_every": 1000,
                          "time_budget_s": a.student_budget, "compile": a.compile, "crop_size": row.crop,
                          "clicks": {"one_click_share": row.one_click}, "augment": {"shift": bool(row.shift)},
+                         "val_every": a.val_every,
                          **({} if a.pos_weight is None else {"pos_weight": a.pos_weight})}})
         jobs.append(["train", "--project", str(project), "--mode", "distill", "--config", str(cfg), "--name", name,
                      *common])
