@@ -153,7 +153,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--mask-stride", type=int, default=2, choices=[1, 2, 4, 8])
+    ap.add_argument("--mask-stride", type=int, default=2, choices=[2, 4, 8])
     ap.add_argument("--model", default="student", choices=["student", "teacher"])
     ap.add_argument("--teacher-config", default=SCRATCH_TEACHER, help="SAM 2 config of --model teacher")
     ap.add_argument("--channels-last", default="auto",

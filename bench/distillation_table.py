@@ -44,8 +44,6 @@ STUDENTS = {  # kind -> (train flags, student overrides, loss overrides)
     "naive": (["--no-feature-loss"], {"mask_stride": 2}, {}),
     "feature_aligned": ([], {"mask_stride": 2}, {}),
     "feature_aligned_1/8": ([], {"mask_stride": 8}, {}),
-    # the 1/1 head (logits at the input's own pixels): for 1 px scratches, not measured on a GPU yet
-    "feature_aligned_1/1": ([], {"mask_stride": 1}, {}),
     # the same student on the ground truth alone (no teacher terms): what distillation adds is the difference
     "supervised": ([], {"mask_stride": 2}, SUPERVISED_ONLY),
 }

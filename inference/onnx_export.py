@@ -4,7 +4,7 @@ The pair mirrors the interactive split: the encoder runs once per image, the dec
 (what inference.ort_backend feeds them, via inference.preprocess):
 
   encoder  image (B, 3, S, S) float32, resized + ImageNet-normalised
-           -> image_embed (B, 256, S/16, S/16), high_res (B, C, S/k, S/k)   (k: mask stride 1, 2, 4, 8; C: high_res_channels)
+           -> image_embed (B, 256, S/16, S/16), high_res (B, C, S/k, S/k)   (k: mask stride 2, 4, 8; C: high_res_channels)
   decoder  image_embed (B|1, 256, S/16, S/16), high_res (B|1, C, S/k, S/k),
            point_coords (B, N, 2) float32 x/y in input pixels, point_labels (B, N) float32 (1, 0, -1 = padding)
            -> masks (B, K, S/k, S/k) logits, scores (B, K)

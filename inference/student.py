@@ -11,10 +11,7 @@ Why this shape:
   which is what feature-alignment distillation (the cosine loss of seed 001) compares.
 * Prompt encoder: points only (industrial crops get point prompts from saliency or clicks; no boxes, no mask
   input), SAM's random-Fourier positional encoding plus a learned embedding per label.
-* Mask decoder: SAM's two-way transformer, narrower (128 channels), then one of four heads (`mask_stride`):
-  - 1: a fourth step to the input's own pixels, for 1 px scratches (a 1/2 logit is still two pixels wide). Its
-    skip feature is the 1/2 skip pixel-shuffled to full resolution (4 channels) plus a 3x3 conv of the image itself:
-    the cached embedding again holds as many values, and the 1/4 and 1/2 steps read it back with pixel_unshuffle.
+* Mask decoder: SAM's two-way transformer, narrower (128 channels), then one of three heads (`mask_stride`):
   - 2 (default): a third upsampling step to 1/2 of the input, for 1-2 px scratches (a 1/4 logit is four pixels
     wide). The skip feature is then one tensor at 1/2 with a quarter of the channels: the 1/4 fusion rearranged by
     pixel_shuffle (lossless) plus the backbone's stride-2 feature, so the cached embedding keeps the 1/4 head's
@@ -73,7 +70,7 @@ def adapted_windows(input_size: int, base: tuple[int, ...] = BASE_WINDOWS) -> tu
     return tuple(out)
 
 
-DEFAULT_CONTEXT_BLOCKS = 4  # student.context_blocks of heads 1, 2 and 4 when project.yaml leaves it out
+DEFAULT_CONTEXT_BLOCKS = 4  # student.context_blocks of heads 2 and 4 when project.yaml leaves it out
 
 
 @dataclass
@@ -89,16 +86,15 @@ class StudentConfig:
     decoder_mlp_dim: int = 512
     upscale_dim: int = 32
     num_multimask_outputs: int = 0  # 0: one mask per prompt (defects are rarely ambiguous); 3 mimics SAM
-    # 2 (default: higher validation IoU than 4 in one GPU run, docs/benchmarks.md): steps to 1/2; 1: to the input's
-    # own pixels; 4: to 1/4; 8: 1/8
+    # 2 (default: higher validation IoU than 4 in one GPU run, docs/benchmarks.md): steps to 1/2; 4: to 1/4; 8: 1/8
     mask_stride: int = 2
     click_sigma: float = 1.5  # Gaussian click maps of the 1/2 and 1/4 heads, in mask-grid pixels
     # residual 3x3 conv blocks on the mask grid after the clicks and the skip feature meet (0: SAM's linear read-out)
     refine_blocks: int = 0
     # dilated depthwise residual blocks on the 1/8 grid, which the clicks then enter too (dilations 1, 2, 4, 8,
     # repeating): a click-aware neighbourhood of 15 cells (120 px) either side at four blocks, where the clicks
-    # otherwise meet the image only in 1x1 convs at 1/4 and 1/2 and in the 1/16 attention (heads 1, 2 and 4; 0: none).
-    # None: DEFAULT_CONTEXT_BLOCKS for heads 1, 2 and 4 (+0.13 validation IoU on magnetic-tile in one H200 run,
+    # otherwise meet the image only in 1x1 convs at 1/4 and 1/2 and in the 1/16 attention (heads 2 and 4; 0: none).
+    # None: DEFAULT_CONTEXT_BLOCKS for heads 2 and 4 (+0.13 validation IoU on magnetic-tile in one H200 run,
     # docs/benchmarks.md "Context blocks"), 0 for the 1/8 head, which has no 1/8 grid before its read-out
     context_blocks: int | None = None
     layout: str = "native"  # native: crops keep their pixel scale on S x S canvases (inference.layout); resize: SAM's
@@ -107,14 +103,10 @@ class StudentConfig:
     def __post_init__(self) -> None:
         if self.input_size % 32:
             raise ValueError(f"student input_size must be a multiple of 32, got {self.input_size}")
-        if self.mask_stride not in (1, 2, 4, 8):
-            raise ValueError(f"student mask_stride must be 1, 2, 4 or 8, got {self.mask_stride}")
-        # the 1/2 and 1/1 skips hold a quarter / a sixteenth of high_res_dim's channels, their steps half / a quarter
-        # of upscale_dim's
-        hd_per, u_per = {1: (16, 4), 2: (4, 2)}.get(self.mask_stride, (1, 1))
-        if self.high_res_dim % hd_per or self.upscale_dim % u_per:
-            raise ValueError(f"student mask_stride {self.mask_stride} needs high_res_dim a multiple of {hd_per} and "
-                             f"upscale_dim a multiple of {u_per}, got {self.high_res_dim} and {self.upscale_dim}")
+        if self.mask_stride not in (2, 4, 8):
+            raise ValueError(f"student mask_stride must be 2, 4 or 8, got {self.mask_stride}")
+        if self.high_res_dim % 4:
+            raise ValueError(f"student high_res_dim must be a multiple of 4, got {self.high_res_dim}")
         if self.refine_blocks < 0:
             raise ValueError(f"student refine_blocks must be >= 0, got {self.refine_blocks}")
         if self.context_blocks is None:
@@ -122,8 +114,8 @@ class StudentConfig:
         if self.context_blocks < 0:
             raise ValueError(f"student context_blocks must be >= 0, got {self.context_blocks}")
         if self.context_blocks and self.mask_stride == 8:
-            raise ValueError("student context_blocks work on the 1/8 grid of heads 1, 2 and 4: "
-                             "they need mask_stride 1, 2 or 4, got 8")
+            raise ValueError("student context_blocks work on the 1/8 grid of heads 2 and 4: "
+                             "they need mask_stride 2 or 4, got 8")
         if self.layout not in ("native", "resize"):
             raise ValueError(f"student layout must be native or resize, got {self.layout!r}")
         if not self.scale > 0:
@@ -131,8 +123,8 @@ class StudentConfig:
         self.backbone = BACKBONE_ALIASES.get(self.backbone, self.backbone)
         if self.backbone not in BACKBONES:
             raise ValueError(f"student backbone must be one of {', '.join(sorted(BACKBONES))}, got {self.backbone!r}")
-        if self.mask_stride <= 2 and not BACKBONES[self.backbone]:
-            raise ValueError(f"mask_stride {self.mask_stride} needs a backbone with a stride-2 feature "
+        if self.mask_stride == 2 and not BACKBONES[self.backbone]:
+            raise ValueError(f"mask_stride 2 needs a backbone with a stride-2 feature "
                              f"({', '.join(sorted(b for b, i in BACKBONES.items() if i))}); {self.backbone} has none")
         if self.is_tiny_vit:
             self.window_sizes = tuple(int(w) for w in self.window_sizes) or adapted_windows(self.input_size)
@@ -158,9 +150,8 @@ class StudentConfig:
 
     @property
     def high_res_channels(self) -> int:
-        """Channels of the skip feature: high_res_dim, a quarter of it at 1/2 and a sixteenth at 1/1 (the same number
-        of values)."""
-        return self.high_res_dim // {1: 16, 2: 4}.get(self.mask_stride, 1)
+        """Channels of the skip feature: high_res_dim, a quarter of it at 1/2 (the same number of values)."""
+        return self.high_res_dim // 4 if self.mask_stride == 2 else self.high_res_dim
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -260,18 +251,16 @@ class MLP(nn.Module):
 class StudentEncoder(nn.Module):
     """Normalised (B, 3, S, S) -> image_embed (B, 256, S/16, S/16), high_res (B, C, S/k, S/k) where k is the mask
     stride (4: the stride-4 and stride-8 features fused, a light FPN; 2: that fusion pixel-shuffled to 1/2 plus the
-    stride-2 feature, C = high_res_dim / 4; 1: the 1/2 one pixel-shuffled to 1/1 plus a 3x3 conv of the image,
-    C = high_res_dim / 16; 8: the stride-8 feature alone)."""
+    stride-2 feature, C = high_res_dim / 4; 8: the stride-8 feature alone)."""
 
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__()
         import timm
 
-        self.stride4 = cfg.mask_stride <= 4  # has a 1/4 stage (heads 1, 2 and 4)
-        self.stride2 = cfg.mask_stride <= 2  # has a 1/2 stage (heads 1 and 2)
-        self.stride1 = cfg.mask_stride == 1
+        self.stride4 = cfg.mask_stride <= 4  # has a 1/4 stage (heads 2 and 4)
+        self.stride2 = cfg.mask_stride == 2
         extra: dict[str, Any] = {"window_sizes": list(cfg.window_sizes)} if cfg.is_tiny_vit else {}
-        first = BACKBONES[cfg.backbone] + {1: -1, 2: -1, 4: 0, 8: 1}[cfg.mask_stride]
+        first = BACKBONES[cfg.backbone] + {2: -1, 4: 0, 8: 1}[cfg.mask_stride]
         indices = tuple(range(first, BACKBONES[cfg.backbone] + 4))  # strides (2), (4), 8, 16, 32
         self.backbone = timm.create_model(
             cfg.backbone, pretrained=False, features_only=True, out_indices=indices, **extra
@@ -296,11 +285,6 @@ class StudentEncoder(nn.Module):
             self.high2 = nn.Conv2d(chans[0], h2, 1)
             self.high2_dw = nn.Conv2d(h2, h2, 3, padding=1, groups=h2)
             self.high2_pw = nn.Conv2d(h2, h2, 1)
-        if self.stride1:
-            h1 = hd // 16
-            self.high1 = nn.Conv2d(3, h1, 3, padding=1)  # the image's own pixels: no backbone feature is at 1/1
-            self.high1_dw = nn.Conv2d(h1, h1, 3, padding=1, groups=h1)
-            self.high1_pw = nn.Conv2d(h1, h1, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.backbone(x)
@@ -315,11 +299,7 @@ class StudentEncoder(nn.Module):
         if not self.stride2:
             return y, hi
         hi2 = F.pixel_shuffle(hi, 2) + self.high2(feats[0])
-        hi2 = hi2 + self.high2_pw(F.gelu(self.high2_dw(hi2)))
-        if not self.stride1:
-            return y, hi2
-        hi1 = F.pixel_shuffle(hi2, 2) + self.high1(x)
-        return y, hi1 + self.high1_pw(F.gelu(self.high1_dw(hi1)))
+        return y, hi2 + self.high2_pw(F.gelu(self.high2_dw(hi2)))
 
 
 class PointPromptEncoder(nn.Module):
@@ -447,16 +427,13 @@ class MaskDecoderLite(nn.Module):
         self.final_attn = Attention(d, cfg.decoder_heads, downsample=2)
         self.final_norm = nn.LayerNorm(d)
         u = cfg.upscale_dim
-        self.stride4 = cfg.mask_stride <= 4  # has a 1/4 stage (heads 1, 2 and 4)
-        self.stride2 = cfg.mask_stride <= 2  # has a 1/2 stage (heads 1 and 2)
-        self.stride1 = cfg.mask_stride == 1
+        self.stride4 = cfg.mask_stride <= 4  # has a 1/4 stage (heads 2 and 4)
+        self.stride2 = cfg.mask_stride == 2
         self.mask_stride = cfg.mask_stride
         self.click_sigma = float(cfg.click_sigma)
         # the last step's layers are always upscale / up_norm / skip / clicks (the export keeps them float)
         hd = cfg.high_res_dim
-        # 1/16 -> 1/8, then (heads 1, 2) 1/8 -> 1/4, then (head 1) 1/4 -> 1/2, then the last step: to 1/4 (head 4),
-        # 1/2 (head 2) or 1/1 (head 1)
-        if self.stride4:
+        if self.stride4:  # 1/16 -> 1/8, then (2) 1/8 -> 1/4, then the last step: to 1/4 (head 4) or 1/2 (head 2)
             self.upscale0 = nn.ConvTranspose2d(d, 2 * u, kernel_size=2, stride=2)
             self.up_norm0 = LayerNorm2d(2 * u)
             self.context = context_stack(2 * u, cfg.context_blocks)
@@ -465,18 +442,10 @@ class MaskDecoderLite(nn.Module):
         if self.stride2:
             self.upscale1 = nn.ConvTranspose2d(2 * u, u, kernel_size=2, stride=2)
             self.up_norm1 = LayerNorm2d(u)
-            self.skip1 = nn.Conv2d(hd, u, 1)  # reads the 1/2 (1/1) skip feature pixel-unshuffled back to 1/4
+            self.skip1 = nn.Conv2d(hd, u, 1)  # reads the 1/2 skip feature pixel-unshuffled back to 1/4
             self.clicks1 = nn.Conv2d(2, u, 1)
             u_out, hd_out = u // 2, hd // 4
-            if self.stride1:
-                self.upscale2 = nn.ConvTranspose2d(u, u_out, kernel_size=2, stride=2)
-                self.up_norm2 = LayerNorm2d(u_out)
-                self.skip2 = nn.Conv2d(hd_out, u_out, 1)  # reads the 1/1 skip feature pixel-unshuffled to 1/2
-                self.clicks2 = nn.Conv2d(2, u_out, 1)
-                u_in, u_out, hd_out = u_out, u // 4, hd // 16
-            else:
-                u_in = u
-            self.upscale = nn.ConvTranspose2d(u_in, u_out, kernel_size=2, stride=2)
+            self.upscale = nn.ConvTranspose2d(u, u_out, kernel_size=2, stride=2)
             self.clicks = nn.Conv2d(2, u_out, 1)
         elif self.stride4:  # 1/16 -> 1/8 -> 1/4, as SAM's decoder
             self.upscale = nn.ConvTranspose2d(2 * u, u, kernel_size=2, stride=2)
@@ -526,12 +495,8 @@ class MaskDecoderLite(nn.Module):
                 img = img + self.clicks0(click_maps(points.to(img.dtype), labels, h * 2, 8, self.click_sigma))
             img = self.context(F.gelu(img))
         if self.stride2:
-            f = 4 // self.mask_stride  # the skip feature's grid per 1/4 cell
-            cm = click_maps(points.to(img.dtype), labels, hi.shape[-1] // f, 4, self.click_sigma)
-            img = F.gelu(self.up_norm1(self.upscale1(img)) + self.skip1(F.pixel_unshuffle(hi, f)) + self.clicks1(cm))
-        if self.stride1:
-            cm = click_maps(points.to(img.dtype), labels, hi.shape[-1] // 2, 2, self.click_sigma)
-            img = F.gelu(self.up_norm2(self.upscale2(img)) + self.skip2(F.pixel_unshuffle(hi, 2)) + self.clicks2(cm))
+            cm = click_maps(points.to(img.dtype), labels, hi.shape[-1] // 2, 4, self.click_sigma)
+            img = F.gelu(self.up_norm1(self.upscale1(img)) + self.skip1(F.pixel_unshuffle(hi, 2)) + self.clicks1(cm))
         if self.stride4:
             cm = click_maps(points.to(img.dtype), labels, hi.shape[-1], self.mask_stride, self.click_sigma)
             up = F.gelu(self.up_norm(self.upscale(img)) + self.skip(hi) + self.clicks(cm))

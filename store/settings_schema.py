@@ -79,7 +79,7 @@ class StudentSettings(Section):
     mask_stride: int = 2
     click_sigma: float = 1.5
     refine_blocks: int = Field(0, ge=0)
-    context_blocks: Optional[int] = Field(None, ge=0)  # null: 4 for heads 1, 2 and 4, 0 for the 1/8 head
+    context_blocks: Optional[int] = Field(None, ge=0)  # null: 4 for heads 2 and 4, 0 for the 1/8 head
     layout: Text = "native"
     scale: float = 1.0
 
@@ -262,7 +262,7 @@ DEPRECATED_KEYS: dict[str, str] = {
     "distillation.vlm_review": "VLM verdicts count whenever `maskbench review judge` has run (weights.vlm_trust 0: off)",
     "distillation.teacher.freeze": "distillation never trains the teacher; --mode finetune-teacher does",
     "distillation.teacher.precision": "the teacher runs in the training run's AMP precision (training.amp)",
-    "distillation.student.decoder_upsample": "the mask head is set by distillation.student.mask_stride (1, 2, 4 or 8)",
+    "distillation.student.decoder_upsample": "the mask head is set by distillation.student.mask_stride (2, 4 or 8)",
     "distillation.student.prompt_encoder": "the student's prompt encoder is fixed (dense click maps)",
     "distillation.student.quantization": "export precisions are chosen by `maskbench export --precision`",
     "distillation.training.scheduler": "the schedule is one-cycle (training.warmup, training.min_lr)",

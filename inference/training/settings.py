@@ -3,7 +3,7 @@
 Keys this package adds to the template (all optional in project.yaml, defaults here):
   distillation.teacher.config / .checkpoint / .image_size / .scale : SAM 2 Hydra config, weights, canvas size, and
       the pixel scale the teacher is fine-tuned at (2.0: it looks at crops twice as close as a scale-1 student)
-  distillation.student.mask_stride / .layout / .scale : the 1/1, 1/2, 1/4 or 1/8 mask head, native or resized crops
+  distillation.student.mask_stride / .layout / .scale : the 1/2, 1/4 or 1/8 mask head, native or resized crops
   distillation.training.amp / .log_every / .checkpoint_every / .val_every / .seed / .augment / .min_lr / .warmup /
       .class_balance / .pos_weight / .ema_decay / .clicks / .compile / .crop_size
   distillation.finetune_teacher.{lr, epochs, batch_size, train_image_encoder}

@@ -110,7 +110,7 @@ def test_prepare_then_strip_gives_back_the_plain_student() -> None:
         assert torch.equal(model(x, pts, lbs)[1], ref)
 
 
-@pytest.mark.parametrize("stride", [1, 2, 4, 8])
+@pytest.mark.parametrize("stride", [2, 4, 8])
 def test_layers_kept_float_are_the_exports_output_heads(tmp_path: Path, stride: int) -> None:
     from inference.export import graph, quantize
 
