@@ -286,12 +286,18 @@ def exports_of(project: Path, checkpoint: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def flip_label(label: str) -> str:
+    """The row of `label` evaluated with four-view flip averaging (inference.flip_ensemble)."""
+    return f"{label}+flips"
+
+
 def interactive_stage(work: Path, device: str, max_clicks: int) -> None:
     """mIoU@k and NoC for every row, from the checkpoints directly (no registry), so it runs beside the predict
     chain; writes WORK/interactive.json."""
     from inference.baselines.classical import ClassicalSegmenter, tune
     from inference.baselines.unet import UNetSegmenter
     from inference.baselines.unet import load_checkpoint as load_unet
+    from inference.flip_ensemble import FlipEnsemble
     from inference.interactive import evaluate
     from inference.teacher import load_teacher_segmenter
     from inference.torch_backend import load_student_segmenter
@@ -308,6 +314,7 @@ def interactive_stage(work: Path, device: str, max_clicks: int) -> None:
         rows["unet"] = UNetSegmenter(load_unet(spec["unet"]), device=device)
     params, train_iou = tune([(it.image, it.gt_mask) for it in split_items(project, "train") if it.gt_mask.any()])
     rows["classical"] = ClassicalSegmenter(params)
+    rows.update({flip_label(label): FlipEnsemble(rows[label]) for label in spec.get("flips", [])})
     out: dict[str, Any] = {"classical_params": params.to_json(), "classical_train_iou": train_iou}
     for label, seg in rows.items():
         t0 = time.time()
@@ -355,6 +362,9 @@ def main() -> None:
     ap.add_argument("--student-crop", type=int, default=None,
                     help="training.crop_size of the student rows: random training windows of this side (px)")
     ap.add_argument("--skip-export", action="store_true")
+    ap.add_argument("--flips", default="",
+                    help="rows (e.g. teacher,feature_aligned,unet) also evaluated with four-view flip averaging, as "
+                         "ROW+flips rows of the table (each costs four times that row's evaluation)")
     ap.add_argument("--until", choices=["teacher", "students", "all"], default="all",
                     help="stop after this stage; a rerun with the same --work resumes after it (a whole table "
                          "longer than one sitting, e.g. one 10-minute device call per stage)")
@@ -387,6 +397,11 @@ def main() -> None:
     steps = ["--max-steps", str(a.max_steps)] if a.max_steps else []
     common = [*dev, *steps, "--no-progress"]
     students = [s for s in a.students.split(",") if s]
+    flips = [s for s in a.flips.split(",") if s]
+    unknown = [label for label in flips if label not in ("teacher", *students, "unet", "classical")]
+    if unknown:
+        raise SystemExit(f"--flips names rows the table has not: {', '.join(unknown)} "
+                         f"(rows: teacher, {', '.join(students)}, unet, classical)")
     t_start = time.time()
     stage_s: dict[str, float] = {}
 
@@ -468,7 +483,7 @@ def main() -> None:
         "teachers": {"teacher": {"checkpoint": str(teacher_ckpt), "config": a.teacher_config,
                                  "image_size": a.teacher_size, "scale": a.teacher_scale}},
         "students": {label: str(best_of(project, label)) for label in students},
-        "unet": str(best_of(project, "unet"))}))
+        "unet": str(best_of(project, "unet")), "flips": flips}))
     inter_proc = subprocess.Popen([sys.executable, __file__, "--stage", "interactive", "--work", str(work),
                                    "--device", a.device, "--max-clicks", str(a.max_clicks)], cwd=REPO,
                                   stdout=open(work / "interactive.log", "w"), stderr=subprocess.STDOUT)
@@ -487,7 +502,8 @@ def main() -> None:
     inter = json.loads((work / "interactive.json").read_text())
     for label in ["teacher", *students, "unet", "classical"]:
         results.setdefault(label, {})["interactive"] = inter[label]
-    for label in ("unet", "classical"):  # their one-click figures come from the same first click
+    for label in ("unet", "classical", *map(flip_label, flips)):  # one-click figures from the same first click
+        results.setdefault(label, {})["interactive"] = inter[label]
         rep = inter[label]
         results[label].update({"test_iou": rep["overall"]["mIoU@1"], "n": rep["overall"]["n"],
                                "per_class": {c: g["mIoU@1"] for c, g in rep["per_class"].items()}})
@@ -518,7 +534,8 @@ def main() -> None:
         "teacher_size": a.teacher_size, "teacher_scale": a.teacher_scale, "student_size": a.student_size,
         "student_scale": student_scale, "teacher_epochs": a.teacher_epochs, "student_epochs": a.student_epochs,
         "unet_epochs": a.unet_epochs, "batch_size": a.batch_size, "teacher_batch_size": a.teacher_batch_size,
-        "lr": a.lr, "teacher_lr": a.teacher_lr, "toy": a.toy, "backbone": a.backbone, "students": students, "parallel": not a.sequential,
+        "lr": a.lr, "teacher_lr": a.teacher_lr, "toy": a.toy, "backbone": a.backbone, "students": students,
+        "flips": flips, "parallel": not a.sequential,
         "budgets_s": {"teacher": a.teacher_budget, "student": a.student_budget, "unet": a.unet_budget},
         "wall_s": round(time.time() - t_start, 1), "stage_s": {k: round(v, 1) for k, v in stage_s.items()},
         "runs_from_earlier_sitting": earlier,
@@ -536,8 +553,12 @@ def _gpu_name() -> str | None:
 
 
 def rows_of(r: dict[str, Any]) -> list[str]:
-    students = (r.get("_meta") or {}).get("students") or ["naive", "feature_aligned", "feature_aligned_1/8"]
-    return ["teacher", *students, "unet", "classical"]
+    meta = r.get("_meta") or {}
+    students = meta.get("students") or ["naive", "feature_aligned", "feature_aligned_1/8"]
+    rows = ["teacher", *students, "unet", "classical"]
+    for label in meta.get("flips") or []:  # each flip row right after its own
+        rows.insert(rows.index(label) + 1, flip_label(label))
+    return rows
 
 
 def render(r: dict[str, Any]) -> str:

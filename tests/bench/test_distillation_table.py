@@ -30,7 +30,11 @@ def test_toy_distillation_table_end_to_end(tmp_path: Path) -> None:
     teacher_best = runs / "teacher-finetune" / "checkpoints" / "best.pt"
     first_teacher = teacher_best.read_bytes()
     assert not (tmp_path / "table.json").exists()
-    run_table()
+    bad = subprocess.run([sys.executable, "bench/distillation_table.py", "--toy", "--work", str(tmp_path), "--flips",
+                          "teacher,nope"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--flips names rows the table has not: nope" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    run_table("--flips", "teacher,unet")
     assert teacher_best.read_bytes() == first_teacher  # not trained again
     assert sorted(p.name for p in runs.iterdir()) == sorted(
         ["teacher-finetune", "unet", "naive", "feature_aligned", "feature_aligned_1_8", "supervised"])
@@ -55,6 +59,12 @@ def test_toy_distillation_table_end_to_end(tmp_path: Path) -> None:
     assert table["_meta"]["runs_from_earlier_sitting"] == ["teacher-finetune", "unet"]
     md = (tmp_path / "table.md").read_text()
     assert "| feature_aligned |" in md and "| supervised |" in md and "| unet |" in md and "| classical |" in md
+    # the flip-averaged rows follow their own, evaluated from the same first click
+    assert md.index("| teacher |") < md.index("| teacher+flips |") < md.index("| naive |")
+    assert md.index("| unet |") < md.index("| unet+flips |") < md.index("| classical |")
+    for label in ("teacher+flips", "unet+flips"):
+        assert table[label]["n"] == table["unet"]["n"] and 0.0 <= table[label]["test_iou"] <= 1.0
+        assert table[label]["interactive"]["model"].endswith("+flips4")
 
 
 def test_a_resumed_table_skips_finished_runs_and_stops_at_one_that_was_cut_off(tmp_path: Path) -> None:
