@@ -121,6 +121,7 @@ def main() -> None:
                     help="the student's canvas and the teacher's (px, crops at native scale); smaller for CPU runs")
     ap.add_argument("--compile", default=None, choices=["default", "max-autotune-no-cudagraphs"],
                     help="training.compile for the student rows (the U-Net stays eager)")
+    ap.add_argument("--flips", default="", help="rows also evaluated with four-view flip averaging (ROW+flips)")
     a = ap.parse_args()
     if a.max_clicks < 5:
         raise SystemExit("--max-clicks must be at least 5: the evaluation reports mIoU after 1, 3 and 5 clicks")
@@ -130,6 +131,12 @@ def main() -> None:
         raise SystemExit("nothing to train: give --rows, --teachers, a --unet-budget, or several")
     if not rows and a.qat_epochs > 0:
         raise SystemExit("QAT starts from the first --rows student: give one, or --qat-epochs 0")
+    flips = [f for f in a.flips.split(",") if f]
+    named = [*(teachers or ["teacher"]), *rows, *(["qat"] if a.qat_epochs > 0 else []),
+             *(["unet"] if a.unet_budget > 0 else []), "classical"]
+    unknown = [f for f in flips if f not in named]
+    if unknown:
+        raise SystemExit(f"--flips names rows this run has not: {', '.join(unknown)} (rows: {', '.join(named)})")
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     project, log = work / "project", work / "commands.log"
@@ -203,10 +210,11 @@ def main() -> None:
     # the trained teacher rows, or the random-weights teacher the students' runs were given (a floor)
     evaluated = ({name: {**t, "checkpoint": str(dt.best_of(project, name))} for name, t in trained_teachers.items()}
                  or {"teacher": tsec})
-    (work / "stages.json").write_text(json.dumps({"teachers": evaluated, "students": students, "unet": unet}))
+    (work / "stages.json").write_text(json.dumps({"teachers": evaluated, "students": students, "unet": unet,
+                                                  "flips": flips}))
     dt.interactive_stage(work, a.device, a.max_clicks)
     inter = json.loads((work / "interactive.json").read_text())
-    for name in [*evaluated, *students, *(["unet"] if unet else []), "classical"]:
+    for name in [*evaluated, *students, *(["unet"] if unet else []), "classical", *map(dt.flip_label, flips)]:
         print(summary_line(name, reports.get(name, {}).get("best_val_iou"), inter[name]))
     say("done")
 

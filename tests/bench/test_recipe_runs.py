@@ -50,6 +50,8 @@ def test_a_work_folder_with_runs_of_the_same_names_is_refused_before_anything_ru
 @pytest.mark.parametrize(("args", "message"), [
     (["--rows", "", "--unet-budget", "0"], "nothing to train"),
     (["--rows", "", "--unet-budget", "10", "--qat-epochs", "2"], "QAT starts from the first --rows student"),
+    (["--rows", "s2=4:1e-3", "--unet-budget", "0", "--qat-epochs", "0", "--flips", "s2,unet"],
+     "--flips names rows this run has not: unet (rows: teacher, s2, classical)"),
 ])
 def test_a_run_without_student_rows_is_checked_before_anything_runs(tmp_path: Path, args: list[str],
                                                                     message: str) -> None:
@@ -69,7 +71,7 @@ def test_a_unet_only_run_trains_and_reaches_the_evaluation(tmp_path: Path) -> No
     write_dataset(tmp_path / "data", 40, 3)  # 40 crops: 5 in the test split
     proc = subprocess.run([sys.executable, "bench/recipe_runs.py", "--data", str(tmp_path / "data"), "--work",
                            str(tmp_path / "w"), "--device", "cpu", "--rows", "", "--size", "64", "--unet-budget", "3",
-                           "--qat-epochs", "0", "--max-clicks", "5"],
+                           "--qat-epochs", "0", "--max-clicks", "5", "--flips", "unet"],
                           cwd=REPO, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     reports = json.loads((tmp_path / "w" / "reports.json").read_text())
@@ -77,7 +79,8 @@ def test_a_unet_only_run_trains_and_reaches_the_evaluation(tmp_path: Path) -> No
     assert list(reports) == ["unet"] and reports["unet"]["epochs"]
     assert inter["unet"]["overall"]["n"] == 5 and inter["unet"]["overall"]["mIoU@1"] is not None
     rows = [line.split()[0] for line in proc.stdout.splitlines() if " test n=" in line]
-    assert rows == ["teacher", "unet", "classical"]
+    assert rows == ["teacher", "unet", "classical", "unet+flips"]
+    assert inter["unet+flips"]["overall"]["n"] == 5
 
 
 def test_the_summary_line_shows_missing_figures_as_a_dash() -> None:
