@@ -41,6 +41,17 @@ VARIANTS = {"eager": None, "compiled": "default", "eager-cudnn-benchmark": None,
             "compiled-autotune": "max-autotune-no-cudagraphs"}
 
 
+def synthetic_batch(args: argparse.Namespace, dev: torch.device, channels_last: bool, clicks_per_round: tuple[int, ...]):
+    """(images, target masks, click rounds): random images in the model's memory layout, a sparse target and one
+    positive-click set per round (the initial clicks, then with a follow-up click)."""
+    b, s = args.batch, args.size
+    x = torch.randn(b, 3, s, s, device=dev)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    target = (torch.rand(b, 1, s, s, device=dev) > 0.9).float()
+    clicks = [(torch.rand(b, n, 2, device=dev) * s, torch.ones(b, n, device=dev)) for n in clicks_per_round]
+    return x, target, clicks
+
+
 def student_step(args: argparse.Namespace, dev: torch.device, compile_mode: str | None, channels_last: bool):
     """The student's model and its step(full) closure's loss."""
     cfg = StudentConfig(input_size=args.size, mask_stride=args.mask_stride)
@@ -51,11 +62,8 @@ def student_step(args: argparse.Namespace, dev: torch.device, compile_mode: str 
     if compile_mode:
         model.encoder.compile(mode=None if compile_mode == "default" else compile_mode, dynamic=False)
         model.decoder.compile(mode=None if compile_mode == "default" else compile_mode, dynamic=False)
-    b, s = args.batch, args.size
-    x = torch.randn(b, 3, s, s, device=dev)
-    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    target = (torch.rand(b, 1, s, s, device=dev) > 0.9).float()
-    clicks = [(torch.rand(b, n, 2, device=dev) * s, torch.ones(b, n, device=dev)) for n in (5, 6)]
+    s = args.size
+    x, target, clicks = synthetic_batch(args, dev, channels_last, (5, 6))
 
     def loss(full: bool) -> torch.Tensor:
         emb, hi = model.encoder(x)
@@ -77,10 +85,7 @@ def teacher_step(args: argparse.Namespace, dev: torch.device, compile_mode: str 
     if compile_mode:
         net.model.image_encoder.compile(mode=None if compile_mode == "default" else compile_mode, dynamic=False)
     b, s = args.batch, args.size
-    x = torch.randn(b, 3, s, s, device=dev)
-    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    target = (torch.rand(b, 1, s, s, device=dev) > 0.9).float()
-    clicks = [(torch.rand(b, n, 2, device=dev) * s, torch.ones(b, n, device=dev)) for n in (2, 3)]
+    x, target, clicks = synthetic_batch(args, dev, channels_last, (2, 3))
 
     def loss(full: bool) -> torch.Tensor:
         feats = net.encode_normalised(x)
