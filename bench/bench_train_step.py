@@ -41,7 +41,8 @@ VARIANTS = {"eager": None, "compiled": "default", "eager-cudnn-benchmark": None,
             "compiled-autotune": "max-autotune-no-cudagraphs"}
 
 
-def synthetic_batch(args: argparse.Namespace, dev: torch.device, channels_last: bool, clicks_per_round: tuple[int, ...]):
+def synthetic_batch(args: argparse.Namespace, dev: torch.device, channels_last: bool,
+                    clicks_per_round: tuple[int, ...]):
     """(images, target masks, click rounds): random images in the model's memory layout, a sparse target and one
     positive-click set per round (the initial clicks, then with a follow-up click)."""
     b, s = args.batch, args.size
@@ -162,7 +163,8 @@ def main() -> None:
     ap.add_argument("--model", default="student", choices=["student", "teacher"])
     ap.add_argument("--teacher-config", default=SCRATCH_TEACHER, help="SAM 2 config of --model teacher")
     ap.add_argument("--channels-last", default="auto",
-                    help="comma-separated of auto (as the trainer: the student on CUDA only, the teacher never), on, off")
+                    help="comma-separated of auto (as the trainer: the student on CUDA only, the teacher never), "
+                         "on, off")
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--variants", default="eager,compiled", help=f"comma-separated of {', '.join(VARIANTS)}")
