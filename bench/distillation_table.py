@@ -500,10 +500,9 @@ def main() -> None:
     if inter_proc.wait() != 0:
         raise SystemExit(f"interactive evaluation failed: {(work / 'interactive.log').read_text()[-3000:]}")
     inter = json.loads((work / "interactive.json").read_text())
-    for label in ["teacher", *students, "unet", "classical"]:
+    for label in ["teacher", *students, "unet", "classical", *map(flip_label, flips)]:
         results.setdefault(label, {})["interactive"] = inter[label]
-    for label in ("unet", "classical", *map(flip_label, flips)):  # one-click figures from the same first click
-        results.setdefault(label, {})["interactive"] = inter[label]
+    for label in ("unet", "classical", *map(flip_label, flips)):  # their one-click figures: the same first click
         rep = inter[label]
         results[label].update({"test_iou": rep["overall"]["mIoU@1"], "n": rep["overall"]["n"],
                                "per_class": {c: g["mIoU@1"] for c, g in rep["per_class"].items()}})

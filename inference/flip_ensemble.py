@@ -36,7 +36,8 @@ def _mirror(a: np.ndarray, lr: bool, tb: bool) -> np.ndarray:
 
 
 class FlipEnsemble:
-    """A ClickSegmenter over `views` mirror views of `base` (2: the crop and its left-right mirror; 4: all four)."""
+    """A ClickSegmenter over `views` mirror views of `base` (2: the crop and its left-right mirror; 4: all four),
+    whose embedding is a FlipEmbedding of the base model's."""
 
     def __init__(self, base: ClickSegmenter, views: int = 4) -> None:
         if views not in (2, 4):
