@@ -314,7 +314,7 @@ def interactive_stage(work: Path, device: str, max_clicks: int) -> None:
         rows["unet"] = UNetSegmenter(load_unet(spec["unet"]), device=device)
     params, train_iou = tune([(it.image, it.gt_mask) for it in split_items(project, "train") if it.gt_mask.any()])
     rows["classical"] = ClassicalSegmenter(params)
-    rows.update({flip_label(label): FlipEnsemble(rows[label]) for label in spec.get("flips", [])})
+    rows.update({flip_label(label): FlipEnsemble(rows[label]) for label in spec["flips"]})
     out: dict[str, Any] = {"classical_params": params.to_json(), "classical_train_iou": train_iou}
     for label, seg in rows.items():
         t0 = time.time()

@@ -12,7 +12,8 @@ and the interactive evaluation on the test split: the runs behind docs/benchmark
 `--size` shrinks the canvases (student and teacher; crops keep their pixel scale) for CPU runs, `--unet-budget 0`
 drops the U-Net row, `--pos-weight` sets the students' defect-pixel weight. `--teachers` adds SAM 2 teacher rows
 (`train --mode finetune-teacher` from random weights, `--teacher-budget` seconds each, beside the other rows), e.g.
-`--teachers hiera=sam2.1_hiera_t,r50=sam2.1_resnet50d`: which teacher learns from the crops at all.
+`--teachers hiera=sam2.1_hiera_t,r50=sam2.1_resnet50d`: which teacher learns from the crops at all;
+`--teachers lo=sam2.1_resnet50d:3e-4,b32=sam2.1_resnet50d:5e-4:32`: teacher recipes side by side (LR, BATCH).
 
 Every step is a `maskbench` command (bench/distillation_table.py's helpers), so it measures what users run. The
 students are the project's default student (EfficientNet-B0, 1/2 head, 512 px canvas at native scale) trained on
@@ -70,18 +71,34 @@ def parse_rows(text: str) -> dict[str, Row]:
     return rows
 
 
-def parse_teachers(text: str) -> dict[str, str]:
-    """Comma-separated NAME=CONFIG teacher rows (a config of inference.sam2_configs)."""
+class TeacherRow(NamedTuple):
+    config: str  # a resolved config of inference.sam2_configs
+    lr: float | None = None  # None: --teacher-lr
+    batch: int | None = None  # None: --teacher-batch
+
+
+TEACHER_FORMAT = "NAME=CONFIG[:LR[:BATCH]]"
+
+
+def parse_teachers(text: str) -> dict[str, TeacherRow]:
+    """Comma-separated TEACHER_FORMAT rows; LR and BATCH are per row so that one call can compare teacher recipes
+    side by side on one GPU (the rows share it, as the table's teacher shares it with the U-Net)."""
     from inference.errors import ModelError
     from inference.sam2_configs import resolve_config
 
-    rows: dict[str, str] = {}
+    rows: dict[str, TeacherRow] = {}
     for part in filter(None, text.split(",")):
-        name, _, config = part.partition("=")
-        if not name or not config:
-            raise SystemExit(f"teacher row {part!r}: write NAME=CONFIG, e.g. r50=sam2.1_resnet50d")
+        name, _, spec = part.partition("=")
+        config, *rest = spec.split(":")
+        if not name or not config or len(rest) > 2 or not all(rest):
+            raise SystemExit(f"teacher row {part!r}: write {TEACHER_FORMAT}, e.g. r50=sam2.1_resnet50d or "
+                             "lo=sam2.1_resnet50d:3e-4:32")
         try:
-            rows[name] = resolve_config(config)[0]
+            numbers = [float(rest[0])] + [int(v) for v in rest[1:]] if rest else []
+        except ValueError:
+            raise SystemExit(f"teacher row {part!r}: LR must be a number and BATCH an integer") from None
+        try:
+            rows[name] = TeacherRow(resolve_config(config)[0], *numbers)
         except ModelError as exc:
             raise SystemExit(f"teacher row {part!r}: {exc}") from None
     return rows
@@ -107,7 +124,8 @@ def main() -> None:
     ap.add_argument("--student-budget", type=float, default=270)
     ap.add_argument("--unet-budget", type=float, default=270, help="seconds; 0: no U-Net row")
     ap.add_argument("--unet-lr", type=float, default=4e-3)
-    ap.add_argument("--teachers", default="", help="NAME=CONFIG teacher rows, comma-separated (default: none)")
+    ap.add_argument("--teachers", default="",
+                    help=f"{TEACHER_FORMAT} teacher rows, comma-separated (default: none)")
     ap.add_argument("--teacher-budget", type=float, default=270)
     ap.add_argument("--teacher-batch", type=int, default=64)
     ap.add_argument("--teacher-lr", type=float, default=1e-3)
@@ -171,12 +189,13 @@ def main() -> None:
         jobs.append(["train", "--project", str(project), "--mode", "distill", "--config", str(cfg), "--name", name,
                      *common])
     trained_teachers = {}
-    for name, config in teachers.items():
-        init = dt.random_teacher(config, a.size, work / f"{name}_random.pt")
-        trained_teachers[name] = {"config": config, "image_size": a.size, "scale": 1.0}
+    for name, trow in teachers.items():
+        init = dt.random_teacher(trow.config, a.size, work / f"{name}_random.pt")
+        trained_teachers[name] = {"config": trow.config, "image_size": a.size, "scale": 1.0}
         cfg = dt.write_yaml(work / f"{name}.yaml", {
             "teacher": {**trained_teachers[name], "checkpoint": str(init)},
-            "finetune_teacher": {"batch_size": a.teacher_batch, "lr": a.teacher_lr},
+            "finetune_teacher": {"batch_size": a.teacher_batch if trow.batch is None else trow.batch,
+                                 "lr": a.teacher_lr if trow.lr is None else trow.lr},
             "training": {"checkpoint_every": 1000, "time_budget_s": a.teacher_budget}})
         jobs.append(["train", "--project", str(project), "--mode", "finetune-teacher", "--config", str(cfg),
                      "--name", name, *common])

@@ -26,12 +26,17 @@ def test_rows_take_batch_lr_and_an_optional_mask_stride_window_refine_context_on
             recipe_runs.parse_rows(bad)
 
 
-def test_teacher_rows_name_a_sam2_config_of_the_table() -> None:
-    assert recipe_runs.parse_teachers("r50=sam2.1_resnet50d,h=sam2.1_hiera_tiny") == {
-        "r50": "sam2.1_resnet50d", "h": "sam2.1_hiera_t"}
+def test_teacher_rows_name_a_sam2_config_of_the_table_and_their_own_recipe() -> None:
+    TeacherRow = recipe_runs.TeacherRow
+    assert recipe_runs.parse_teachers("r50=sam2.1_resnet50d,h=sam2.1_hiera_tiny:3e-4,b=sam2.1_resnet50d:5e-4:32") == {
+        "r50": TeacherRow("sam2.1_resnet50d"), "h": TeacherRow("sam2.1_hiera_t", 3e-4),
+        "b": TeacherRow("sam2.1_resnet50d", 5e-4, 32)}
     assert recipe_runs.parse_teachers("") == {}
-    with pytest.raises(SystemExit, match="write NAME=CONFIG"):
-        recipe_runs.parse_teachers("r50")
+    for bad in ("r50", "r=sam2.1_resnet50d:", "r=sam2.1_resnet50d:1e-3:32:4"):
+        with pytest.raises(SystemExit, match="write NAME=CONFIG"):
+            recipe_runs.parse_teachers(bad)
+    with pytest.raises(SystemExit, match="LR must be a number and BATCH an integer"):
+        recipe_runs.parse_teachers("r=sam2.1_resnet50d:1e-3:3.5")
     with pytest.raises(SystemExit, match="teacher row 'x=resnet50': unknown SAM 2 config"):
         recipe_runs.parse_teachers("x=resnet50")
 
