@@ -15,8 +15,9 @@ compiled variant compiles encoder and decoder as `training.compile` does (infere
 
 `--model teacher`: SAM 2 with the scratch teacher's ResNet-50-D trunk (`--teacher-config`), its step as
 `train --mode finetune-teacher` runs it (image encoder, all four mask outputs decoded for the initial and the
-follow-up clicks, their losses at input resolution and the IoU head's, backward, fused AdamW). The trainer runs the
-teacher without channels_last (chosen for Hiera, a ViT); `--channels-last off,on` measures both on the ResNet trunk.
+follow-up clicks, their losses at input resolution and the IoU head's, backward, fused AdamW). `--channels-last
+off,on` measures both memory layouts; the trainer (and `auto` here) uses channels_last for a convolutional trunk
+only (Sam2Net.convolutional_trunk: 1.46x on the ResNet-50-D, one H100), not for Hiera.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ def synthetic_batch(args: argparse.Namespace, dev: torch.device, channels_last: 
     return x, target, clicks
 
 
-def student_step(args: argparse.Namespace, dev: torch.device, compile_mode: str | None, channels_last: bool):
-    """The student's model and its step(full) closure's loss."""
+def student_step(args: argparse.Namespace, dev: torch.device, compile_mode: str | None, channels_last: bool | None):
+    """The student's model, its step(full) closure's loss and the memory layout used (channels_last None: as the
+    trainer runs it, channels_last on CUDA)."""
+    if channels_last is None:
+        channels_last = dev.type == "cuda"
     cfg = StudentConfig(input_size=args.size, mask_stride=args.mask_stride)
     model = StudentModel(cfg).to(dev)
     if channels_last:
@@ -73,14 +77,17 @@ def student_step(args: argparse.Namespace, dev: torch.device, compile_mode: str 
         return sum(supervised_loss(F.interpolate(model.decoder(emb, hi, p, lb)[0][:, :1].float(), size=(s, s),
                                                  mode="bilinear"), target).mean() for p, lb in clicks)
 
-    return model, loss
+    return model, loss, channels_last
 
 
-def teacher_step(args: argparse.Namespace, dev: torch.device, compile_mode: str | None, channels_last: bool):
-    """SAM 2's model (every part trainable, as finetune-teacher trains it) and its step(full) closure's loss."""
+def teacher_step(args: argparse.Namespace, dev: torch.device, compile_mode: str | None, channels_last: bool | None):
+    """SAM 2's model (every part trainable, as finetune-teacher trains it), its step(full) closure's loss and the
+    memory layout used (channels_last None: as the trainer decides, a convolutional trunk on CUDA)."""
     from inference.sam2_net import build
 
     net = build(args.teacher_config, args.size, None, device=str(dev)).to(dev).train()
+    if channels_last is None:
+        channels_last = dev.type == "cuda" and net.convolutional_trunk
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     if compile_mode:
@@ -101,7 +108,7 @@ def teacher_step(args: argparse.Namespace, dev: torch.device, compile_mode: str 
             total = total + 0.1 * (iou.float() - 0.5).pow(2).mean()
         return total
 
-    return net, loss
+    return net, loss, channels_last
 
 
 def measure(variant: str, channels: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -109,10 +116,10 @@ def measure(variant: str, channels: str, args: argparse.Namespace) -> dict[str, 
     cuda = dev.type == "cuda"
     torch.backends.cudnn.benchmark = variant == "eager-cudnn-benchmark"
     torch.manual_seed(0)
-    # auto: as the trainer runs each model (inference.training.runner): the student channels_last on CUDA, SAM 2 not
-    channels_last = {"on": True, "off": False, "auto": cuda and args.model == "student"}[channels]
     build_step = student_step if args.model == "student" else teacher_step
-    model, compute_loss = build_step(args, dev, VARIANTS[variant], channels_last)
+    # auto (None): as the trainer runs each model (Task.channels_last)
+    model, compute_loss, channels_last = build_step(args, dev, VARIANTS[variant],
+                                                    {"on": True, "off": False, "auto": None}[channels])
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-3, fused=cuda)
 
     def step(full: bool) -> None:

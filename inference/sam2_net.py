@@ -42,6 +42,14 @@ class Sam2Net(nn.Module):
     def image_size(self) -> int:
         return int(self.model.image_size)
 
+    @property
+    def convolutional_trunk(self) -> bool:
+        """A timm CNN in Hiera's place (inference.sam2_trunks): it trains 1.46x faster in channels_last memory
+        layout on an H100 (bench/bench_train_step.py, docs/benchmarks.md), where Hiera, a ViT, has no reason to."""
+        from inference.sam2_trunks import TimmTrunk
+
+        return isinstance(self.model.image_encoder.trunk, TimmTrunk)
+
     def encode_normalised(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         m = self.model
         out = m.forward_image(x)

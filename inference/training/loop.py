@@ -201,7 +201,7 @@ class LoopConfig:
     checkpoint_every: int
     max_steps: int | None
     n_train: int  # training crops (split across ranks)
-    channels_last: bool  # on CUDA (not for SAM 2 fine-tuning)
+    channels_last: bool  # on CUDA (Task.channels_last)
 
 
 class TrainingLoop:

@@ -252,7 +252,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         callbacks += [events, signals]
         cfg = LoopConfig(epochs=st.epochs, batch_size=st.batch_size, lr=st.lr, seed=st.seed, log_every=st.log_every,
                          val_every=st.val_every, checkpoint_every=st.checkpoint_every, max_steps=opts.max_steps,
-                         n_train=len(train_crops), channels_last=mode_name != "finetune_teacher")
+                         n_train=len(train_crops), channels_last=task.channels_last)
         loop = TrainingLoop(task, valset, di, dist_cfg["training"], cfg, amp, st.resume_state, callbacks)
         loop.run()
         status = loop.state.status

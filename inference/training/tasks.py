@@ -97,6 +97,9 @@ class Task(ABC):
     canvas: int
     scale: float
     crops: cr.CropSet
+    # the model in channels_last memory layout on CUDA (batches always come in it): every convolutional network
+    # here; SAM 2 only with a convolutional trunk
+    channels_last: bool = True
 
     @abstractmethod
     def model(self) -> nn.Module: ...
@@ -406,6 +409,7 @@ class FinetuneTask(PromptedTask):
         super().__init__(crops, net.image_size, tcfg)
         self.net = net
         self.meta = meta
+        self.channels_last = net.convolutional_trunk
 
     def model(self) -> nn.Module:
         return self.net

@@ -262,6 +262,20 @@ def test_teacher_fine_tuning_supervises_the_iou_prediction_of_every_output(magne
     assert per_output.shape[0] == 4 and bool((per_output > 0).all()), per_output
 
 
+def test_teacher_fine_tuning_uses_channels_last_for_a_convolutional_trunk_only(magnetic_tile_pairs: list) -> None:
+    """channels_last trained the ResNet-50-D teacher 1.46x faster on an H100 (docs/benchmarks.md); Hiera, a ViT,
+    stays in the layout it was measured in."""
+    from inference.sam2_net import Sam2Net, build_model
+    from inference.training.tasks import FinetuneTask
+
+    crops = cr.decode_crops(_samples(magnetic_tile_pairs, 1), 0.5)
+    tcfg = {"augment": None, "clicks": {"max_positive": 1, "max_negative": 0, "follow_up": 0}}
+    for config, conv in {"sam2.1_resnet50d": True, "sam2.1_hiera_demo": False}.items():
+        net = Sam2Net(build_model(config, image_size=128))
+        assert net.convolutional_trunk is conv, config
+        assert FinetuneTask(crops, net, tcfg, {}).channels_last is conv, config
+
+
 def _stored_click_views(magnetic_tile_pairs: list) -> tuple[cr.CropSet, cr.Views, object]:
     """Three crops on 128 px student canvases, the third unlabelled with a stored click at (40, 60), and the
     teacher's cached features of every view in all eight flips (teacher canvas 256 px)."""
