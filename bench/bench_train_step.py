@@ -16,8 +16,9 @@ compiled variant compiles encoder and decoder as `training.compile` does (infere
 `--model teacher`: SAM 2 with the scratch teacher's ResNet-50-D trunk (`--teacher-config`), its step as
 `train --mode finetune-teacher` runs it (image encoder, all four mask outputs decoded for the initial and the
 follow-up clicks, their losses at input resolution and the IoU head's, backward, fused AdamW). `--channels-last
-off,on` measures both memory layouts; the trainer (and `auto` here) uses channels_last for a convolutional trunk
-only (Sam2Net.convolutional_trunk: 1.46x on the ResNet-50-D, one H100), not for Hiera.
+off,on` measures both memory layouts (everything contiguous is 1.46x slower on the ResNet-50-D, one H100); the
+trainer (and `auto` here) puts a convolutional trunk's weights in channels_last (Sam2Net.convolutional_trunk), not
+Hiera's.
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ Steps, each a `maskbench` command run as a subprocess (so the table measures wha
   teacher: SAM 2 built from the package config with random weights (official SA-1B weights cannot be downloaded
            here; by default with the ResNet-50-D trunk, sam2.1_resnet50d: Hiera does not learn from random weights
            on a few hundred crops), fine-tuned at native pixel scale with `train --mode finetune-teacher`, registered with
-           `models add teacher --scale`
+           `models add teacher --scale`; it trains alone (the slowest model, and every student learns from it)
   students (same schedule): `train --mode distill --no-feature-loss` (naive), `train --mode distill`
            (feature-aligned) with the default 1/2 mask head, and the feature-aligned student with seed 001's 1/8 head
-  baselines on the same split: `train --mode unet` (a plain supervised U-Net with click maps) and a classical
-           blur-subtract-threshold tuned on the training crops (inference.baselines.classical)
+  baselines on the same split: `train --mode unet` (a plain supervised U-Net with click maps, beside the students)
+           and a classical blur-subtract-threshold tuned on the training crops (inference.baselines.classical)
   evaluation on the test split: `predict --prompts ground_truth` (one positive click inside the ground truth, the
            same click for every model) -> IoU per class from the stored masks; interactive metrics (mIoU after 1, 3
            and 5 clicks, NoC@85/90, inference.interactive) for every row
@@ -423,11 +423,12 @@ def main() -> None:
     # runs a resumed table takes from an earlier sitting: the budgets in _meta are this sitting's, theirs are in
     # their own WORK/NAME.yaml
     earlier = [name for name in ["teacher-finetune", "unet", *map(run_name, students)] if trained(project, name)]
-    print("[2/5] teacher (SAM 2 from random initialisation, fine-tuned at native scale) and the U-Net baseline",
-          flush=True)
+    # the teacher trains alone: every student learns from it and it is the slowest model here (about 380 images/s
+    # alone on an H100, 232 beside the U-Net: docs/benchmarks.md); the U-Net needs no teacher and trains beside the
+    # students
+    print("[2/5] teacher (SAM 2 from random initialisation, fine-tuned at native scale)", flush=True)
     t0 = time.time()
     teacher_run = "teacher-finetune"
-    jobs = []
     if not trained(project, teacher_run):
         init_ckpt = random_teacher(a.teacher_config, a.teacher_size, work / "teacher_random_init.pt")
         cfg = write_yaml(work / "teacher.yaml", {
@@ -437,25 +438,19 @@ def main() -> None:
             "finetune_teacher": {"batch_size": a.teacher_batch_size, "lr": a.teacher_lr},
             "training": {**training, "time_budget_s": a.teacher_budget},
         })
-        jobs.append(["train", "--project", str(project), "--mode", "finetune-teacher", "--config", str(cfg),
-                     "--epochs", str(a.teacher_epochs), "--name", teacher_run, *common])
-    if not trained(project, "unet"):
-        cfg = write_yaml(work / "unet.yaml", {**base, "student": {"input_size": a.student_size, "scale": 1.0},
-                                             "unet": {"crop_size": min(256, a.student_size)},
-                                             "training": {**training, "time_budget_s": a.unet_budget}})
-        jobs.append(["train", "--project", str(project), "--mode", "unet", "--config", str(cfg),
-                     "--epochs", str(a.unet_epochs), "--name", "unet", *common])
-    run_all(jobs)
+        sh(["train", "--project", str(project), "--mode", "finetune-teacher", "--config", str(cfg),
+            "--epochs", str(a.teacher_epochs), "--name", teacher_run, *common], log)
     teacher_ckpt = best_of(project, teacher_run)  # official {"model": ...} format
     sh(["models", "add", "teacher", str(teacher_ckpt), "--project", str(project), "--config", a.teacher_config,
         "--image-size", str(a.teacher_size), "--scale", str(a.teacher_scale), "--name", "teacher-finetuned"], log)
-    stage_s["teacher_and_unet"] = time.time() - t0
+    stage_s["teacher"] = time.time() - t0
     if a.until == "teacher":
-        print(f"stopped after the teacher and the U-Net ({stage_s['teacher_and_unet']:.0f} s): rerun with the same "
-              "--work to go on", flush=True)
+        print(f"stopped after the teacher ({stage_s['teacher']:.0f} s): rerun with the same --work to go on",
+              flush=True)
         return
 
-    print(f"[3/5] students {', '.join(students)}: distillation, {a.student_epochs} epochs", flush=True)
+    print(f"[3/5] students {', '.join(students)} (distillation, {a.student_epochs} epochs) and the U-Net baseline",
+          flush=True)
     t0 = time.time()
     teacher_section = {"config": a.teacher_config, "checkpoint": str(teacher_ckpt), "image_size": a.teacher_size,
                        "scale": a.teacher_scale}
@@ -470,11 +465,17 @@ def main() -> None:
                              "crop_size": a.student_crop}})
             jobs.append(["train", "--project", str(project), "--mode", "distill", *flags, "--config", str(cfg),
                          "--epochs", str(a.student_epochs), "--name", run_name(label), *common])
+    if not trained(project, "unet"):
+        cfg = write_yaml(work / "unet.yaml", {**base, "student": {"input_size": a.student_size, "scale": 1.0},
+                                             "unet": {"crop_size": min(256, a.student_size)},
+                                             "training": {**training, "time_budget_s": a.unet_budget}})
+        jobs.append(["train", "--project", str(project), "--mode", "unet", "--config", str(cfg),
+                     "--epochs", str(a.unet_epochs), "--name", "unet", *common])
     run_all(jobs)
-    stage_s["students"] = time.time() - t0
+    stage_s["students_and_unet"] = time.time() - t0
     if a.until == "students":
-        print(f"stopped after the students ({stage_s['students']:.0f} s): rerun with the same --work to go on",
-              flush=True)
+        print(f"stopped after the students and the U-Net ({stage_s['students_and_unet']:.0f} s): rerun with the same "
+              "--work to go on", flush=True)
         return
 
     print("[4/5] evaluation on the test split: one click (predict) and interactive, side by side", flush=True)

@@ -1,10 +1,11 @@
 """Flip test-time augmentation for any point-prompt segmenter: the crop and its clicks mirrored, each view encoded
 and decoded by the model, the logits mirrored back and averaged.
 
-Why: on a CPU-trained student at 512 px canvases (docs/benchmarks.md, issue 14) the average of the four mirror
-views gave +0.06 validation / +0.09 test IoU at one click, far beyond the seed noise; whether a converged GPU-trained
-teacher or student gains as much is what `bench/distillation_table.py --flips` measures. The views cost one encoder
-and one decoder call each, so this is for offline work (a teacher's predictions), not the interactive station."""
+Why (docs/benchmarks.md, issue 14): in the GPU-trained magnetic-tile table the average of the four mirror views
+gave +0.019 to +0.025 test IoU at one click to the teacher, the feature-aligned student and the U-Net alike (+0.016
+to +0.035 at five clicks); on a CPU-trained student on the thin-defect set, +0.06 validation / +0.09 test. The views
+cost one encoder and one decoder call each, so this is for offline work (a teacher's predictions), not the
+interactive station."""
 
 from __future__ import annotations
 

@@ -44,8 +44,9 @@ class Sam2Net(nn.Module):
 
     @property
     def convolutional_trunk(self) -> bool:
-        """A timm CNN in Hiera's place (inference.sam2_trunks): it trains 1.46x faster in channels_last memory
-        layout on an H100 (bench/bench_train_step.py, docs/benchmarks.md), where Hiera, a ViT, has no reason to."""
+        """A timm CNN in Hiera's place (inference.sam2_trunks). Fine-tuning keeps its weights channels_last, the
+        layout of the training batches, as the student's: its step with everything contiguous is 1.46x slower on an
+        H100 (bench/bench_train_step.py, docs/benchmarks.md). Hiera, a ViT, stays as it was measured."""
         from inference.sam2_trunks import TimmTrunk
 
         return isinstance(self.model.image_encoder.trunk, TimmTrunk)

@@ -288,9 +288,7 @@ class TrainingLoop:
             net = self.eval_model().eval()
             task, valset = self.task, self.valset
             logits = predict_views(lambda x, p, lb: task.predict(net, x, p, lb), valset, self.cfg.batch_size, self.amp)
-            val["val_iou_gt"] = valset.iou(logits)
-            if valset.teacher_logits is not None:
-                val["val_iou_teacher"] = valset.iou(logits, valset.stitched(valset.teacher_logits))
+            val["val_iou_gt"], val["val_iou_teacher"] = valset.scores(logits)
             self.model.train()
         return val
 

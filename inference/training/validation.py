@@ -4,6 +4,11 @@ The validation crops are cut into the same tiles prediction uses (inference.layo
 first click `maskbench predict --prompts ground_truth` would give it (inference.prompts.mask_prompt with the same
 seed), and IoU is computed against the crop's own mask after stitching its tiles, so the number that picks the best
 checkpoint is the number the test table reports (on other crops).
+
+Validation runs every epoch, and on a few hundred crops an epoch takes one or two seconds on a GPU, so the IoUs are
+reduced on the device and read back once per figure, not once per crop: each read-back waits for the GPU, which
+another training may hold (beside another job the students' and the U-Net's validations took 0.25-0.31 s, 13-28%
+of their epochs, docs/benchmarks.md; how much of that the read-backs were is not yet measured).
 """
 
 from __future__ import annotations
@@ -47,8 +52,10 @@ class ValSet:
                 lbs[v, 0] = 1.0
         self.points = torch.from_numpy(pts).to(device)
         self.labels = torch.from_numpy(lbs).to(device)
-        self.scored = sorted({ci for v, ci in enumerate(self.views.crop) if lbs[v, 0] == 1})
+        self.decoded = lbs[:, 0] == 1  # the views that hold their crop's click (host side: no read-back)
+        self.scored = sorted({ci for v, ci in enumerate(self.views.crop) if self.decoded[v]})
         self.teacher_logits: torch.Tensor | None = None
+        self._teacher_masks: dict[int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.scored)
@@ -57,14 +64,13 @@ class ValSet:
         """(V, 1, S, S) canvas logits -> {crop: (H, W) bool mask at the crop set's scale}; tiles without the
         click are background, as in inference.layout."""
         out: dict[int, torch.Tensor] = {}
-        decoded = self.labels[:, 0] == 1
         for ci, vs in self.views.of_crop().items():
             if ci not in self.scored:
                 continue
             h, w = self.crops.images[ci].shape[-2:]
             m = torch.full((h, w), lay.BACKGROUND_LOGIT, device=logits.device)
             for v in vs:
-                if not bool(decoded[v]):
+                if not self.decoded[v]:
                     continue
                 y0, x0 = self.views.origin[v]
                 th, tw = min(self.canvas, h - y0), min(self.canvas, w - x0)
@@ -72,19 +78,25 @@ class ValSet:
             out[ci] = m > 0
         return out
 
-    def iou(self, logits: torch.Tensor, against: dict[int, torch.Tensor] | None = None) -> float | None:
-        """Mean IoU of the stitched masks against the crops' targets (or `against`)."""
+    def scores(self, logits: torch.Tensor) -> tuple[float | None, float | None]:
+        """(mean IoU of the stitched masks against the crops' targets, against the teacher's stitched answers or
+        None without teacher logits); None, None without a scored crop."""
         if not self.scored:
-            return None
+            return None, None
         preds = self.stitched(logits)
-        vals = []
-        for ci, pred in preds.items():
-            ref = against[ci] if against is not None else self.crops.targets[ci]
-            assert ref is not None
-            inter = (pred & ref).sum().float()
-            union = (pred | ref).sum().float()
-            vals.append(float(inter / union) if float(union) > 0 else 1.0)
-        return float(np.mean(vals))
+        gt = mean_iou(list(preds.values()), [self.crops.targets[ci] for ci in preds])  # type: ignore[misc]
+        if self.teacher_logits is None:
+            return gt, None
+        if self._teacher_masks is None:  # the teacher does not change during a run
+            self._teacher_masks = self.stitched(self.teacher_logits)
+        return gt, mean_iou(list(preds.values()), [self._teacher_masks[ci] for ci in preds])
+
+
+def mean_iou(preds: list[torch.Tensor], refs: list[torch.Tensor]) -> float:
+    """Mean IoU of bool masks pairwise (1.0 where both are empty), one read-back."""
+    inter = torch.stack([(p & r).sum() for p, r in zip(preds, refs)]).float()
+    union = torch.stack([(p | r).sum() for p, r in zip(preds, refs)]).float()
+    return float(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).mean())
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ def test_toy_distillation_table_end_to_end(tmp_path: Path) -> None:
     # one stage per sitting (a device call is shorter than the whole table), then the rest resumes from it
     run_table("--until", "teacher")
     runs = tmp_path / "project" / "runs"
-    assert sorted(p.name for p in runs.iterdir()) == ["teacher-finetune", "unet"]
+    assert sorted(p.name for p in runs.iterdir()) == ["teacher-finetune"]  # alone: the U-Net trains with the students
     teacher_best = runs / "teacher-finetune" / "checkpoints" / "best.pt"
     first_teacher = teacher_best.read_bytes()
     assert not (tmp_path / "table.json").exists()
@@ -56,7 +56,7 @@ def test_toy_distillation_table_end_to_end(tmp_path: Path) -> None:
         assert run["epochs"] and {"data_s", "step_s", "validation_s", "checkpoint_s"} <= set(run["time_split_s"])
     assert table["classical"]["params"]["polarity"] in ("dark", "bright", "both")
     assert table["_meta"]["teacher_init"].startswith("random")
-    assert table["_meta"]["runs_from_earlier_sitting"] == ["teacher-finetune", "unet"]
+    assert table["_meta"]["runs_from_earlier_sitting"] == ["teacher-finetune"]
     md = (tmp_path / "table.md").read_text()
     assert "| feature_aligned |" in md and "| supervised |" in md and "| unet |" in md and "| classical |" in md
     # the flip-averaged rows follow their own, evaluated from the same first click

@@ -263,8 +263,9 @@ def test_teacher_fine_tuning_supervises_the_iou_prediction_of_every_output(magne
 
 
 def test_teacher_fine_tuning_uses_channels_last_for_a_convolutional_trunk_only(magnetic_tile_pairs: list) -> None:
-    """channels_last trained the ResNet-50-D teacher 1.46x faster on an H100 (docs/benchmarks.md); Hiera, a ViT,
-    stays in the layout it was measured in."""
+    """The ResNet-50-D teacher's weights take the batches' channels_last layout (its step with everything
+    contiguous is 1.46x slower on an H100, docs/benchmarks.md); Hiera, a ViT, stays in the layout it was measured
+    in."""
     from inference.sam2_net import Sam2Net, build_model
     from inference.training.tasks import FinetuneTask
 
@@ -274,6 +275,33 @@ def test_teacher_fine_tuning_uses_channels_last_for_a_convolutional_trunk_only(m
         net = Sam2Net(build_model(config, image_size=128))
         assert net.convolutional_trunk is conv, config
         assert FinetuneTask(crops, net, tcfg, {}).channels_last is conv, config
+
+
+def test_validation_scores_are_the_mean_per_crop_ious_of_the_stitched_masks(magnetic_tile_pairs: list) -> None:
+    from inference.training.validation import ValSet, mean_iou
+
+    torch.manual_seed(0)
+    crops = cr.decode_crops(_samples(magnetic_tile_pairs, 6), 1.0)
+    vs = ValSet(crops, 128, torch.device("cpu"))  # 128 px canvases: the crops are cut into tiles
+    assert len(vs.views) > len(crops.samples) and len(vs) > 0
+    student = torch.randn(len(vs.views), 1, 128, 128) + 1.0
+    teacher = torch.randn(len(vs.views), 1, 128, 128) + 1.0
+
+    def reference(against: dict[int, torch.Tensor]) -> float:
+        preds = vs.stitched(student)
+        ious = [float((p & against[ci]).sum()) / float((p | against[ci]).sum()) for ci, p in preds.items()]
+        return float(np.mean(ious))
+
+    targets = {ci: crops.targets[ci] for ci in vs.scored}
+    assert vs.scores(student) == (pytest.approx(reference(targets), abs=1e-6), None)
+    vs.teacher_logits = teacher
+    for _ in range(2):  # the second call uses the teacher's masks stitched by the first
+        gt, vs_teacher = vs.scores(student)
+        assert gt == pytest.approx(reference(targets), abs=1e-6)
+        assert vs_teacher == pytest.approx(reference(vs.stitched(teacher)), abs=1e-6)
+    assert 0.0 < gt < 1.0 and 0.0 < vs_teacher < 1.0
+    empty = torch.zeros(4, 4, dtype=torch.bool)
+    assert mean_iou([empty, empty | True], [empty, empty]) == 0.5  # both empty: 1.0; disjoint: 0.0
 
 
 def _stored_click_views(magnetic_tile_pairs: list) -> tuple[cr.CropSet, cr.Views, object]:
