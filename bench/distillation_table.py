@@ -103,6 +103,17 @@ def sh_parallel(jobs: list[list[str]], log: Path) -> None:
         raise SystemExit("step failed: " + "; ".join(failed))
 
 
+def run_budget(work: Path, config: str) -> float | None:
+    """The time budget (s) a run was given, from the WORK/CONFIG.yaml the table wrote for it: a run from an earlier
+    sitting keeps its own, whatever this sitting's flags say; None for a run the table has not written."""
+    import yaml
+
+    path = work / f"{config}.yaml"
+    if not path.is_file():
+        return None
+    return (yaml.safe_load(path.read_text(encoding="utf-8")).get("training") or {}).get("time_budget_s")
+
+
 def write_yaml(path: Path, data: dict[str, Any]) -> Path:
     import yaml
 
@@ -420,8 +431,7 @@ def main() -> None:
                 "checkpoint_every": 1000}
     base = {"student": {"input_size": a.student_size, "scale": student_scale}, "training": training}
 
-    # runs a resumed table takes from an earlier sitting: the budgets in _meta are this sitting's, theirs are in
-    # their own WORK/NAME.yaml
+    # runs a resumed table takes from an earlier sitting (their budgets: run_budget, from their own WORK/NAME.yaml)
     earlier = [name for name in ["teacher-finetune", "unet", *map(run_name, students)] if trained(project, name)]
     # the teacher trains alone: every student learns from it and it is the slowest model here (about 380 images/s
     # alone on an H100, 232 beside the U-Net: docs/benchmarks.md); the U-Net needs no teacher and trains beside the
@@ -536,7 +546,8 @@ def main() -> None:
         "unet_epochs": a.unet_epochs, "batch_size": a.batch_size, "teacher_batch_size": a.teacher_batch_size,
         "lr": a.lr, "teacher_lr": a.teacher_lr, "toy": a.toy, "backbone": a.backbone, "students": students,
         "flips": flips, "parallel": not a.sequential,
-        "budgets_s": {"teacher": a.teacher_budget, "student": a.student_budget, "unet": a.unet_budget},
+        "budgets_s": {"teacher": run_budget(work, "teacher"), "unet": run_budget(work, "unet"),
+                      **{label: run_budget(work, run_name(label)) for label in students}},
         "wall_s": round(time.time() - t_start, 1), "stage_s": {k: round(v, 1) for k, v in stage_s.items()},
         "runs_from_earlier_sitting": earlier,
         "teacher_init": "random (no SA-1B weights available offline)", "gpu": _gpu_name(),

@@ -24,7 +24,7 @@ def test_toy_distillation_table_end_to_end(tmp_path: Path) -> None:
         return proc
 
     # one stage per sitting (a device call is shorter than the whole table), then the rest resumes from it
-    run_table("--until", "teacher")
+    run_table("--until", "teacher", "--teacher-budget", "77")
     runs = tmp_path / "project" / "runs"
     assert sorted(p.name for p in runs.iterdir()) == ["teacher-finetune"]  # alone: the U-Net trains with the students
     teacher_best = runs / "teacher-finetune" / "checkpoints" / "best.pt"
@@ -57,6 +57,9 @@ def test_toy_distillation_table_end_to_end(tmp_path: Path) -> None:
     assert table["classical"]["params"]["polarity"] in ("dark", "bright", "both")
     assert table["_meta"]["teacher_init"].startswith("random")
     assert table["_meta"]["runs_from_earlier_sitting"] == ["teacher-finetune"]
+    # each run's own budget, the teacher's from the first sitting (this one was given none)
+    assert table["_meta"]["budgets_s"] == {"teacher": 77.0, "unet": 0.0, "naive": 0.0, "feature_aligned": 0.0,
+                                           "feature_aligned_1/8": 0.0, "supervised": 0.0}
     md = (tmp_path / "table.md").read_text()
     assert "| feature_aligned |" in md and "| supervised |" in md and "| unet |" in md and "| classical |" in md
     # the flip-averaged rows follow their own, evaluated from the same first click
