@@ -145,6 +145,8 @@ class Prediction(Base):
     score: Mapped[float] = mapped_column(Float)
     device: Mapped[str | None] = mapped_column(String(32), default=None)
     precision: Mapped[str | None] = mapped_column(String(16), default=None)
+    # mirror views averaged into the mask (`predict --flip-views`, inference.flip_ensemble): 1 is the crop alone
+    views: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
     __table_args__ = (Index("ix_predictions_sample_model", "sample_id", "model_id"),)

@@ -103,3 +103,11 @@ def test_export_labels_rejects_unknown_format(tmp_path: Path, fmt: str, capsys) 
     Project.create(tmp_path / "p").close()
     assert main(["export-labels", "--project", str(tmp_path / "p"), "--format", fmt]) == 1
     assert "one of coco, yolo, labelme, csv" in capsys.readouterr().err
+
+
+def test_predict_refuses_a_flip_view_count_it_has_not_in_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["init", str(tmp_path / "p")]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--project", str(tmp_path / "p"), "--model", "student", "--flip-views", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "error: flip views must be 1 (off), 2 or 4, not 3"

@@ -105,3 +105,42 @@ def test_teacher_adapter_matches_official_predictor(teacher_ckpt: Path, magnetic
     one = seg.decode(emb, np.array([[30.0, 50.0]]), np.array([1]))
     assert len(many) == 10 and np.abs(many[1].logits - one.logits).max() < 1e-3
     assert torch.is_grad_enabled()  # inference mode did not leak out
+
+
+def test_flip_averaged_predictions_are_the_ensembles_masks_and_resume_apart(project, student_ckpt: Path) -> None:
+    from inference.flip_ensemble import FlipEnsemble
+
+    add_model(project, "student", student_ckpt)
+    plain = predict_project(project, "student", prompt_source="ground_truth")
+    flipped = predict_project(project, "student", prompt_source="ground_truth", flip_views=4)
+    assert plain.predicted == flipped.predicted == 6  # the plain run does not count as done for flip averaging
+    assert flipped.summary().endswith("prompts: ground_truth; 4 mirror views averaged")
+    assert predict_project(project, "student", prompt_source="ground_truth", flip_views=4).already == 6
+    seg = load_segmenter(project, "student")
+    ensemble = FlipEnsemble(seg, 4)
+    with project.db.session() as s:
+        rows = s.execute(select(Prediction, Mask, Sample).join(Mask, Mask.id == Prediction.mask_id)
+                         .join(Sample, Sample.id == Prediction.sample_id).order_by(Prediction.id)).all()
+    assert [pred.views for pred, _, _ in rows] == [1] * 6 + [4] * 6
+    changed = 0
+    for pred, mask, sample in rows[6:]:
+        image = load_image(sample.path)
+        prompt = prompt_from_json(pred.points, pred.labels, pred.prompt_source)
+        dec = ensemble.decode(ensemble.embed(image), prompt.points, prompt.labels)
+        differ = dec.mask != rle.decode(mask.rle)
+        assert differ.sum() <= 3 and (np.abs(dec.logits[differ]) < 1e-4).all()
+        assert abs(dec.score - pred.score) < 1e-5
+        changed += int((rle.decode(mask.rle) != seg.decode(seg.embed(image), prompt.points, prompt.labels).mask).any())
+    assert changed > 0  # averaging the mirrors is not the plain mask
+
+
+def test_flip_averaging_refuses_automatic_prompts_and_other_view_counts(project, student_ckpt: Path) -> None:
+    import pytest
+
+    from inference.errors import ModelError
+
+    add_model(project, "student", student_ckpt)
+    with pytest.raises(ModelError, match="flip averaging takes the clicks of one prompt per crop"):
+        predict_project(project, "student", prompt_source="auto", flip_views=4)
+    with pytest.raises(ModelError, match="flip views must be 1 \\(off\\), 2 or 4, not 3"):
+        predict_project(project, "student", prompt_source="ground_truth", flip_views=3)

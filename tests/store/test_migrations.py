@@ -64,7 +64,8 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
 
 
 def test_0004_adds_box_and_mask_prompt_to_predictions(tmp_path: Path) -> None:
-    """Predictions stored before 0004 keep their points and get no box / mask prompt; a downgrade drops the columns."""
+    """Predictions stored before 0004 keep their points and get no box / mask prompt (nor, from 0005, more than one
+    view); a downgrade drops the columns."""
     path = tmp_path / "p.sqlite"
     url = f"sqlite:///{path}"
     engine = make_engine(url)
@@ -88,8 +89,8 @@ def test_0004_adds_box_and_mask_prompt_to_predictions(tmp_path: Path) -> None:
     db = Database(url)
     assert current_revision(db.engine) == head_revision()
     with db.engine.connect() as conn:
-        row = conn.execute(text("SELECT points, box, mask_prompt_id FROM predictions")).one()
-    assert row == ('[[3, 4]]', None, None)
+        row = conn.execute(text("SELECT points, box, mask_prompt_id, views FROM predictions")).one()
+    assert row == ('[[3, 4]]', None, None, 1)  # and 0005: a prediction made before flip averaging is one view
     fks = {tuple(fk["constrained_columns"]): fk["referred_table"]
            for fk in inspect(db.engine).get_foreign_keys("predictions")}
     assert fks[("mask_prompt_id",)] == "masks"
@@ -104,7 +105,7 @@ def test_0004_adds_box_and_mask_prompt_to_predictions(tmp_path: Path) -> None:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0003")
     cols = {c["name"] for c in inspect(engine).get_columns("predictions")}
-    assert "box" not in cols and "mask_prompt_id" not in cols
+    assert "box" not in cols and "mask_prompt_id" not in cols and "views" not in cols
     with engine.connect() as conn:
         assert conn.execute(text("SELECT points FROM predictions")).scalar() == "[[3, 4]]"
     engine.dispose()
