@@ -82,7 +82,7 @@ TEACHER_FORMAT = "NAME=CONFIG[:LR[:BATCH]]"
 
 def parse_teachers(text: str) -> dict[str, TeacherRow]:
     """Comma-separated TEACHER_FORMAT rows; LR and BATCH are per row so that one call can compare teacher recipes
-    side by side on one GPU (the rows share it, as the table's teacher shares it with the U-Net)."""
+    side by side on one GPU (the rows share it, so compare them with each other, not with a teacher trained alone)."""
     from inference.errors import ModelError
     from inference.sam2_configs import resolve_config
 
