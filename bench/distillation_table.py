@@ -111,7 +111,7 @@ def run_budget(work: Path, config: str) -> float | None:
     path = work / f"{config}.yaml"
     if not path.is_file():
         return None
-    return (yaml.safe_load(path.read_text(encoding="utf-8")).get("training") or {}).get("time_budget_s")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["training"]["time_budget_s"]  # every run's, as written
 
 
 def write_yaml(path: Path, data: dict[str, Any]) -> Path:

@@ -54,4 +54,3 @@ def test_a_resnet_teacher_gives_hiera_teachers_tensors_and_round_trips_its_check
     torch.save({"model": build_model("sam2.1_hiera_t", image_size=128).state_dict()}, hiera)
     with pytest.raises(ModelMismatchError, match=r"looks like a sam2.1_hiera_t checkpoint \(use --config"):
         load_model(hiera, "sam2.1_resnet50d", image_size=128)
-
