@@ -125,6 +125,9 @@ class TrainingSettings(Section):
     log_every: int = 10
     checkpoint_every: int = 10
     val_every: int = 1
+    # validation + checkpoint seconds at most this share of the training seconds: an epoch end that val_every calls
+    # for is skipped while one more validation would pass it (the last epoch and a stop always validate); 0: no cap
+    val_share: float = Field(default=0.1, ge=0.0, le=1.0)
     seed: int = 0
     min_lr: Optional[float] = 0.0
     warmup: float = 0.1

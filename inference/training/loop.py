@@ -122,6 +122,35 @@ class PhaseClock:
         return out
 
 
+class ValidationPacer:
+    """Keeps validation and checkpointing within `share` of a run's training time (data + steps). Why: with few crops
+    an epoch is short and validating every one costs a large share of the run: the U-Net baseline's validation was
+    28% of its epochs on magnetic-tile (H100, docs/benchmarks.md), time taken from training to pick among EMA weights
+    that barely move between epochs. An epoch end that `val_every` calls for validates when the overhead so far plus
+    one more validation (priced at the last one) stays within share x the training time so far; the first one due,
+    the last epoch and a stop always validate. share 0: every epoch `val_every` calls for."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.train_s = 0.0
+        self.overhead_s = 0.0
+        self.last_cost_s: float | None = None  # validation + checkpoint of the last validated epoch
+
+    def due(self, epoch_train_s: float) -> bool:
+        """Whether this epoch end validates, given its data + step seconds so far (not yet added)."""
+        if self.share <= 0 or self.last_cost_s is None:
+            return True
+        return self.overhead_s + self.last_cost_s <= self.share * (self.train_s + epoch_train_s)
+
+    def add(self, times: dict[str, float], validated: bool) -> None:
+        """An epoch's phase seconds (PhaseClock.totals)."""
+        cost = times.get("validation", 0.0) + times.get("checkpoint", 0.0)
+        self.train_s += times.get("data", 0.0) + times.get("step", 0.0)
+        self.overhead_s += cost
+        if validated:
+            self.last_cost_s = cost
+
+
 def generators(seed: int, rank: int, step: int, dev: torch.device) -> tuple[torch.Generator, torch.Generator]:
     """The randomness of one step, from (seed, rank, step) alone (resume draws the same batches and clicks)."""
     key = (seed * 1_000_003 + rank) * 10_000_019 + step
@@ -243,6 +272,7 @@ class TrainingLoop:
         self.steps_per_epoch = max(1, math.ceil(per_rank / cfg.batch_size))
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.time_budget = float(tcfg.get("time_budget_s") or 0.0)
+        self.pacer = ValidationPacer(float(tcfg.get("val_share") or 0.0))
         self.scheduler = OneCycle(self.optimizer, cfg.lr, self.total_steps, tcfg, self.time_budget)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
         self.grad_clip = float(tcfg.get("grad_clip", 1.0) or 0.0)
@@ -280,16 +310,19 @@ class TrainingLoop:
             self.ema.update(self.model)
         return loss, terms
 
-    def validate(self, epoch: int, last_epoch: bool, stop: bool) -> dict[str, float | None]:
-        """IoU of the eval weights on the validation canvases (and against the teacher's answers), every
-        `val_every` epochs, at the last one and on a stop."""
-        val: dict[str, float | None] = {"val_iou_gt": None, "val_iou_teacher": None}
-        if (epoch + 1) % self.cfg.val_every == 0 or last_epoch or stop:
-            net = self.eval_model().eval()
-            task, valset = self.task, self.valset
-            logits = predict_views(lambda x, p, lb: task.predict(net, x, p, lb), valset, self.cfg.batch_size, self.amp)
-            val["val_iou_gt"], val["val_iou_teacher"] = valset.scores(logits)
-            self.model.train()
+    def validates(self, epoch: int, last_epoch: bool, stop: bool, epoch_train_s: float) -> bool:
+        """Every `val_every` epochs as far as `val_share` allows (ValidationPacer), at the last one and on a stop."""
+        due = (epoch + 1) % self.cfg.val_every == 0 and self.pacer.due(epoch_train_s)
+        return due or last_epoch or stop
+
+    def validate(self) -> dict[str, float | None]:
+        """IoU of the eval weights on the validation canvases (and against the teacher's answers)."""
+        net = self.eval_model().eval()
+        task, valset = self.task, self.valset
+        logits = predict_views(lambda x, p, lb: task.predict(net, x, p, lb), valset, self.cfg.batch_size, self.amp)
+        val: dict[str, float | None] = {}
+        val["val_iou_gt"], val["val_iou_teacher"] = valset.scores(logits)
+        self.model.train()
         return val
 
     def run(self) -> None:
@@ -351,13 +384,16 @@ class TrainingLoop:
                     break
             if di.main:
                 last_epoch = epoch + 1 == cfg.epochs
-                val = self.validate(epoch, last_epoch, stop)
+                so_far = clock.totals()
+                validated = self.validates(epoch, last_epoch, stop, so_far.get("data", 0.0) + so_far.get("step", 0.0))
+                val = self.validate() if validated else {"val_iou_gt": None, "val_iou_teacher": None}
                 clock.mark("validation")
                 end = EpochEnd(epoch + 1, state.step >= (epoch + 1) * spe, last_epoch,
                                (epoch + 1) % cfg.checkpoint_every == 0 or last_epoch, stop, val)
                 self._call("on_checkpoint", end)
                 clock.mark("checkpoint")
                 times = clock.totals()
+                self.pacer.add(times, validated)
                 entry = {"epoch": epoch + 1, "step": state.step, "complete": end.complete,
                          **{k: float(v) / max(epoch_n, 1) for k, v in epoch_sums.items()}, **val,
                          "lr": self.optimizer.param_groups[0]["lr"],

@@ -4,8 +4,8 @@ Keys this package adds to the template (all optional in project.yaml, defaults h
   distillation.teacher.config / .checkpoint / .image_size / .scale : SAM 2 Hydra config, weights, canvas size, and
       the pixel scale the teacher is fine-tuned at (2.0: it looks at crops twice as close as a scale-1 student)
   distillation.student.mask_stride / .layout / .scale : the 1/2, 1/4 or 1/8 mask head, native or resized crops
-  distillation.training.amp / .log_every / .checkpoint_every / .val_every / .seed / .augment / .min_lr / .warmup /
-      .class_balance / .pos_weight / .ema_decay / .clicks / .compile / .crop_size
+  distillation.training.amp / .log_every / .checkpoint_every / .val_every / .val_share / .seed / .augment / .min_lr /
+      .warmup / .class_balance / .pos_weight / .ema_decay / .clicks / .compile / .crop_size
   distillation.finetune_teacher.{lr, epochs, batch_size, train_image_encoder}
   distillation.unet.{epochs, batch_size, lr, width, crop_size} : the plain baseline of the distillation table
   distillation.qat.{epochs, batch_size, lr, lr_scale, checkpoint, observer_warmup, observer_momentum} : the
@@ -35,6 +35,7 @@ EXTRA_DEFAULTS: dict[str, Any] = {
             "log_every": 10,
             "checkpoint_every": 10,  # epochs between best.pt / epoch_NNN.pt / last.pt writes (and on stop)
             "val_every": 1,
+            "val_share": 0.1,  # validation + checkpoints at most this share of the training time (0: no cap)
             "seed": 0,
             "min_lr": 0.0,
             "warmup": 0.1,  # share of the steps the one-cycle schedule warms up for

@@ -120,6 +120,33 @@ def test_checkpoint_interval_keeps_every_nth_epoch_and_the_last(training_project
     assert torch.load(Path(part["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["step"] == 5
 
 
+def test_val_share_skips_validations_but_not_the_first_or_the_last(training_project: Path) -> None:
+    """A cap no validation fits under (every validation costs more than 1e-9 of the training time) leaves the first
+    epoch's (it prices the next) and the last epoch's; best.pt comes from those."""
+    summary, events = _run(training_project, name="paced", overrides={"training": {"val_share": 1e-9}})
+    vals = [e["val_iou_gt"] for e in _of(events, "epoch")]
+    assert len(vals) == 4 and vals[0] is not None and vals[-1] is not None and vals[1:3] == [None, None]
+    assert summary["best_val_iou"] == max(vals[0], vals[-1])
+    best = torch.load(Path(summary["run_dir"]) / "checkpoints" / "best.pt", weights_only=True)
+    assert best["meta"]["epoch"] in (1, 4) and best["meta"]["val_iou_gt"] == summary["best_val_iou"]
+
+
+def test_validation_pacer_keeps_the_overhead_within_its_share() -> None:
+    from inference.training.loop import ValidationPacer
+
+    pacer = ValidationPacer(0.1)
+    assert pacer.due(1.0)  # the first one prices the next
+    pacer.add({"data": 0.5, "step": 0.5, "validation": 0.3, "checkpoint": 0.0}, validated=True)
+    assert not pacer.due(1.0)  # 0.3 + 0.3 > 0.1 x 2
+    pacer.add({"data": 0.5, "step": 0.5}, validated=False)
+    assert not pacer.due(3.0)  # 0.6 > 0.1 x 5
+    assert pacer.due(4.0)  # 0.6 <= 0.1 x 6
+    pacer.add({"data": 4.0, "validation": 0.1, "checkpoint": 0.05}, validated=True)
+    assert pacer.last_cost_s == pytest.approx(0.15) and pacer.overhead_s == pytest.approx(0.45)
+    assert pacer.due(0.0)  # 0.45 + 0.15 <= 0.1 x 6
+    assert ValidationPacer(0.0).due(0.0)  # no cap
+
+
 def test_verdicts_and_corrections_reach_the_loss(fresh_training_project) -> None:
     """Recorded verdicts change the next run's per-sample terms, and a corrected mask becomes its Dice target, through
     review.training_set (no monkeypatch): "student better" scales the teacher terms by 0.3; a correction weighs 2x
