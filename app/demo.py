@@ -30,9 +30,7 @@ def build_demo_project(
 
 
 def _demo_predictions(project: Project, progress: Callable[[int, int], None] | None) -> str:
-    """Hook for the shipped demo models; returns a summary suffix."""
-    try:
-        from app.demo_models import install_demo_models
-    except ImportError:
-        return ""
+    """The shipped demo models' predictions and flags; returns a summary suffix ("" when none are shipped)."""
+    from app.demo_models import install_demo_models
+
     return install_demo_models(project, progress)

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from inference.registry import PRECOMPUTED_BACKEND
 from store.errors import UserError
 
 log = logging.getLogger("maskbench.demo")
 DEMO_NOTICE = "demo models: trained on the synthetic crops only, NOT SA-1B-pretrained SAM 2"
-PRECOMPUTED_BACKEND = "precomputed"
 
 
 def demo_models_dir() -> Path:

@@ -106,6 +106,7 @@ class MainWindow(QMainWindow):
         self.first_run = first_run  # show the first-run dialog when there is no last project (run_gui does)
         self.first_run_dialog: Any = None
         self.jobs = JobManager(self)
+        self.predict_task: Any = None  # the running Models > Predict and flag, for Stop
         self.setWindowTitle("maskbench")
         self.resize(1500, 900)
 
@@ -237,6 +238,10 @@ class MainWindow(QMainWindow):
         self._action(m, "Import &student model…", lambda: self.import_model_dialog("student"))
         m.addSeparator()
         self._action(m, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        mm = self.menuBar().addMenu("&Models")
+        self._action(mm, "&Predict and flag…", self.predict_dialog, "Ctrl+Shift+P")
+        self.stop_predict_action = self._action(mm, "&Stop predicting", self.stop_predicting)
+        self.stop_predict_action.setEnabled(False)
         v = self.menuBar().addMenu("&View")
         for layer in DEFAULT_COLOURS:
             self._action(v, f"{LAYER_TITLES[layer].capitalize()} colour…", lambda _c=False, x=layer: self.pick_colour(x))
@@ -374,6 +379,7 @@ class MainWindow(QMainWindow):
     def _set_project(self, project: Project | None) -> None:
         old = self.project
         if old is not None:
+            self.stop_predicting()  # it stops between batches; what it stored stays in the old project
             self.review.wait_idle()
         self.project = project
         provider = self.provider_factory(project) if project is not None else None
@@ -456,6 +462,48 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(
             f"ingest ({report.layout}): {report.added_total} added, {report.skipped_existing} already there, "
             f"{len(report.bad)} bad", 10000)
+        self.review.reload()
+
+    # predict and flag ---------------------------------------------------------------------------------------------
+    def predict_dialog(self) -> None:
+        from widgets.predict_dialog import PredictDialog
+
+        if self.project is None:
+            self.show_error("open or create a project first")
+            return
+        dialog = PredictDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        dialog.accepted.connect(lambda: self.predict_and_flag(dialog.options()))
+        dialog.open()  # not exec(): the event loop keeps serving the workers
+
+    def predict_and_flag(self, options: Any) -> Any:
+        """Run inference.predict_flag in a worker (status bar progress; Models > Stop predicting). Returns its task."""
+        from inference.predict_flag import predict_and_flag
+
+        if self.project is None:
+            self.show_error("open or create a project first")
+            return None
+        task = self.jobs.run("predicting and flagging", predict_and_flag, self.project, options, key="predict",
+                             owner=self, on_result=self._predicted)
+        self.predict_task = task
+        self.stop_predict_action.setEnabled(True)
+        for signal in (task.finished, task.failed, task.cancelled):
+            signal.connect(lambda *_a, t=task: self._predict_ended(t))
+        return task
+
+    def stop_predicting(self) -> None:
+        task = self.predict_task
+        if task is not None and task.is_active():
+            task.cancel()
+            self.statusBar().showMessage("stopping after the current batch…", 5000)
+
+    def _predict_ended(self, task: Any) -> None:
+        if self.predict_task is task:
+            self.predict_task = None
+            self.stop_predict_action.setEnabled(False)
+
+    def _predicted(self, report: Any) -> None:
+        self.statusBar().showMessage(report.summary(), 15000)
         self.review.reload()
 
     # colours ------------------------------------------------------------------------------------------------------

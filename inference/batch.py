@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ class PredictReport:
     encoded: int = 0  # images that went through the encoder (cache misses)
     failed: list[tuple[int, str]] = field(default_factory=list)
     views: int = 1  # mirror views averaged per crop
+    cancelled: bool = False  # stopped by its cancel event; what was predicted is stored, a rerun resumes
 
     def summary(self) -> str:
         i, n = self.shard
@@ -57,7 +59,8 @@ class PredictReport:
         cached = max(0, self.predicted * self.views - self.encoded)
         line = (f"{self.kind} '{self.model_name}'{shard}: {self.predicted} predicted, {self.already} already done, "
                 f"{len(self.failed)} failed; {self.encoded} images encoded, {cached} embeddings from the cache; "
-                f"prompts: {self.prompt_source}" + (f"; {self.views} mirror views averaged" if self.views > 1 else ""))
+                f"prompts: {self.prompt_source}" + (f"; {self.views} mirror views averaged" if self.views > 1 else "")
+                + ("; stopped (a rerun resumes)" if self.cancelled else ""))
         return line
 
 
@@ -158,7 +161,10 @@ def predict_project(
     split: str | None = None,
     auto: AutoOptions | None = None,
     flip_views: int = 1,
+    cancel: threading.Event | None = None,
 ) -> PredictReport:
+    """Predict `kind`'s masks for the samples it has not predicted with these prompts and views, one transaction per
+    sample. `cancel` is looked at between batches: a stop keeps every stored prediction (the GUI's Stop)."""
     if prompt_source not in BATCH_PROMPT_SOURCES:
         raise ModelError(f"prompt source must be one of {', '.join(BATCH_PROMPT_SOURCES)}, not {prompt_source!r}")
     if flip_views not in (1, 2, 4):
@@ -200,6 +206,9 @@ def predict_project(
     before = segmenter.encoder_images
     source_enum = MaskSource.TEACHER if kind == "teacher" else MaskSource.STUDENT
     for start in range(0, len(todo), max(1, batch_size)):
+        if cancel is not None and cancel.is_set():
+            report.cancelled = True
+            break
         chunk = todo[start : start + max(1, batch_size)]
         gts: dict[int, dict[str, Any]] = {}
         stored: dict[int, Prompt] = {}

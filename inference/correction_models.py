@@ -17,10 +17,10 @@ from store.project import Project
 
 def load_active_segmenter(project: Project, kind: str) -> Segmenter:
     from inference.errors import ModelError
-    from inference.registry import active_model, load_segmenter
+    from inference.registry import PRECOMPUTED_BACKEND, active_model, load_segmenter
 
     info = active_model(project, kind)
-    if info.backend == "precomputed":  # the demo teacher on a station install (app.demo_models)
+    if info.backend == PRECOMPUTED_BACKEND:  # the demo teacher on a station install (app.demo_models)
         raise ModelError(f"the {kind} '{info.name}' has precomputed masks only on this install (no torch); point "
                          "prompts need the full install or an ONNX model ('maskbench models add')")
     return load_segmenter(project, kind)

@@ -26,6 +26,8 @@ from store.images import sha256_file
 from store.schema import ModelKind, ModelRecord
 
 KINDS = ("teacher", "student")
+# a model recorded with its masks only, no runnable weights: the demo teacher of a station install (app.demo_models)
+PRECOMPUTED_BACKEND = "precomputed"
 
 
 @dataclass

@@ -164,6 +164,47 @@ def test_add_panel_gives_the_project_to_panels(qtbot: Any, tmp_path: Path) -> No
     assert late.projects[-1].root == root.resolve()
 
 
+def test_models_menu_predicts_in_a_worker_and_stops(qtbot: Any, tmp_path: Path) -> None:
+    """Models > Predict and flag: the dialog's choices reach inference.predict_flag, which runs in a worker; Stop
+    (asked before the first batch) ends it with nothing stored, a second run predicts every crop and the status bar
+    says so."""
+    from inference.predict_flag import PredictFlagOptions
+    from inference.registry import add_model
+    from inference.student import StudentConfig, StudentModel, save_checkpoint
+    from store.schema import Prediction
+    from widgets.predict_dialog import PredictDialog
+
+    root = _small_project(tmp_path / "proj")
+    ckpt = save_checkpoint(StudentModel(StudentConfig(input_size=128)), tmp_path / "student.pt")
+    win = _window(qtbot)
+    assert win.open_project(root)
+    add_model(win.project, "student", ckpt)
+    dialog = PredictDialog(win)
+    qtbot.addWidget(dialog)
+    assert dialog.options() == PredictFlagOptions()  # teacher and student, saliency clicks, no mirrors, CPU
+    dialog.models.setCurrentIndex(dialog.models.findData("student"))
+    dialog.prompts.setCurrentIndex(dialog.prompts.findData("ground_truth"))
+    options = dialog.options()
+    assert options == PredictFlagOptions(models="student", prompts="ground_truth")
+
+    assert not win.stop_predict_action.isEnabled()
+    task = win.predict_and_flag(options)
+    assert win.stop_predict_action.isEnabled()
+    win.stop_predicting()
+    qtbot.waitUntil(lambda: not task.is_active(), timeout=60_000)
+    assert task.result.cancelled and task.result.predictions[0].predicted == 0
+    assert not win.stop_predict_action.isEnabled() and win.predict_task is None
+    with win.project.db.session() as s:
+        assert s.scalars(select(Prediction)).first() is None
+
+    task = win.predict_and_flag(options)
+    qtbot.waitUntil(lambda: not task.is_active(), timeout=60_000)
+    assert task.result.predictions[0].predicted == 6 and not task.result.cancelled
+    assert "student: 6 predicted" in win.statusBar().currentMessage()
+    with win.project.db.session() as s:
+        assert len(s.scalars(select(Prediction)).all()) == 6
+
+
 def test_job_manager_reports_progress_results_and_errors(qtbot: Any) -> None:
     jobs = JobManager()
     changes: list[tuple[str, int, int]] = []
