@@ -243,7 +243,8 @@ def predict_project(
                 items = [(r, im, pr) for (r, im, _), (pr, _) in zip(items, pairs)]
                 decoded = [dec for _, dec in pairs]
             elif flips is not None:
-                decoded = [flips.decode(flips.embed(im), pr.points, pr.labels) for _, im, pr in items]
+                embs = flips.embed_stored(segmenter, [im for _, im, _ in items], [r.sha256 for r, _, _ in items])
+                decoded = [flips.decode(e, pr.points, pr.labels) for e, (_, _, pr) in zip(embs, items)]
             else:
                 decoded = segmenter.predict([it[1] for it in items], [it[2] for it in items],
                                             image_sha256s=[it[0].sha256 for it in items])

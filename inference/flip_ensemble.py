@@ -9,15 +9,18 @@ interactive station."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from inference.cache import CachedSegmenter
 from inference.interactive import ClickSegmenter
 from inference.segmenter import Decoded, Embedding
 
 # (mirror left-right, mirror top-bottom) of each view; the first is the crop itself
 FLIPS: tuple[tuple[bool, bool], ...] = ((False, False), (True, False), (False, True), (True, True))
+_KEY_SUFFIX = {(False, False): "", (True, False): "-mirror-lr", (False, True): "-mirror-tb", (True, True): "-mirror-lrtb"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,17 @@ class FlipEnsemble:
     def embed(self, image: np.ndarray) -> FlipEmbedding:
         h, w = image.shape[:2]
         return FlipEmbedding(tuple(self.base.embed(_mirror(image, lr, tb)) for lr, tb in self.flips), (h, w))
+
+    def embed_stored(self, cached: CachedSegmenter, images: Sequence[np.ndarray],
+                     image_sha256s: Sequence[str]) -> list[FlipEmbedding]:
+        """Embeddings of stored crops through `cached` (the base model with the project's cache): every view of every
+        crop in one encoder batch, the crop itself under its content hash, so a flip pass after a plain one encodes
+        only the mirrors (3 of 4 views), and a mirror under its hash plus the mirror's name (no pixel hashing)."""
+        views = [_mirror(im, lr, tb) for im in images for lr, tb in self.flips]
+        keys = [sha + _KEY_SUFFIX[f] for sha in image_sha256s for f in self.flips]
+        embs = cached.embed_batch(views, keys)
+        n = len(self.flips)
+        return [FlipEmbedding(tuple(embs[i * n:(i + 1) * n]), im.shape[:2]) for i, im in enumerate(images)]
 
     def decode(self, embedding: FlipEmbedding, points: np.ndarray, labels: np.ndarray) -> Decoded:
         h, w = embedding.orig_hw

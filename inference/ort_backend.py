@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from inference.errors import ModelError
-from inference.runtime import StudentRuntime
+from inference.runtime import CPU_ENCODE_CHUNK, StudentRuntime
 
 log = logging.getLogger("maskbench.ort")
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -86,6 +86,8 @@ class OrtStudentSegmenter(StudentRuntime):
         self.name = name
         self.sha256 = sha256
         self.device = "cuda" if self.providers[0] != "CPUExecutionProvider" else "cpu"
+        if self.device == "cpu":
+            self.encode_chunk = CPU_ENCODE_CHUNK
         self.precision = "fp32"
         self._enc_in = self.encoder.get_inputs()[0].name
         self._enc_out = [o.name for o in self.encoder.get_outputs()]

@@ -22,6 +22,10 @@ from inference import preprocess as pp
 from inference.segmenter import Decoded, Embedding, Prompt, PromptNotSupported, not_supported_message
 
 STUDENT_FEATURES = ("image_embed", "high_res")
+# canvases per encoder call on a CPU: on a 2-core CPU calls of 4-16 canvases took 1.1-3x the time per canvas of
+# single ones, for the torch student and teacher and for the ONNX Runtime student (bench/bench_encode_batch.py);
+# GPUs keep batches (encode_chunk)
+CPU_ENCODE_CHUNK = 1
 LAYOUTS = ("native", "resize")
 
 
@@ -40,7 +44,7 @@ class StudentRuntime:
     layout_mode: str = "resize"  # backends set it (and scale) from the student's config
     scale: float = 1.0
     decode_chunk = 64  # prompts per decoder call when many prompts share one image (automatic masks)
-    encode_chunk = 16  # canvases per encoder call (tiles of large crops add up)
+    encode_chunk = 16  # canvases per encoder call (tiles of large crops add up); CPU_ENCODE_CHUNK on a CPU
 
     def __init__(self) -> None:
         self.encoder_images = 0  # images that went through the encoder; tests and benchmarks read it

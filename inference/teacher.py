@@ -22,6 +22,7 @@ from inference.sam2_configs import resolve_config
 from inference.sam2_net import FEATURES as FEATURE_NAMES
 from inference.sam2_net import Sam2Net, choose_output, load_model
 from inference.segmenter import Decoded, Embedding, Prompt, mask_to_logits
+from inference.runtime import CPU_ENCODE_CHUNK
 from inference.torch_backend import autocast, check_precision, resolve_device
 
 
@@ -184,6 +185,8 @@ class Sam2NativeSegmenter:
         self.device = resolve_device(device)
         self.precision = check_precision(precision, self.device)
         self.net = Sam2Net(model).to(self.device).eval()
+        if self.device.type == "cpu":  # inference.runtime.CPU_ENCODE_CHUNK
+            self.encode_chunk = CPU_ENCODE_CHUNK
         self.name = name
         self.sha256 = sha256
         self.config = config

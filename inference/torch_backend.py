@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from inference.errors import ModelError
-from inference.runtime import StudentRuntime
+from inference.runtime import CPU_ENCODE_CHUNK, StudentRuntime
 from inference.student import StudentModel, load_checkpoint
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -90,6 +90,7 @@ class StudentTorchSegmenter(StudentRuntime):
         if self.device.type == "cpu":
             # channels-last convolutions are markedly faster in oneDNN for TinyViT's MBConv stage
             self.model = self.model.to(memory_format=torch.channels_last)
+            self.encode_chunk = CPU_ENCODE_CHUNK
         self.name = name
         self.sha256 = sha256
         self.input_size = model.input_size

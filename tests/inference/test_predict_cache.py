@@ -114,6 +114,9 @@ def test_flip_averaged_predictions_are_the_ensembles_masks_and_resume_apart(proj
     plain = predict_project(project, "student", prompt_source="ground_truth")
     flipped = predict_project(project, "student", prompt_source="ground_truth", flip_views=4)
     assert plain.predicted == flipped.predicted == 6  # the plain run does not count as done for flip averaging
+    # the crop itself comes from the plain run's cache (its content hash): only the three mirrors are encoded
+    assert plain.encoded == 6 and flipped.encoded == 18
+    assert "6 embeddings from the cache" in flipped.summary()
     assert flipped.summary().endswith("prompts: ground_truth; 4 mirror views averaged")
     assert predict_project(project, "student", prompt_source="ground_truth", flip_views=4).already == 6
     seg = load_segmenter(project, "student")
