@@ -40,23 +40,25 @@ sys.path.insert(0, str(REPO))
 from inference.sam2_configs import SCRATCH_TEACHER  # noqa: E402  (no torch: the table's CLI stays light)
 
 SUPERVISED_ONLY = {"feature_weight": 0.0, "soft_bce_weight": 0.0, "dice_weight": 1.0}
-STUDENTS = {  # kind -> (train flags, student overrides, loss overrides)
-    "naive": (["--no-feature-loss"], {"mask_stride": 2}, {}),
-    "feature_aligned": ([], {"mask_stride": 2}, {}),
-    "feature_aligned_1/8": ([], {"mask_stride": 8}, {}),
+STUDENTS = {  # kind -> (train flags, student overrides, loss overrides, training overrides)
+    "naive": (["--no-feature-loss"], {"mask_stride": 2}, {}, {}),
+    "feature_aligned": ([], {"mask_stride": 2}, {}, {}),
+    "feature_aligned_1/8": ([], {"mask_stride": 8}, {}, {}),
+    # the soft term (and unlabelled crops' follow-ups) against the teacher averaged over four mirror views
+    "feature_aligned_tflips": ([], {"mask_stride": 2}, {}, {"teacher_flip_views": 4}),
     # the same student on the ground truth alone (no teacher terms): what distillation adds is the difference
-    "supervised": ([], {"mask_stride": 2}, SUPERVISED_ONLY),
+    "supervised": ([], {"mask_stride": 2}, SUPERVISED_ONLY, {}),
 }
 
 
-def student_row(label: str, backbone: str | None) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+def student_row(label: str, backbone: str | None) -> tuple[list[str], dict[str, Any], dict[str, Any], dict[str, Any]]:
     """A row is KIND or KIND@BACKBONE (a timm backbone of inference.student.BACKBONES); plain KIND uses --backbone."""
     kind, _, bb = label.partition("@")
     if kind not in STUDENTS:
         raise SystemExit(f"unknown student row {label!r}; kinds: {', '.join(STUDENTS)}")
-    flags, overrides, loss = STUDENTS[kind]
+    flags, overrides, loss, training = STUDENTS[kind]
     bb = bb or backbone
-    return flags, {**overrides, **({"backbone": bb} if bb else {})}, loss
+    return flags, {**overrides, **({"backbone": bb} if bb else {})}, loss, training
 
 
 def run_name(label: str) -> str:
@@ -466,13 +468,13 @@ def main() -> None:
                        "scale": a.teacher_scale}
     jobs = []
     for label in students:
-        flags, overrides, loss = student_row(label, a.backbone)
+        flags, overrides, loss, row_training = student_row(label, a.backbone)
         if not trained(project, run_name(label)):
             cfg = write_yaml(work / f"{run_name(label)}.yaml", {
                 **base, "student": {**base["student"], **overrides}, "teacher": teacher_section,
                 **({"loss": loss} if loss else {}),
                 "training": {**training, "time_budget_s": a.student_budget, "compile": a.compile,
-                             "crop_size": a.student_crop}})
+                             "crop_size": a.student_crop, **row_training}})
             jobs.append(["train", "--project", str(project), "--mode", "distill", *flags, "--config", str(cfg),
                          "--epochs", str(a.student_epochs), "--name", run_name(label), *common])
     if not trained(project, "unet"):

@@ -143,6 +143,9 @@ class TrainingSettings(Section):
     # No CUDA-graph modes (reduce-overhead): not measured here, and their outputs live in buffers that a later replay
     # overwrites while a step still holds them (the decoder runs twice per step)
     compile: Optional[Literal["default", "max-autotune-no-cudagraphs"]] = None
+    # distillation: the teacher's masks (soft term, unlabelled crops' follow-up target) averaged over the view and its
+    # 1 or 3 mirrors, like `predict --flip-views`; decoder calls only (the mirrors are cached dihedral views)
+    teacher_flip_views: Literal[1, 2, 4] = 1
     # The side of the random windows a student (distill, qat) trains on, in crop pixels, a multiple of 32 up to
     # student.input_size; null: the whole canvas. Validation and prediction keep whole canvases. The U-Net baseline's
     # windows are unet.crop_size.

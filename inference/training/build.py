@@ -55,9 +55,14 @@ def build_task(mode_name: str, dist_cfg: dict[str, Any], train_crops: cr.CropSet
             t_views = cr.Views(views.crop, [(int(round(y * ratio)), int(round(x * ratio))) for y, x in views.origin],
                                net.image_size)
             n_d = cr.dihedral_count(tcfg.get("augment"))
+            flips = int(tcfg.get("teacher_flip_views") or 1)
+            if flips > 1 and n_d != 8:
+                raise UserError("training.teacher_flip_views averages the teacher over mirrored views: it needs "
+                                "training.augment.dihedral: true (the mirrors' features are those views')")
             t0 = time.perf_counter()
             targets = TeacherTargets(net, t_crops, t_views, n_d, dev, dtype=amp or torch.float32,
-                                     progress=lambda d, n: emit({"event": "cache", "done": d, "total": n}))
+                                     progress=lambda d, n: emit({"event": "cache", "done": d, "total": n}),
+                                     flip_views=flips)
             emit({"event": "cache_ready", "computed": len(t_views) * n_d, "samples": len(train_crops),
                   "views": len(t_views), "dihedral": n_d, "seconds": round(time.perf_counter() - t0, 2)})
         meta = {"architecture": ARCHITECTURE, "config": scfg.to_dict()}

@@ -5,7 +5,7 @@ Keys this package adds to the template (all optional in project.yaml, defaults h
       the pixel scale the teacher is fine-tuned at (2.0: it looks at crops twice as close as a scale-1 student)
   distillation.student.mask_stride / .layout / .scale : the 1/2, 1/4 or 1/8 mask head, native or resized crops
   distillation.training.amp / .log_every / .checkpoint_every / .val_every / .val_share / .seed / .augment / .min_lr /
-      .warmup / .class_balance / .pos_weight / .ema_decay / .clicks / .compile / .crop_size
+      .warmup / .class_balance / .pos_weight / .ema_decay / .clicks / .compile / .crop_size / .teacher_flip_views
   distillation.finetune_teacher.{lr, epochs, batch_size, train_image_encoder}
   distillation.unet.{epochs, batch_size, lr, width, crop_size} : the plain baseline of the distillation table
   distillation.qat.{epochs, batch_size, lr, lr_scale, checkpoint, observer_warmup, observer_momentum} : the
@@ -42,6 +42,8 @@ EXTRA_DEFAULTS: dict[str, Any] = {
             "class_balance": 0.5,  # sampling weight 1 / n_class ** this (0: natural, 1: classes equally often)
             "pos_weight": 3.0,  # defect pixels in the BCE terms
             "ema_decay": 0.999,  # 0: no EMA
+            # the soft term's and unlabelled crops' teacher masks averaged over 1, 2 or 4 mirror views (needs dihedral)
+            "teacher_flip_views": 1,
             "compile": None,  # a torch.compile mode for the student's encoder and decoder; None: eager
             "crop_size": None,  # the student's random training windows (px, a multiple of 32); None: whole canvases
             # one_click_share: crops whose first prompt is exactly one positive click (the one-click protocol)

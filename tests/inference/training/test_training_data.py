@@ -322,6 +322,44 @@ def _stored_click_views(magnetic_tile_pairs: list) -> tuple[cr.CropSet, cr.Views
     return crops, views, TeacherTargets(net, crops.rescaled(0.5), t_views, 8, torch.device("cpu"))
 
 
+@pytest.mark.parametrize("flip_views", [2, 4])
+def test_flip_averaged_teacher_targets_are_the_mirrored_canvases_answers(magnetic_tile_pairs: list,
+                                                                         flip_views: int) -> None:
+    """training.teacher_flip_views: the averaged target of a (view, flip) entry equals the teacher run afresh on that
+    canvas and its mirrors (clicks mirrored, answers mirrored back), so the mirror table and the click mapping are
+    right for every one of the eight flips."""
+    from inference.flip_ensemble import FLIPS
+    from inference.sam2_net import choose_output
+
+    crops, views, targets = _stored_click_views(magnetic_tile_pairs)
+    targets.flip_views = flip_views
+    view = 1
+    entries = targets.entry(torch.tensor([view] * 8), torch.arange(8))
+    points = torch.tensor([[[70.0, 90.0], [150.0, 40.0]]] * 8)
+    labels = torch.tensor([[1.0, 0.0]] * 8)
+    got = targets.logits(entries, points, labels)
+    c = cr.assemble(crops.rescaled(0.5), [views.crop[view]], [(2 * views.origin[view][0], 2 * views.origin[view][1])],
+                    256)
+    canvases = cr.dihedral(c.normalised().expand(8, -1, -1, -1), torch.arange(8))
+    want = torch.zeros_like(got)
+    with torch.no_grad():
+        for lr, tb in FLIPS[:flip_views]:
+            dims = [dim for dim, on in ((-1, lr), (-2, tb)) if on]
+            x = canvases.flip(dims) if dims else canvases
+            p = points.clone()
+            if lr:
+                p[..., 0] = 255 - p[..., 0]
+            if tb:
+                p[..., 1] = 255 - p[..., 1]
+            masks, iou = targets.net.decode_all(targets.net.encode_normalised(x), p, labels)
+            out = choose_output(masks.float(), iou.float(), labels)[0]
+            want += out.flip(dims) if dims else out
+    want /= flip_views
+    assert torch.allclose(got, want, atol=1e-3), (got - want).abs().max()
+    targets.flip_views = 1
+    assert not torch.allclose(targets.logits(entries, points, labels), got, atol=1e-3)  # averaging changes them
+
+
 def test_training_windows_cut_the_teachers_flipped_view_and_move_its_stored_clicks(magnetic_tile_pairs: list) -> None:
     """training.crop_size: a student batch is a window of a whole view after its flip, so the teacher's cached
     features of that (view, flip) entry cover exactly the window's pixels; windows sit on the content, start on the

@@ -131,6 +131,18 @@ def test_val_share_skips_validations_but_not_the_first_or_the_last(training_proj
     assert best["meta"]["epoch"] in (1, 4) and best["meta"]["val_iou_gt"] == summary["best_val_iou"]
 
 
+def test_flip_averaged_teacher_targets_train_and_need_the_eight_flips(training_project: Path) -> None:
+    from store.errors import UserError
+
+    with pytest.raises(UserError, match="needs training.augment.dihedral: true"):
+        _run(training_project, name="flips-off", max_steps=1, overrides={"training": {"teacher_flip_views": 2}})
+    summary, events = _run(training_project, name="flips", max_steps=2, overrides={
+        "training": {"teacher_flip_views": 4, "augment": {"dihedral": True}}})
+    assert summary["status"] == "finished" and summary["step"] == 2
+    steps = _of(events, "step")
+    assert all(0 < e["loss_soft"] < float("inf") for e in steps)
+
+
 def test_validation_pacer_keeps_the_overhead_within_its_share() -> None:
     from inference.training.loop import ValidationPacer
 
