@@ -59,8 +59,8 @@ def main() -> None:
     print(f"{len(images)} crops, torch threads {torch.get_num_threads()}; ms per image, median of {a.rounds} rounds")
     for name in segs:
         base = statistics.median(times[(name, chunks[0])])
-        row = "  ".join(f"{c}/call {statistics.median(times[(name, c)]):6.0f} ({statistics.median(times[(name, c)]) / base:.2f}x)"
-                        for c in chunks)
+        medians = [statistics.median(times[(name, c)]) for c in chunks]
+        row = "  ".join(f"{c}/call {m:6.0f} ({m / base:.2f}x)" for c, m in zip(chunks, medians))
         print(f"{name:<20} {row}")
 
 

@@ -20,7 +20,8 @@ from inference.segmenter import Decoded, Embedding
 
 # (mirror left-right, mirror top-bottom) of each view; the first is the crop itself
 FLIPS: tuple[tuple[bool, bool], ...] = ((False, False), (True, False), (False, True), (True, True))
-_KEY_SUFFIX = {(False, False): "", (True, False): "-mirror-lr", (False, True): "-mirror-tb", (True, True): "-mirror-lrtb"}
+_KEY_SUFFIX = {(False, False): "", (True, False): "-mirror-lr", (False, True): "-mirror-tb",
+               (True, True): "-mirror-lrtb"}
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ class FlipEnsemble:
     def embed_stored(self, cached: CachedSegmenter, images: Sequence[np.ndarray],
                      image_sha256s: Sequence[str]) -> list[FlipEmbedding]:
         """Embeddings of stored crops through `cached` (the base model with the project's cache): every view of every
-        crop in one encoder batch, the crop itself under its content hash, so a flip pass after a plain one encodes
-        only the mirrors (3 of 4 views), and a mirror under its hash plus the mirror's name (no pixel hashing)."""
+        crop in one embedding call (the encoder batches them as its device suits), the crop itself under its content
+        hash, so a flip pass after a plain one encodes only the mirrors (3 of 4 views), and a mirror under its hash
+        plus the mirror's name (no pixel hashing)."""
         views = [_mirror(im, lr, tb) for im in images for lr, tb in self.flips]
         keys = [sha + _KEY_SUFFIX[f] for sha in image_sha256s for f in self.flips]
         embs = cached.embed_batch(views, keys)

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from inference.errors import ModelError
+from inference.runtime import CPU_ENCODE_CHUNK
 from inference.sam2_configs import resolve_config
 from inference.sam2_net import FEATURES as FEATURE_NAMES
 from inference.sam2_net import Sam2Net, choose_output, load_model
 from inference.segmenter import Decoded, Embedding, Prompt, mask_to_logits
-from inference.runtime import CPU_ENCODE_CHUNK
 from inference.torch_backend import autocast, check_precision, resolve_device
 
 

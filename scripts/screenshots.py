@@ -284,6 +284,16 @@ def main() -> int:
     dialog.grab().save(str(args.out / "shortcuts_dialog.png"))
     shots.append(str(args.out / "shortcuts_dialog.png"))
     dialog.close()
+    # 5c. Models > Predict and flag (the dialog; the run itself goes to the status bar)
+    from widgets.predict_dialog import PredictDialog
+
+    predict = PredictDialog(win)
+    predict.views.setCurrentIndex(predict.views.findData(4))
+    predict.show()
+    wait(app, lambda: False, 0.4)
+    predict.grab().save(str(args.out / "predict_dialog.png"))
+    shots.append(str(args.out / "predict_dialog.png"))
+    predict.close()
     # 6. filtered queue: VLM-judged crops
     rv.queue.vlm_box.setCurrentIndex(0)
     rv.queue.flagged_box.setChecked(True)

@@ -157,6 +157,23 @@ def test_the_training_windows_box_is_training_crop_size(qtbot, tmp_path) -> None
     assert config_mod.load(project.config_path)["distillation"]["training"]["crop_size"] is None
 
 
+def test_the_teacher_mirror_views_box_is_training_teacher_flip_views(qtbot, tmp_path) -> None:
+    from store import config as config_mod
+    from store.project import Project
+    from widgets.training_panel import TrainingPanel
+
+    project = Project.create(tmp_path / "proj")
+    panel = TrainingPanel(project)
+    qtbot.addWidget(panel)
+    assert panel.teacher_flips.currentData() == 1 and panel.teacher_flips.currentText() == "off"
+    panel.teacher_flips.setCurrentIndex(panel.teacher_flips.findData(4))
+    panel.save_settings()
+    assert config_mod.load(project.config_path)["distillation"]["training"]["teacher_flip_views"] == 4
+    again = TrainingPanel(project)
+    qtbot.addWidget(again)
+    assert again.teacher_flips.currentData() == 4
+
+
 def test_the_context_blocks_box_is_student_context_blocks(qtbot, tmp_path) -> None:
     """"default" is null (four blocks on heads 2 and 4, none on the 1/8 head); a count, 0 included, is saved as
     student.context_blocks and read back by the next panel."""
