@@ -11,7 +11,7 @@ from inference.predict_flag import MODEL_CHOICES, PROMPT_CHOICES, PredictFlagOpt
 MODEL_TITLES = {"both": "teacher and student", "teacher": "teacher only", "student": "student only"}
 PROMPT_TITLES = {"saliency": "saliency click (no labels needed)", "ground_truth": "a click inside the ground truth",
                  "teacher": "the teacher's clicks (student only)"}
-VIEW_TITLES = {1: "off", 2: "2 (left-right)", 4: "4 (both mirrors)"}
+VIEW_TITLES = {1: "off", 2: "2 (left-right)", 4: "4 (both mirrors)"}  # also the Training panel's teacher mirror views
 
 
 def _combo(items: dict, current: object) -> QComboBox:

@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
 
 from inference import capabilities
 from inference.training.history import list_runs
+from widgets.predict_dialog import VIEW_TITLES
 from widgets.training_parts import LivePlots, PastRuns, use_as_student
 from widgets.workers import ProcessTask, TaskHub
 
@@ -118,7 +119,7 @@ class TrainingPanel(QWidget):
                                 "student's input size); validation and prediction use whole canvases")
         # training.teacher_flip_views: distillation's teacher masks averaged over the view and its mirrors
         self.teacher_flips = QComboBox()
-        for views, title in ((1, "off"), (2, "2 (left-right)"), (4, "4 (both mirrors)")):
+        for views, title in VIEW_TITLES.items():
             self.teacher_flips.addItem(title, views)
         self.teacher_flips.setToolTip("Distillation: the teacher's masks averaged over the view and its mirrors "
                                       "(+0.02-0.03 teacher IoU on magnetic-tile; 2-4x the teacher's decoder calls, "
