@@ -165,27 +165,19 @@ def test_add_panel_gives_the_project_to_panels(qtbot: Any, tmp_path: Path) -> No
 
 
 def test_models_menu_predicts_in_a_worker_and_stops(qtbot: Any, tmp_path: Path) -> None:
-    """Models > Predict and flag: the dialog's choices reach inference.predict_flag, which runs in a worker; Stop
-    (asked before the first batch) ends it with nothing stored, a second run predicts every crop and the status bar
-    says so."""
+    """Models > Predict and flag: inference.predict_flag runs in a worker; Stop (asked before the first batch) ends
+    it with nothing stored, a second run predicts every crop and the status bar says so."""
     from inference.predict_flag import PredictFlagOptions
     from inference.registry import add_model
     from inference.student import StudentConfig, StudentModel, save_checkpoint
     from store.schema import Prediction
-    from widgets.predict_dialog import PredictDialog
 
     root = _small_project(tmp_path / "proj")
     ckpt = save_checkpoint(StudentModel(StudentConfig(input_size=128)), tmp_path / "student.pt")
     win = _window(qtbot)
     assert win.open_project(root)
     add_model(win.project, "student", ckpt)
-    dialog = PredictDialog(win)
-    qtbot.addWidget(dialog)
-    assert dialog.options() == PredictFlagOptions()  # teacher and student, saliency clicks, no mirrors, CPU
-    dialog.models.setCurrentIndex(dialog.models.findData("student"))
-    dialog.prompts.setCurrentIndex(dialog.prompts.findData("ground_truth"))
-    options = dialog.options()
-    assert options == PredictFlagOptions(models="student", prompts="ground_truth")
+    options = PredictFlagOptions(models="student", prompts="ground_truth")
 
     assert not win.stop_predict_action.isEnabled()
     task = win.predict_and_flag(options)
