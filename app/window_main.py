@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence
@@ -41,6 +41,9 @@ from store.project import CONFIG_NAME, Project
 from widgets.palette import LAYER_TITLES
 from widgets.review_view import ReviewWidget
 from widgets.workers import bridge
+
+if TYPE_CHECKING:
+    from inference.predict_flag import PredictFlagOptions
 
 _T0 = time.perf_counter()
 log = logging.getLogger("maskbench.gui")
@@ -476,7 +479,7 @@ class MainWindow(QMainWindow):
         dialog.accepted.connect(lambda: self.predict_and_flag(dialog.options()))
         dialog.open()  # not exec(): the event loop keeps serving the workers
 
-    def predict_and_flag(self, options: Any) -> Any:
+    def predict_and_flag(self, options: PredictFlagOptions) -> Any:
         """Run inference.predict_flag in a worker (status bar progress; Models > Stop predicting). Returns its task."""
         from inference.predict_flag import predict_and_flag
 

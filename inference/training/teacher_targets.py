@@ -23,6 +23,11 @@ ProgressFn = Callable[[int, int], None]
 FLIP_VIEWS = (1, 2, 4)
 
 
+def mirror_dims(lr: bool, tb: bool) -> list[int]:
+    """The tensor dims a (left-right, top-bottom) mirror flips: -1 for left-right, -2 for top-bottom."""
+    return [dim for dim, on in ((-1, lr), (-2, tb)) if on]
+
+
 def _mirror_partners() -> dict[tuple[bool, bool], list[int]]:
     """For each mirror (left-right, top-bottom) of FLIPS and each dihedral index d: the index whose view is view d
     mirrored, found by applying cr.dihedral to a small map (so it follows that function's order, whatever it is)."""
@@ -30,7 +35,7 @@ def _mirror_partners() -> dict[tuple[bool, bool], list[int]]:
     views = [cr.dihedral(x, torch.tensor([d])) for d in range(8)]
     out: dict[tuple[bool, bool], list[int]] = {}
     for lr, tb in FLIPS:
-        dims = [dim for dim, on in ((-1, lr), (-2, tb)) if on]
+        dims = mirror_dims(lr, tb)
         out[(lr, tb)] = [next(e for e in range(8) if torch.equal(views[e], v.flip(dims) if dims else v)) for v in views]
     return out
 
@@ -98,7 +103,7 @@ class TeacherTargets:
                 p[..., 0] = m - p[..., 0]
             if tb:
                 p[..., 1] = m - p[..., 1]
-            dims = [dim for dim, on in ((-1, lr), (-2, tb)) if on]
+            dims = mirror_dims(lr, tb)
             out = out + self._chosen(view * self.n_dihedral + partner, p, labels).flip(dims)
         return out / self.flip_views
 
