@@ -10,6 +10,11 @@ Derived configs are one of the package's configs plus Hydra overrides:
 * "sam2.1_resnet50d" is SAM 2.1 with a convolutional trunk (timm's ResNet-50-D, random init; inference.sam2_trunks)
   in place of Hiera: the teacher to train from scratch where the official weights cannot be had. Hiera from random
   weights does not learn from a few hundred crops; everything after the trunk is the package's SAM 2.1.
+* "sam2.1_resnet50d_clicks" is that teacher with Gaussian maps of the clicks added where the decoder reads image
+  features (CLICK_MAP_CONFIGS; inference.sam2_net.ClickMaps). SAM's decoder finds the clicked object through its
+  prompt tokens' attention alone, which SA-1B teaches; from random weights on a few hundred crops it predicted a
+  mask of the whole crop for its first ~110 s (docs/benchmarks.md). The student and the U-Net, which both learn,
+  see their clicks as maps.
 
 No torch or sam2 import here: the station install reads this module too.
 """
@@ -60,6 +65,10 @@ DERIVED_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
         ),
     ),
 }
+DERIVED_CONFIGS["sam2.1_resnet50d_clicks"] = DERIVED_CONFIGS["sam2.1_resnet50d"]
+# configs whose mask decoder also reads click maps: built with inference.sam2_net.ClickMaps, whose weights are part
+# of the checkpoint (so the package's own SAM2ImagePredictor, which never feeds them, cannot run such a model)
+CLICK_MAP_CONFIGS = frozenset({"sam2.1_resnet50d_clicks"})
 
 
 # the teacher to train from random weights where the official ones cannot be had (docs/benchmarks.md: on one H100
@@ -90,6 +99,11 @@ def resolve_config(name: str) -> tuple[str, str]:
             return short, CONFIGS[short]
     known = ", ".join(k for k in CONFIGS if k.startswith("sam2.1"))
     raise ModelError(f"unknown SAM 2 config {name!r}; use one of {known} (or the sam2_hiera_* ones)")
+
+
+def has_click_maps(name: str) -> bool:
+    """Whether a config's mask decoder reads click maps (CLICK_MAP_CONFIGS; derived configs have no aliases)."""
+    return short_name(name) in CLICK_MAP_CONFIGS
 
 
 def hydra_config(name: str) -> tuple[str, list[str]]:

@@ -18,14 +18,53 @@ import torch
 import torch.nn as nn
 
 from inference.errors import ModelError, ModelMismatchError
-from inference.sam2_configs import hydra_config, resolve_config
-from inference.student import read_checkpoint
+from inference.sam2_configs import has_click_maps, hydra_config, resolve_config
+from inference.student import click_maps, read_checkpoint
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 FEATURES = ("image_embed", "high_res_0", "high_res_1")
 # Hiera trunk (embed_dim, number of blocks) -> size letter; how a mismatched checkpoint is recognised.
 _TRUNKS = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
+
+
+class ClickMaps(nn.Module):
+    """Gaussian maps of the positive and negative clicks, projected (1 x 1 convolutions) onto the three places SAM 2's
+    mask decoder reads image features: the dense prompt added to the 1/16 embedding before the two-way transformer,
+    and the 1/8 and 1/4 skip features its upscaling adds. This is how the student's decoder (inference.student) sees
+    its clicks. Attached to the package's decoder as `sam_mask_decoder.click_maps`, so its weights travel in the
+    official checkpoint format and fine-tuning trains them with the decoder."""
+
+    SIGMA = 1.5  # in cells of each grid, as the student's click_sigma
+
+    def __init__(self, embed_dim: int, s1_dim: int, s0_dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(2, embed_dim, 1)
+        self.s1 = nn.Conv2d(2, s1_dim, 1)
+        self.s0 = nn.Conv2d(2, s0_dim, 1)
+
+    def forward(self, points: torch.Tensor, labels: torch.Tensor, image_size: int, dense: torch.Tensor,
+                hi: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(dense, [high_res_0, high_res_1]) with the clicks' maps added; every output has the prompts' batch."""
+        pts = points.float()
+
+        def maps(conv: nn.Conv2d, like: torch.Tensor) -> torch.Tensor:
+            hw = like.shape[-1]
+            return conv(click_maps(pts, labels, hw, image_size // hw, self.SIGMA).to(conv.weight.dtype))
+
+        return dense + maps(self.embed, dense), [hi[0] + maps(self.s0, hi[0]), hi[1] + maps(self.s1, hi[1])]
+
+
+def add_click_maps(model: nn.Module) -> None:
+    """Give a SAM 2 model's mask decoder its ClickMaps (random weights; CLICK_MAP_CONFIGS)."""
+    dec = model.sam_mask_decoder
+    device = next(dec.parameters()).device
+    dec.click_maps = ClickMaps(dec.transformer_dim, dec.conv_s1.out_channels, dec.conv_s0.out_channels).to(device)
+
+
+def decoder_click_maps(model: nn.Module) -> ClickMaps | None:
+    """A SAM 2 model's ClickMaps where its config has them (CLICK_MAP_CONFIGS), else None."""
+    return dict(model.sam_mask_decoder.named_children()).get("click_maps")
 
 
 class Sam2Net(nn.Module):
@@ -64,10 +103,29 @@ class Sam2Net(nn.Module):
     def encode(self, images01: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.encode_normalised((images01 - self.mean) / self.std)
 
+    @property
+    def clicks(self) -> ClickMaps | None:
+        return decoder_click_maps(self.model)
+
     def _prompt(self, points: torch.Tensor, labels: torch.Tensor,
                 mask_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.sam_prompt_encoder(points=(points.float(), labels.int()), boxes=None,
                                              masks=None if mask_input is None else mask_input.float())
+
+    def _prompted(self, feats: dict[str, torch.Tensor], points: torch.Tensor, labels: torch.Tensor,
+                  mask_input: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], bool]:
+        """(sparse, dense, high-res features, repeat_image) for the decoder: the image side of batch 1 repeated
+        over B prompts, and the clicks' maps added where the model has them."""
+        sparse, dense = self._prompt(points, labels, mask_input)
+        b = points.shape[0]
+        repeat = feats["image_embed"].shape[0] == 1 and b > 1
+        hi = [feats["high_res_0"], feats["high_res_1"]]
+        if repeat:
+            hi = [h.expand(b, -1, -1, -1) for h in hi]
+        cm = self.clicks
+        if cm is not None:
+            dense, hi = cm(points, labels, self.image_size, dense, hi)
+        return sparse, dense, hi, repeat
 
     def decode_all(self, feats: dict[str, torch.Tensor], points: torch.Tensor,
                    labels: torch.Tensor, mask_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,12 +134,7 @@ class Sam2Net(nn.Module):
         3 in front of the clicks (what SAM2ImagePredictor does); `mask_input` (B, 1, S/4, S/4) is SAM 2's mask
         input, in logits."""
         m = self.model
-        sparse, dense = self._prompt(points, labels, mask_input)
-        b = points.shape[0]
-        repeat = feats["image_embed"].shape[0] == 1 and b > 1
-        hi = [feats["high_res_0"], feats["high_res_1"]]
-        if repeat:
-            hi = [h.expand(b, -1, -1, -1) for h in hi]
+        sparse, dense, hi, repeat = self._prompted(feats, points, labels, mask_input)
         masks, iou, _, _ = m.sam_mask_decoder.predict_masks(
             image_embeddings=feats["image_embed"], image_pe=m.sam_prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, repeat_image=repeat,
@@ -93,11 +146,11 @@ class Sam2Net(nn.Module):
         """SAM 2's mask decoder asked for one mask ((B, 1, S/4, S/4) logits, (B, 1) iou), as its own forward gives
         it (including its dynamic fallback to the most stable multimask output): the exported teacher decoder."""
         m = self.model
-        sparse, dense = self._prompt(points, labels)
+        sparse, dense, hi, _ = self._prompted(feats, points, labels, None)
         masks, iou, _, _ = m.sam_mask_decoder(
             image_embeddings=feats["image_embed"], image_pe=m.sam_prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
-            repeat_image=False, high_res_features=[feats["high_res_0"], feats["high_res_1"]])
+            repeat_image=False, high_res_features=hi)
         return masks[:, :1], iou[:, :1]
 
     def forward(self, images01: torch.Tensor, points: torch.Tensor, labels: torch.Tensor):
@@ -117,7 +170,8 @@ def choose_output(masks: torch.Tensor, iou: torch.Tensor, labels: torch.Tensor) 
 def guess_config(state: dict[str, Any]) -> str | None:
     """The short config name a SAM 2 state dict was trained with, from its trunk shape (None if unknown)."""
     if any(str(k).startswith("image_encoder.trunk.body.") for k in state):  # inference.sam2_trunks' one trunk
-        return "sam2.1_resnet50d"
+        clicks = any(str(k).startswith("sam_mask_decoder.click_maps.") for k in state)
+        return "sam2.1_resnet50d_clicks" if clicks else "sam2.1_resnet50d"
     w = state.get("image_encoder.trunk.patch_embed.proj.weight")
     if not isinstance(w, torch.Tensor):
         return None
@@ -144,9 +198,12 @@ def build_model(config: str, image_size: int = 1024, device: str | torch.device 
     if int(image_size) != 1024:
         overrides.append(f"++model.image_size={int(image_size)}")
     try:
-        return build_sam2(cfg_path, None, device=str(device), mode="eval", hydra_overrides_extra=overrides)
+        model = build_sam2(cfg_path, None, device=str(device), mode="eval", hydra_overrides_extra=overrides)
     except MissingConfigException:
         raise ModelError(f"SAM 2 config not found: {cfg_path}") from None
+    if has_click_maps(config):
+        add_click_maps(model)
+    return model
 
 
 def read_state_dict(path: Path | str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from inference.errors import ModelError
 from inference.runtime import CPU_ENCODE_CHUNK
 from inference.sam2_configs import resolve_config
 from inference.sam2_net import FEATURES as FEATURE_NAMES
-from inference.sam2_net import Sam2Net, choose_output, load_model
+from inference.sam2_net import Sam2Net, choose_output, decoder_click_maps, load_model
 from inference.segmenter import Decoded, Embedding, Prompt, mask_to_logits
 from inference.torch_backend import autocast, check_precision, resolve_device
 
@@ -39,6 +39,10 @@ class Sam2Segmenter:
     ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
+        if decoder_click_maps(model) is not None:
+            raise ModelError(f"SAM 2 config {config or 'of this teacher'} reads click maps, which SAM's resize-to-square "
+                             "predictor never feeds: this teacher was trained here at native pixel scale; add it with "
+                             "--scale (1 unless it was trained at another)")
         self.device = resolve_device(device)
         self.precision = check_precision(precision, self.device)
         self.model = model.to(self.device).eval()
