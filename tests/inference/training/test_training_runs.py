@@ -258,21 +258,28 @@ def test_finetune_teacher_saves_an_official_sam2_checkpoint(training_project: Pa
         assert isinstance(open_segmenter(p, info), Sam2NativeSegmenter)
 
 
+@pytest.mark.parametrize("config", ["sam2.1_resnet50d", "sam2.1_resnet50d_clicks"])
 def test_a_teacher_with_the_convolutional_trunk_fine_tunes_from_random_weights(training_project: Path,
-                                                                               tmp_path: Path) -> None:
-    # the teacher for sites without SA-1B weights: the same run, the same official checkpoint format
+                                                                               tmp_path: Path, config: str) -> None:
+    # the teacher for sites without SA-1B weights: the same run, the same official checkpoint format; the _clicks
+    # config's decoder also reads click maps (inference.sam2_net.ClickMaps), which the fine-tune trains
     from inference.sam2_net import build_model, load_model
 
     start = tmp_path / "r50_random.pt"
-    torch.save({"model": build_model("sam2.1_resnet50d", image_size=128).state_dict()}, start)
+    start_state = build_model(config, image_size=128).state_dict()
+    torch.save({"model": start_state}, start)
     cfg = tmp_path / "r50.yaml"
-    cfg.write_text(f"teacher: {{config: sam2.1_resnet50d, checkpoint: {start}, image_size: 128, scale: 0.25}}\n")
-    summary, events = _run(training_project, mode="finetune-teacher", name="ft-r50", max_steps=2, config_file=cfg)
+    cfg.write_text(f"teacher: {{config: {config}, checkpoint: {start}, image_size: 128, scale: 0.25}}\n")
+    summary, events = _run(training_project, mode="finetune-teacher", name=f"ft-{config}", max_steps=2,
+                           config_file=cfg)
     steps = _of(events, "step")
     assert len(steps) == 2 and all(torch.isfinite(torch.tensor(s["loss"])) for s in steps)
     state = torch.load(Path(summary["run_dir"]) / "teacher.pt", map_location="cpu", weights_only=True)["model"]
     assert "image_encoder.trunk.body.conv1.0.weight" in state  # ResNet-D's deep stem, not Hiera's patch embedding
-    load_model(Path(summary["run_dir"]) / "teacher.pt", "sam2.1_resnet50d", image_size=128)  # strict
+    load_model(Path(summary["run_dir"]) / "teacher.pt", config, image_size=128)  # strict
+    if config.endswith("_clicks"):
+        key = "sam_mask_decoder.click_maps.s0.weight"
+        assert not torch.equal(state[key], start_state[key])  # the click maps were trained
 
 
 def test_fine_tuning_hiera_from_random_weights_warns_and_names_the_trunk_that_learns(fresh_training_project,
