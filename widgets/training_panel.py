@@ -124,6 +124,14 @@ class TrainingPanel(QWidget):
         self.teacher_flips.setToolTip("Distillation: the teacher's masks averaged over the view and its mirrors "
                                       "(+0.02-0.03 teacher IoU on magnetic-tile; 2-4x the teacher's decoder calls, "
                                       "no encoder; needs the dihedral augmentation)")
+        # training.val_share: validation + checkpoints within this share of the run's training time (0: no cap)
+        self.val_share = QSpinBox()
+        self.val_share.setRange(0, 100)
+        self.val_share.setSuffix(" %")
+        self.val_share.setSpecialValueText("no cap (every epoch due)")
+        self.val_share.setToolTip("Validation and checkpoints take at most this share of the training time: an "
+                                  "epoch end validates only when the time so far allows one more (the first and "
+                                  "last epochs always do; best.pt is picked among those validated)")
         # student.context_blocks: -1 is null (the student's default per head)
         self.context = QSpinBox()
         self.context.setRange(-1, 16)
@@ -142,6 +150,7 @@ class TrainingPanel(QWidget):
         form.addRow("Compile", self.compile)
         form.addRow("Training windows", self.windows)
         form.addRow("Teacher mirror views", self.teacher_flips)
+        form.addRow("Validation time", self.val_share)
         form.addRow("Context blocks", self.context)
         form.addRow("Max steps", self.max_steps)
         self.load_btn = QPushButton("Load from YAML")
@@ -264,6 +273,7 @@ class TrainingPanel(QWidget):
         self.compile.setChecked(bool(d["training"].get("compile")))
         self.windows.setValue(int(d["training"].get("crop_size") or 0))
         self.teacher_flips.setCurrentIndex(self.teacher_flips.findData(int(d["training"].get("teacher_flip_views", 1))))
+        self.val_share.setValue(round(100 * float(d["training"]["val_share"])))
         ctx = d["student"].get("context_blocks")
         self.context.setValue(-1 if ctx is None else int(ctx))
 
@@ -286,6 +296,7 @@ class TrainingPanel(QWidget):
         tr["compile"] = (tr.get("compile") or "default") if self.compile.isChecked() else None
         tr["crop_size"] = self.windows.value() or None
         tr["teacher_flip_views"] = int(self.teacher_flips.currentData())
+        tr["val_share"] = self.val_share.value() / 100
         d.setdefault("student", {})["context_blocks"] = None if self.context.value() < 0 else self.context.value()
         self.project.save_config()
         self._say(f"settings saved to {self.project.config_path}")

@@ -174,6 +174,28 @@ def test_the_teacher_mirror_views_box_is_training_teacher_flip_views(qtbot, tmp_
     assert again.teacher_flips.currentData() == 4
 
 
+def test_the_validation_time_box_is_training_val_share(qtbot, tmp_path) -> None:
+    """A percentage of the run's training time (default 10%); 0 is "no cap", saved as 0.0 and read back."""
+    from store import config as config_mod
+    from store.project import Project
+    from widgets.training_panel import TrainingPanel
+
+    project = Project.create(tmp_path / "proj")
+    panel = TrainingPanel(project)
+    qtbot.addWidget(panel)
+    assert panel.val_share.value() == 10
+    panel.val_share.setValue(25)
+    panel.save_settings()
+    assert config_mod.load(project.config_path)["distillation"]["training"]["val_share"] == 0.25
+    again = TrainingPanel(project)
+    qtbot.addWidget(again)
+    assert again.val_share.value() == 25
+    again.val_share.setValue(0)
+    assert again.val_share.text() == "no cap (every epoch due)"
+    again.save_settings()
+    assert config_mod.load(project.config_path)["distillation"]["training"]["val_share"] == 0.0
+
+
 def test_the_context_blocks_box_is_student_context_blocks(qtbot, tmp_path) -> None:
     """"default" is null (four blocks on heads 2 and 4, none on the 1/8 head); a count, 0 included, is saved as
     student.context_blocks and read back by the next panel."""
