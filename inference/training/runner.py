@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from inference.sam2_configs import SCRATCH_TEACHER, short_name
+from inference.sam2_configs import CONVOLUTIONAL_CONFIGS, SCRATCH_TEACHER, short_name
 from inference.training import build
 from inference.training import crops as cr
 from inference.training.checkpoints import Checkpoints
@@ -225,10 +225,11 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             emit({"event": "warning", "message": "distillation.teacher.checkpoint is not set: the teacher has RANDOM "
                   "weights (fine for tests, useless for real training)"})
         if mode_name == "finetune_teacher" and not dist_cfg["teacher"].get("checkpoint") \
-                and (teacher_short := short_name(teacher_config_name(dist_cfg))) != SCRATCH_TEACHER:
+                and (teacher_short := short_name(teacher_config_name(dist_cfg))) not in CONVOLUTIONAL_CONFIGS:
             emit({"event": "warning", "message": f"fine-tuning SAM 2 {teacher_short} from RANDOM "
                   f"weights: Hiera does not learn from a few hundred crops; without official weights set "
-                  f"distillation.teacher.config: {SCRATCH_TEACHER} (a convolutional trunk, docs/benchmarks.md)"})
+                  f"distillation.teacher.config: {SCRATCH_TEACHER} (a convolutional trunk and click maps, "
+                  "docs/benchmarks.md)"})
 
         # ---------------------------------------------------------------- crops, task, validation set
         scale, _canvas = build.crop_scale(mode_name, dist_cfg)

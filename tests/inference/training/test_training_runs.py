@@ -288,12 +288,13 @@ def test_fine_tuning_hiera_from_random_weights_warns_and_names_the_trunk_that_le
     _, events = _run(project, mode="finetune-teacher", name="ft-hiera", max_steps=1)
     assert [e["message"] for e in _of(events, "warning") if "Hiera does not learn" in e["message"]] == [
         "fine-tuning SAM 2 sam2.1_hiera_t from RANDOM weights: Hiera does not learn from a few hundred crops; "
-        "without official weights set distillation.teacher.config: sam2.1_resnet50d (a convolutional trunk, "
-        "docs/benchmarks.md)"]
-    cfg = tmp_path / "r50.yaml"
-    cfg.write_text("teacher: {config: sam2.1_resnet50d, image_size: 128, scale: 0.25}\n")
-    _, events = _run(project, mode="finetune-teacher", name="ft-r50", max_steps=1, config_file=cfg)
-    assert _of(events, "step") and not [e for e in _of(events, "warning") if "Hiera" in e["message"]]
+        "without official weights set distillation.teacher.config: sam2.1_resnet50d_clicks (a convolutional trunk "
+        "and click maps, docs/benchmarks.md)"]
+    for config in ("sam2.1_resnet50d", "sam2.1_resnet50d_clicks"):  # either convolutional trunk learns: no warning
+        cfg = tmp_path / f"{config}.yaml"
+        cfg.write_text(f"teacher: {{config: {config}, image_size: 128, scale: 0.25}}\n")
+        _, events = _run(project, mode="finetune-teacher", name=f"ft-{config}", max_steps=1, config_file=cfg)
+        assert _of(events, "step") and not [e for e in _of(events, "warning") if "Hiera" in e["message"]]
 
 
 def _free_port() -> int:
