@@ -179,3 +179,19 @@ def test_the_onnx_teacher_decoder_keeps_the_click_maps(tmp_path: Path) -> None:
             conv.bias.zero_()
         no_maps, _ = net.decode_single(ref_feats, pts, lbs)
     assert float(np.abs(logits - no_maps.numpy()).max()) > 1e-2
+
+
+def test_a_clicks_teacher_is_registered_at_native_scale_only(tmp_path: Path) -> None:
+    # refused at `models add` without --scale, not at every later predict
+    from inference.registry import add_model, open_segmenter
+    from inference.teacher import Sam2NativeSegmenter
+    from store.project import Project
+
+    project = Project.create(tmp_path / "proj")
+    ckpt = tmp_path / "clicks.pt"
+    torch.save({"model": build_model(CLICKS, image_size=SIZE).state_dict()}, ckpt)
+    with pytest.raises(ModelError, match=r"reads click maps.*add it with --scale"):
+        add_model(project, "teacher", ckpt, config=CLICKS, image_size=SIZE)
+    info, existed = add_model(project, "teacher", ckpt, config=CLICKS, image_size=SIZE, scale=1.0)
+    assert not existed and info.meta["layout"] == "native" and info.architecture == CLICKS
+    assert isinstance(open_segmenter(project, info), Sam2NativeSegmenter)
