@@ -35,6 +35,22 @@ def _project(root: Path, pairs: list[tuple[Path, Path, str]]) -> Project:
     return p
 
 
+def _panel(qtbot, project: Project):
+    """A Training panel on `project`, as a user opens it (reading project.yaml)."""
+    from widgets.training_panel import TrainingPanel
+
+    panel = TrainingPanel(project)
+    qtbot.addWidget(panel)
+    return panel
+
+
+def _saved(project: Project, section: str = "training") -> dict:
+    """A `distillation` section of project.yaml as it is on disk."""
+    from store import config as config_mod
+
+    return config_mod.load(project.config_path)["distillation"][section]
+
+
 def test_panel_runs_plots_and_stops_a_training_process(qtbot, tmp_path: Path, magnetic_tile_pairs) -> None:
     from widgets.training_panel import TrainingPanel
 
@@ -134,88 +150,64 @@ def test_the_compile_box_is_the_training_compile_setting(qtbot, tmp_path) -> Non
 def test_the_training_windows_box_is_training_crop_size(qtbot, tmp_path) -> None:
     """0 ("whole canvas") is null; a size is saved as training.crop_size and read back by the next panel; a size
     off the stride is refused with a message rather than written where the next open would fail on it."""
-    from store import config as config_mod
-    from store.project import Project
-    from widgets.training_panel import TrainingPanel
-
     project = Project.create(tmp_path / "proj")
-    panel = TrainingPanel(project)
-    qtbot.addWidget(panel)
+    panel = _panel(qtbot, project)
     assert panel.windows.value() == 0 and panel.windows.text() == "whole canvas"
     panel.windows.setValue(256)
     panel.save_settings()
-    assert config_mod.load(project.config_path)["distillation"]["training"]["crop_size"] == 256
-    again = TrainingPanel(project)
-    qtbot.addWidget(again)
+    assert _saved(project)["crop_size"] == 256
+    again = _panel(qtbot, project)
     assert again.windows.value() == 256
     again.windows.setValue(48)  # off the student's stride: refused, project.yaml keeps 256
     again.save_settings()
-    assert config_mod.load(project.config_path)["distillation"]["training"]["crop_size"] == 256
+    assert _saved(project)["crop_size"] == 256
     assert "48 px is not a multiple of 32" in again.log_view.toPlainText()
     again.windows.setValue(0)
     again.save_settings()
-    assert config_mod.load(project.config_path)["distillation"]["training"]["crop_size"] is None
+    assert _saved(project)["crop_size"] is None
 
 
 def test_the_teacher_mirror_views_box_is_training_teacher_flip_views(qtbot, tmp_path) -> None:
-    from store import config as config_mod
-    from store.project import Project
-    from widgets.training_panel import TrainingPanel
-
     project = Project.create(tmp_path / "proj")
-    panel = TrainingPanel(project)
-    qtbot.addWidget(panel)
+    panel = _panel(qtbot, project)
     assert panel.teacher_flips.currentData() == 1 and panel.teacher_flips.currentText() == "off"
     panel.teacher_flips.setCurrentIndex(panel.teacher_flips.findData(4))
     panel.save_settings()
-    assert config_mod.load(project.config_path)["distillation"]["training"]["teacher_flip_views"] == 4
-    again = TrainingPanel(project)
-    qtbot.addWidget(again)
+    assert _saved(project)["teacher_flip_views"] == 4
+    again = _panel(qtbot, project)
     assert again.teacher_flips.currentData() == 4
 
 
 def test_the_validation_time_box_is_training_val_share(qtbot, tmp_path) -> None:
     """A percentage of the run's training time (default 10%); 0 is "no cap", saved as 0.0 and read back."""
-    from store import config as config_mod
-    from store.project import Project
-    from widgets.training_panel import TrainingPanel
-
     project = Project.create(tmp_path / "proj")
-    panel = TrainingPanel(project)
-    qtbot.addWidget(panel)
+    panel = _panel(qtbot, project)
     assert panel.val_share.value() == 10
     panel.val_share.setValue(25)
     panel.save_settings()
-    assert config_mod.load(project.config_path)["distillation"]["training"]["val_share"] == 0.25
-    again = TrainingPanel(project)
-    qtbot.addWidget(again)
+    assert _saved(project)["val_share"] == 0.25
+    again = _panel(qtbot, project)
     assert again.val_share.value() == 25
     again.val_share.setValue(0)
     assert again.val_share.text() == "no cap (every epoch due)"
     again.save_settings()
-    assert config_mod.load(project.config_path)["distillation"]["training"]["val_share"] == 0.0
+    assert _saved(project)["val_share"] == 0.0
 
 
 def test_the_context_blocks_box_is_student_context_blocks(qtbot, tmp_path) -> None:
     """"default" is null (four blocks on heads 2 and 4, none on the 1/8 head); a count, 0 included, is saved as
     student.context_blocks and read back by the next panel."""
-    from store import config as config_mod
-    from store.project import Project
-    from widgets.training_panel import TrainingPanel
-
     project = Project.create(tmp_path / "proj")
-    panel = TrainingPanel(project)
-    qtbot.addWidget(panel)
+    panel = _panel(qtbot, project)
     assert panel.context.value() == -1 and panel.context.text().startswith("default")
     panel.context.setValue(0)
     panel.save_settings()
-    assert config_mod.load(project.config_path)["distillation"]["student"]["context_blocks"] == 0
-    again = TrainingPanel(project)
-    qtbot.addWidget(again)
+    assert _saved(project, "student")["context_blocks"] == 0
+    again = _panel(qtbot, project)
     assert again.context.value() == 0
     again.context.setValue(-1)
     again.save_settings()
-    assert config_mod.load(project.config_path)["distillation"]["student"]["context_blocks"] is None
+    assert _saved(project, "student")["context_blocks"] is None
 
 
 def test_a_runs_warning_events_reach_the_log(qtbot, tmp_path) -> None:
