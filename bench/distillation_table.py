@@ -7,8 +7,9 @@ Steps, each a `maskbench` command run as a subprocess (so the table measures wha
   init + ingest (stratified, seeded 80/10/10 split stored on the samples)
   teacher: SAM 2 built from the package config with random weights (official SA-1B weights cannot be downloaded
            here; by default with the ResNet-50-D trunk and click maps, sam2.1_resnet50d_clicks: Hiera does not learn
-           from random weights on a few hundred crops), fine-tuned at native pixel scale with `train --mode finetune-teacher`, registered with
-           `models add teacher --scale`; it trains alone (the slowest model, and every student learns from it)
+           from random weights on a few hundred crops), fine-tuned at native pixel scale with
+           `train --mode finetune-teacher`, registered with `models add teacher --scale`; it trains alone (the
+           slowest model, and every student learns from it)
   students (same schedule): `train --mode distill --no-feature-loss` (naive), `train --mode distill`
            (feature-aligned) with the default 1/2 mask head, and the feature-aligned student with seed 001's 1/8 head
   baselines on the same split: `train --mode unet` (a plain supervised U-Net with click maps, beside the students)

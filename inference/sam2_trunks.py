@@ -6,7 +6,8 @@ Why: SAM 2's Hiera is a ViT whose published weights come from MAE pre-training a
 few hundred defect crops it does not learn (validation IoU 0.10-0.11 on magnetic-tile, docs/benchmarks.md), just
 as TinyViT did not for the student, where convolutional backbones did. Sites without the official weights (this
 project's machines included) get a teacher that can learn from their own crops: `sam2.1_resnet50d_clicks` (with
-click maps in the decoder) or `sam2.1_resnet50d` (inference.sam2_configs). Sites with them use Hiera and SA-1B, as before.
+click maps in the decoder) or `sam2.1_resnet50d` (inference.sam2_configs). Sites with them use Hiera and SA-1B, as
+before.
 
 Hydra builds it from the config (`_target_: inference.sam2_trunks.TimmTrunk`), so it must stay importable by that
 dotted path.

@@ -40,9 +40,9 @@ class Sam2Segmenter:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         if decoder_click_maps(model) is not None:
-            raise ModelError(f"SAM 2 config {config or 'of this teacher'} reads click maps, which SAM's resize-to-square "
-                             "predictor never feeds: this teacher was trained here at native pixel scale; add it with "
-                             "--scale (1 unless it was trained at another)")
+            raise ModelError(f"SAM 2 config {config or 'of this teacher'} reads click maps, which SAM's "
+                             "resize-to-square predictor never feeds: this teacher was trained here at native pixel "
+                             "scale; add it with --scale (1 unless it was trained at another)")
         self.device = resolve_device(device)
         self.precision = check_precision(precision, self.device)
         self.model = model.to(self.device).eval()
