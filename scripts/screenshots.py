@@ -188,10 +188,17 @@ def auto_masks_shot(app: object, win: object, root: Path, shot) -> None:  # noqa
     rv.model_box.setCurrentIndex(rv.model_box.findData("student"))
 
 
+def training_panel_shot(win: object, shot) -> None:  # noqa: ANN001
+    """The Training tab of a full install, with the feature-aligned mode's settings as project.yaml has them."""
+    win.tabs.setCurrentWidget(win.panels["Training"])
+    shot("training_panel")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
-    ap.add_argument("--only", choices=["auto_masks"], help="render just this shot (it needs no magnetic-tile data)")
+    ap.add_argument("--only", choices=["auto_masks", "training_panel"],
+                    help="render just this shot (it needs no magnetic-tile data)")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get(
         "MASKBENCH_MAGNETIC_TILE", REPO.parent / "shared" / "datasets" / "magnetic-tile")))
     args = ap.parse_args()
@@ -206,7 +213,7 @@ def main() -> int:
     from app.settings import Settings
     from app.window_main import MainWindow
 
-    if args.only == "auto_masks":
+    if args.only:
         args.out.mkdir(parents=True, exist_ok=True)
         win = MainWindow(Settings(), dialogs=False)
         win.resize(1600, 940)
@@ -217,7 +224,13 @@ def main() -> int:
             win.grab().save(str(args.out / f"{name}.png"))
             print(args.out / f"{name}.png")
 
-        auto_masks_shot(app, win, tmp / "demo-project", only_shot)
+        if args.only == "auto_masks":
+            auto_masks_shot(app, win, tmp / "demo-project", only_shot)
+        else:
+            from store.project import Project
+
+            win.open_project(Project.create(tmp / "training-project").root)
+            training_panel_shot(win, only_shot)
         win.close()
         return 0
     root = build(tmp / "project", args.data)
@@ -303,6 +316,8 @@ def main() -> int:
     if "Judge" in win.panels:
         win.tabs.setCurrentWidget(win.panels["Judge"])
         shot("judge_panel")
+    # 7b. the Training tab (a full install: every setting of a run, the curves, past runs)
+    training_panel_shot(win, shot)
     win.tabs.setCurrentIndex(0)
     # 8. the box tool: a box prompt decoded by a real teacher (the shipped demo SAM 2, see its model card)
     box_prompt_shot(app, rv, root, shot)
