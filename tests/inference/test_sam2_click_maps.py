@@ -144,6 +144,20 @@ def test_only_the_native_scale_teacher_runs_a_clicks_model() -> None:
     out = seg.decode(emb, np.array([[70.0, 40.0]], np.float32), np.array([1.0], np.float32))
     assert out.logits.shape == (100, 140)
     assert np.isfinite(out.logits).all() and np.isfinite(out.score)
+    # box and mask prompts go through SAM 2's own inputs; the clicks still enter as maps beside them
+    from inference.segmenter import Prompt
+
+    mask = np.zeros((100, 140), bool)
+    mask[30:50, 60:90] = True
+    pts, lbs = np.array([[70.0, 40.0], [20.0, 80.0]], np.float32), np.array([1, 0], np.int32)
+    prompt = Prompt(pts, lbs, box=np.array([55, 25, 95, 55], np.float32), mask=mask)
+    full = seg.decode_full(emb, prompt)
+    assert full.logits.shape == (100, 140) and np.isfinite(full.logits).all()
+    with torch.no_grad():
+        for conv in _convs(seg.net.clicks):
+            conv.weight.zero_()
+            conv.bias.zero_()
+    assert np.abs(seg.decode_full(emb, prompt).logits - full.logits).max() > 1e-3  # the maps were in that answer
 
 
 def test_the_onnx_teacher_decoder_keeps_the_click_maps(tmp_path: Path) -> None:
