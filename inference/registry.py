@@ -149,16 +149,14 @@ def add_model(
 
 def _add_teacher(project: Any, path: Path, config: str, name: str | None, image_size: int | None,
                  scale: float | None):
-    from inference.sam2_configs import has_click_maps, resolve_config
+    from inference.sam2_configs import has_click_maps, native_scale_only, resolve_config
     from inference.sam2_net import load_model
 
     if scale is not None and not scale > 0:
         raise ModelError(f"--scale must be > 0, not {scale}")
     short, cfg_path = resolve_config(config)
     if scale is None and has_click_maps(short):  # inference.teacher.Sam2Segmenter would refuse it at every predict
-        raise ModelError(f"a {short} teacher reads click maps, which SAM's resize-to-square predictor never feeds: "
-                         "it was trained here at native pixel scale; add it with --scale (1 unless it was trained "
-                         "at another)")
+        raise ModelError(native_scale_only(short))
     size = int(image_size or 1024)
     model = load_model(path, short, image_size=size)  # raises CheckpointError / ModelMismatchError
     params = sum(p.numel() for p in model.parameters())

@@ -109,6 +109,12 @@ def has_click_maps(name: str) -> bool:
     return short_name(name) in CLICK_MAP_CONFIGS
 
 
+def native_scale_only(name: str) -> str:
+    """The one-line refusal of a click-map config (`name`) where SAM's resize-to-square predictor would run it."""
+    return (f"SAM 2 config {name} reads click maps, which SAM's resize-to-square predictor never feeds: it was "
+            "trained here at native pixel scale; add it with --scale (1 unless it was trained at another)")
+
+
 def hydra_config(name: str) -> tuple[str, list[str]]:
     """(Hydra config path, overrides) to pass to sam2's build_sam2. A name of the table resolves (a derived one to
     its base config plus overrides); a .yaml path outside it is passed on unchanged (a config of the user's own)."""

@@ -19,7 +19,7 @@ import torch
 
 from inference.errors import ModelError
 from inference.runtime import CPU_ENCODE_CHUNK
-from inference.sam2_configs import resolve_config
+from inference.sam2_configs import native_scale_only, resolve_config
 from inference.sam2_net import FEATURES as FEATURE_NAMES
 from inference.sam2_net import Sam2Net, choose_output, decoder_click_maps, load_model
 from inference.segmenter import Decoded, Embedding, Prompt, mask_to_logits
@@ -40,9 +40,7 @@ class Sam2Segmenter:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         if decoder_click_maps(model) is not None:
-            raise ModelError(f"SAM 2 config {config or 'of this teacher'} reads click maps, which SAM's "
-                             "resize-to-square predictor never feeds: this teacher was trained here at native pixel "
-                             "scale; add it with --scale (1 unless it was trained at another)")
+            raise ModelError(native_scale_only(config or "of this teacher"))
         self.device = resolve_device(device)
         self.precision = check_precision(precision, self.device)
         self.model = model.to(self.device).eval()
